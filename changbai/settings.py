@@ -1,0 +1,58 @@
+"""The one settings object: every knob is a CHANGBAI_* environment variable (or a CLI flag that sets it)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CHANGBAI_", extra="ignore")
+
+    #: Where the platform keeps its files (SQLite database, keys, inbox) unless told otherwise.
+    data_dir: Path = Path("var")
+    #: SQLAlchemy-style URL; empty means an SQLite file in data_dir.
+    database_url: str = ""
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: The public base URL of the FHIR endpoint; derived from the request when empty.
+    base_url: str = ""
+    #: Largest request body accepted, in bytes.
+    max_body_bytes: int = 32 * 1024 * 1024
+    #: Default and largest page size of searches and histories.
+    default_page_size: int = 20
+    max_page_size: int = 1000
+    log_level: str = "INFO"
+    log_json: bool = True
+    #: Port of the HL7 v2 MLLP listener started by `changbai serve` (0 = off).
+    mllp_port: int = 2575
+
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        return f"sqlite:///{(self.data_dir / 'changbai.db').resolve()}"
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept plain postgresql:// URLs and use the psycopg 3 driver for them."""
+    for prefix in ("postgresql://", "postgres://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix):]
+    return url
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings()
+
+
+def override(**values: object) -> Settings:
+    """Set values as environment variables (so child processes inherit them) and rebuild settings."""
+    for key, value in values.items():
+        if value is not None:
+            os.environ[f"CHANGBAI_{key.upper()}"] = str(value)
+    get_settings.cache_clear()
+    return get_settings()
