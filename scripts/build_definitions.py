@@ -3,7 +3,7 @@
 Reads the unpacked npm package hl7.fhir.r4.examples@4.0.1 (CC0) and writes:
 
 - structure.json: for every resource and data type, its elements (path, cardinality, types,
-  contentReference, binding), and for every primitive type its JSON kind and regex;
+  contentReference, binding, isSummary), and for every primitive type its JSON kind and regex;
 - search-parameters.json: the 1,375 SearchParameter resources of Bundle-searchParams.json, with the
   fields the server uses;
 - compartments.json: the CompartmentDefinitions (which parameters put a resource in a compartment).
@@ -63,6 +63,7 @@ def build(pkg: str) -> None:
                 [_type_code(t) for t in e.get("type", [])],
                 e.get("contentReference"),
                 [binding["strength"], binding.get("valueSet")] if binding.get("strength") else None,
+                bool(e.get("isSummary")),
             ])
         structure["types"][name] = {"kind": sd["kind"], "abstract": bool(sd.get("abstract")),
                                     "base": (sd.get("baseDefinition") or "").rsplit("/", 1)[-1] or None,
