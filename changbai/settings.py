@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     log_json: bool = True
     #: Port of the HL7 v2 MLLP listener started by `changbai serve` (0 = off).
     mllp_port: int = 2575
+    #: Identifier system of the resident ID number (居民身份证号码) in the master patient index.
+    resident_id_system: str = "urn:oid:2.16.156.10011.1.3"
 
     def resolved_database_url(self) -> str:
         if self.database_url:
