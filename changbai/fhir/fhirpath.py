@@ -125,10 +125,8 @@ class _Parser:
             if self.peek("."):
                 self.take(".")
                 name = self.take()
-                if self.peek("("):
-                    fn = _then(fn, self.function(name))
-                else:
-                    fn = _then(fn, _child(name))
+                step = self.function(name) if self.peek("(") else _child(name)
+                fn = _then(fn, step)
             elif self.peek("["):
                 self.take("[")
                 index = int(self.take())
@@ -418,7 +416,7 @@ def _guess_type(value: Any) -> str:
     if isinstance(value, str):
         return "string"
     if isinstance(value, dict):
-        if "coding" in value or "text" in value and len(value) <= 2:
+        if "coding" in value or ("text" in value and len(value) <= 2):
             return "CodeableConcept"
         if "reference" in value:
             return "Reference"

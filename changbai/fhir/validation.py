@@ -131,7 +131,7 @@ def _value(el: Element, value: Any, path: str, issues: list[Issue]) -> None:
                 _err(issues, path, "Strings must not be empty or only white space", "value")
             elif el.type == "xhtml" and not value.lstrip().startswith("<div"):
                 _err(issues, path, "Narrative div must be XHTML starting with <div>", "value")
-        elif el.type == "positiveInt" and value < 1 or el.type == "unsignedInt" and value < 0:
+        elif (el.type == "positiveInt" and value < 1) or (el.type == "unsignedInt" and value < 0):
             _err(issues, path, f"{value} is not a valid {el.type}", "value")
         elif el.type == "integer" and not -(2**31) <= value < 2**31:
             _err(issues, path, f"{value} is outside the 32-bit integer range", "value")
@@ -162,8 +162,7 @@ def _binding(el: Element, value: Any, path: str, issues: list[Issue]) -> None:
         issues.append(issue)
 
 
-def _companion(obj: dict[str, Any], key: str, value: Any, el: Element | None, path: str,
-               issues: list[Issue]) -> None:
+def _companion(obj: dict[str, Any], key: str, value: Any, el: Element | None, path: str, issues: list[Issue]) -> None:
     """``_name`` holds id/extension of primitive ``name``; arrays pair up item by item."""
     where = f"{path}.{key}"
     if el is None or not spec().is_primitive(el.type):

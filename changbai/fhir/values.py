@@ -45,8 +45,7 @@ def date_range(value: str) -> tuple[int, int]:
             sec = int(m["S"] or 0)
             frac = m["f"] or ""
             micro = int((frac + "000000")[:6]) if frac else 0
-            low = datetime(y, int(m["m"]), int(m["d"]), int(m["H"]), int(m["M"] or 0), min(sec, 59), micro,
-                           tzinfo=UTC)
+            low = datetime(y, int(m["m"]), int(m["d"]), int(m["H"]), int(m["M"] or 0), min(sec, 59), micro, tzinfo=UTC)
             tz = m["tz"]
             if tz and tz != "Z":
                 sign = 1 if tz[0] == "+" else -1

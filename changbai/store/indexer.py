@@ -1,0 +1,274 @@
+"""Index rows of a resource: every search parameter's expression evaluated, values turned into rows.
+
+One strategy per parameter type (string, token, reference, date, number, quantity, uri), each taking the
+typed items the FHIRPath expression produced and returning rows for its ``idx_*`` table. No strategy knows
+any particular parameter; composite parameters are searched through their components' rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from changbai.errors import InvalidInput
+from changbai.fhir.fhirpath import Item, reference_type
+from changbai.fhir.searchparams import registry
+from changbai.fhir.values import date_range, normalise_string, number_range
+from changbai.store import ucum
+
+#: Parameters answered from the resource table's own columns, never indexed.
+COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
+MAX_TEXT = 512
+
+Row = dict[str, Any]
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT]
+
+
+def _unwrap_extension(items: list[Item]) -> list[Item]:
+    """An expression ending at ``extension(url)`` indexes the extension's value[x]."""
+    out = []
+    for item in items:
+        if item.type == "Extension" and isinstance(item.value, dict):
+            for key, value in item.value.items():
+                if key.startswith("value"):
+                    t = key[5:]
+                    out.append(Item(value, t[0].lower() + t[1:] if t[0].isupper() and _is_primitive(t) else t))
+        else:
+            out.append(item)
+    return out
+
+
+def _is_primitive(type_suffix: str) -> bool:
+    from changbai.fhir.spec import spec
+
+    return (type_suffix[0].lower() + type_suffix[1:]) in spec().primitives
+
+
+# ------------------------------------------------------------------------------------------ strategies
+def string_rows(items: list[Item]) -> Iterable[Row]:
+    for item in items:
+        v, t = item.value, item.type
+        texts: list[str] = []
+        if isinstance(v, str):
+            texts.append(v)
+        elif isinstance(v, dict):
+            if t == "HumanName":
+                texts.extend(x for x in (v.get("text"), v.get("family")) if isinstance(x, str))
+                for key in ("given", "prefix", "suffix"):
+                    texts.extend(x for x in v.get(key, ()) if isinstance(x, str))
+            elif t == "Address":
+                texts.extend(
+                    x
+                    for x in (
+                        v.get("text"),
+                        v.get("city"),
+                        v.get("district"),
+                        v.get("state"),
+                        v.get("postalCode"),
+                        v.get("country"),
+                    )
+                    if isinstance(x, str)
+                )
+                texts.extend(x for x in v.get("line", ()) if isinstance(x, str))
+            else:
+                texts.extend(x for x in v.values() if isinstance(x, str))
+        for text in texts:
+            yield {"value": _clip(normalise_string(text)), "exact": _clip(text)}
+
+
+def token_rows(items: list[Item]) -> Iterable[Row]:
+    for item in items:
+        v, t = item.value, item.type
+        if isinstance(v, bool):
+            yield {"system": None, "code": "true" if v else "false", "text": None}
+        elif isinstance(v, str):
+            yield {"system": None, "code": _clip(v), "text": None}
+        elif isinstance(v, dict):
+            if t == "CodeableConcept" or "coding" in v:
+                text = v.get("text")
+                for c in v.get("coding", ()):
+                    yield _coding_row(c, text)
+                if not v.get("coding") and isinstance(text, str):
+                    yield {"system": None, "code": None, "text": _clip(normalise_string(text))}
+            elif t in ("Identifier", "ContactPoint") or "value" in v:
+                value = v.get("value")
+                if isinstance(value, str):
+                    type_text = (v.get("type") or {}).get("text") if t == "Identifier" else None
+                    yield {
+                        "system": _clip(v["system"]) if isinstance(v.get("system"), str) else None,
+                        "code": _clip(value),
+                        "text": _clip(normalise_string(type_text)) if isinstance(type_text, str) else None,
+                    }
+                if t == "Identifier":
+                    for c in (v.get("type") or {}).get("coding", ()):
+                        # :of-type searches by identifier type system|code + value
+                        if isinstance(c.get("code"), str) and isinstance(value, str):
+                            yield {
+                                "system": f"of-type:{c.get('system', '')}|{c['code']}",
+                                "code": _clip(value),
+                                "text": None,
+                            }
+            else:
+                yield _coding_row(v, None)
+
+
+def _coding_row(c: dict[str, Any], text: Any) -> Row:
+    display = c.get("display") if isinstance(c.get("display"), str) else text
+    return {
+        "system": _clip(c["system"]) if isinstance(c.get("system"), str) else None,
+        "code": _clip(c["code"]) if isinstance(c.get("code"), str) else None,
+        "text": _clip(normalise_string(display)) if isinstance(display, str) else None,
+    }
+
+
+def reference_rows(items: list[Item]) -> Iterable[Row]:
+    for item in items:
+        v = item.value
+        if isinstance(v, str):  # canonical / uri used as a reference
+            yield {"target_type": None, "target_id": None, "target_version": None, "url": _clip(v)}
+            continue
+        if not isinstance(v, dict):
+            continue
+        ref = v.get("reference")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            target_type = reference_type(v)
+            base, _, version = ref.partition("/_history/")
+            parts = base.rstrip("/").split("/")
+            is_absolute = "://" in ref or ref.startswith("urn:")
+            target_id = parts[-1] if target_type and len(parts) >= 2 else None
+            yield {
+                "target_type": target_type,
+                "target_id": _clip(target_id) if target_id else None,
+                "target_version": version or None,
+                "url": _clip(ref) if is_absolute else None,
+            }
+        ident = v.get("identifier")
+        if isinstance(ident, dict) and isinstance(ident.get("value"), str):
+            # :identifier modifier: kept in the token table under the same parameter name
+            yield {"_identifier": True, "system": ident.get("system"), "code": ident["value"]}
+
+
+def date_rows(items: list[Item]) -> Iterable[Row]:
+    for item in items:
+        v, t = item.value, item.type
+        try:
+            if isinstance(v, str):
+                low, high = date_range(v)
+                yield {"low": low, "high": high}
+            elif isinstance(v, dict) and t == "Period":
+                start, end = v.get("start"), v.get("end")
+                if start is None and end is None:
+                    continue
+                from changbai.fhir.values import MAX_MS, MIN_MS
+
+                low = date_range(start)[0] if isinstance(start, str) else MIN_MS
+                high = date_range(end)[1] if isinstance(end, str) else MAX_MS
+                yield {"low": low, "high": high}
+            elif isinstance(v, dict) and t == "Timing":
+                events = [e for e in v.get("event", ()) if isinstance(e, str)]
+                if events:
+                    ranges = [date_range(e) for e in events]
+                    yield {"low": min(r[0] for r in ranges), "high": max(r[1] for r in ranges)}
+        except InvalidInput:
+            continue
+
+
+def number_rows(items: list[Item]) -> Iterable[Row]:
+    for item in items:
+        v = item.value
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            continue
+        value, low, high = number_range(repr(v) if isinstance(v, float) else str(v))
+        yield {"value": float(value), "low": float(low), "high": float(high)}
+
+
+def quantity_rows(items: list[Item]) -> Iterable[Row]:
+    for item in items:
+        v, t = item.value, item.type
+        if not isinstance(v, dict):
+            continue
+        if t == "Range":
+            for bound in ("low", "high"):
+                if isinstance(v.get(bound), dict):
+                    yield from quantity_rows([Item(v[bound], "Quantity")])
+            continue
+        if t == "Money" or ("currency" in v and "value" in v):
+            val = v.get("value")
+            if isinstance(val, int | float) and not isinstance(val, bool):
+                _, low, high = number_range(str(val))
+                yield {
+                    "system": "urn:iso:std:iso:4217",
+                    "code": v.get("currency"),
+                    "unit": v.get("currency"),
+                    "value": float(val),
+                    "low": float(low),
+                    "high": float(high),
+                    "canonical_code": None,
+                    "canonical_value": None,
+                }
+            continue
+        val = v.get("value")
+        if not isinstance(val, int | float) or isinstance(val, bool):
+            continue
+        _, low, high = number_range(str(val))
+        system, code = v.get("system"), v.get("code")
+        canonical = ucum.canonical(float(val), code) if system == ucum.SYSTEM and isinstance(code, str) else None
+        yield {
+            "system": system if isinstance(system, str) else None,
+            "code": code if isinstance(code, str) else None,
+            "unit": v.get("unit") if isinstance(v.get("unit"), str) else None,
+            "value": float(val),
+            "low": float(low),
+            "high": float(high),
+            "canonical_code": canonical[1] if canonical else None,
+            "canonical_value": canonical[0] if canonical else None,
+        }
+
+
+def uri_rows(items: list[Item]) -> Iterable[Row]:
+    for item in items:
+        if isinstance(item.value, str):
+            yield {"uri": _clip(item.value)}
+
+
+STRATEGIES: dict[str, Callable[[list[Item]], Iterable[Row]]] = {
+    "string": string_rows,
+    "token": token_rows,
+    "reference": reference_rows,
+    "date": date_rows,
+    "number": number_rows,
+    "quantity": quantity_rows,
+    "uri": uri_rows,
+}
+
+
+def index_rows(resource: dict[str, Any]) -> dict[str, list[Row]]:
+    """All index rows of a resource, by parameter type (table). ``rid`` is added by the caller."""
+    rtype = resource["resourceType"]
+    out: dict[str, list[Row]] = {k: [] for k in STRATEGIES}
+    for code, param in registry().params(rtype).items():
+        strategy = STRATEGIES.get(param.type)
+        if strategy is None or code in COLUMN_PARAMS:
+            continue
+        items = _unwrap_extension(param.evaluate(resource))
+        if not items:
+            continue
+        for row in strategy(items):
+            if row.pop("_identifier", False):
+                out["token"].append(
+                    {
+                        "rtype": rtype,
+                        "param": code + ":identifier",
+                        "system": _clip(row["system"]) if isinstance(row["system"], str) else None,
+                        "code": _clip(row["code"]),
+                        "text": None,
+                    }
+                )
+                continue
+            row["rtype"] = rtype
+            row["param"] = code
+            out[param.type].append(row)
+    return out

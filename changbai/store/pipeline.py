@@ -1,0 +1,98 @@
+"""The one write pipeline, as named steps that other modules plug functions into.
+
+Every write, whatever door it came through (REST, bundles, bulk load, HL7 v2, federation), runs:
+
+    parse -> validate -> authorise -> identify -> store (resource, version, indexes) -> audit -> outbox
+
+``prepare`` steps run before the rows are written and may change the resource (identity assigns links)
+or refuse it (validation, authorisation) by raising a ChangbaiError; ``commit`` steps run inside the same
+transaction after the rows (audit, extra outbox records). Reads have their own hook points: ``read``
+steps see each resource leaving the store (authorisation, audit) and ``search`` steps can narrow a
+search (access scope). This is HAPI's interceptor chain as plain functions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from changbai.fhir import validation
+
+if TYPE_CHECKING:
+    from sqlalchemy import Connection
+
+    from changbai.store.search import SearchRequest
+
+
+@dataclass
+class Context:
+    """Who acts, through which door, and why: handed to every step (security and audit read it)."""
+
+    principal: Any = None  # set by the security module; None means the platform itself
+    source: str = "rest"  # rest | bundle | bulk | hl7v2 | federation | cli | system
+    request_id: str | None = None
+    base_url: str = ""
+    client_address: str | None = None
+    purpose: str | None = None
+    extras: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class WriteOp:
+    """One write as it moves through the pipeline."""
+
+    action: str  # create | update | patch | delete
+    rtype: str
+    id: str
+    resource: dict[str, Any] | None  # the new content (None for delete)
+    previous: dict[str, Any] | None  # the current content, when there is one
+    version: int = 0  # the version being written (set by the store)
+    last_updated: str = ""
+    warnings: list[Any] = field(default_factory=list)
+
+
+WriteStep = Callable[["Connection", Context, WriteOp], None]
+ReadStep = Callable[["Connection", Context, str, dict[str, Any]], None]
+SearchStep = Callable[["Connection", Context, "SearchRequest"], None]
+
+
+def validate_step(conn: Connection, ctx: Context, op: WriteOp) -> None:
+    """Structural R4 validation; errors refuse the write, warnings ride along in the outcome."""
+    if op.resource is not None:
+        op.warnings.extend(validation.check(op.resource))
+
+
+@dataclass
+class Pipeline:
+    prepare: list[tuple[str, WriteStep]] = field(default_factory=lambda: [("validate", validate_step)])
+    commit: list[tuple[str, WriteStep]] = field(default_factory=list)
+    read: list[tuple[str, ReadStep]] = field(default_factory=list)
+    search: list[tuple[str, SearchStep]] = field(default_factory=list)
+
+    def add(self, phase: str, name: str, step: Any, *, before: str | None = None) -> None:
+        """Plug ``step`` into ``phase`` (prepare | commit | read | search), optionally before a named step."""
+        steps: list[tuple[str, Any]] = getattr(self, phase)
+        if any(n == name for n, _ in steps):
+            raise ValueError(f"step {name!r} already in {phase}")
+        if before is None:
+            steps.append((name, step))
+            return
+        index = next((i for i, (n, _) in enumerate(steps) if n == before), len(steps))
+        steps.insert(index, (name, step))
+
+    def run_prepare(self, conn: Connection, ctx: Context, op: WriteOp) -> None:
+        for _, step in self.prepare:
+            step(conn, ctx, op)
+
+    def run_commit(self, conn: Connection, ctx: Context, op: WriteOp) -> None:
+        for _, step in self.commit:
+            step(conn, ctx, op)
+
+    def run_read(self, conn: Connection, ctx: Context, rtype: str, resource: dict[str, Any]) -> None:
+        for _, step in self.read:
+            step(conn, ctx, rtype, resource)
+
+    def run_search(self, conn: Connection, ctx: Context, request: SearchRequest) -> None:
+        for _, step in self.search:
+            step(conn, ctx, request)

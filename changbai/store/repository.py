@@ -1,0 +1,435 @@
+"""The FHIR repository: versioned reads and writes in units of work, on SQLite or PostgreSQL.
+
+A :class:`Unit` is one database transaction. REST calls use a unit per request; a transaction bundle uses
+one unit for all its entries; bulk load uses one unit per chunk. Every write goes through the pipeline
+(validate, authorise, identify, ...) and then stores the resource row, the version row, the index rows and
+the outbox row together. Index and outbox rows are buffered and flushed in batches before any read in the
+unit and at commit, which is what makes bundles and bulk loads fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, and_, delete, insert, select, text, update
+
+from changbai.errors import (
+    Conflict,
+    Gone,
+    InvalidInput,
+    InvalidResource,
+    NotFound,
+    PreconditionFailed,
+    Unprocessable,
+)
+from changbai.fhir.spec import is_resource_type
+from changbai.fhir.values import ms_to_instant, now_instant
+from changbai.store import schema as t
+from changbai.store.database import Database
+from changbai.store.indexer import index_rows
+from changbai.store.pipeline import Context, Pipeline, WriteOp
+
+ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
+
+
+def check_id(value: Any, where: str = "id") -> str:
+    if not isinstance(value, str) or not 1 <= len(value) <= 64 or not set(value) <= ID_CHARS:
+        raise InvalidInput(f"'{value}' is not a valid resource id", expression=where)
+    return value
+
+
+def check_type(rtype: str) -> str:
+    if not is_resource_type(rtype):
+        raise NotFound(f"Unknown resource type '{rtype}'", code="not-supported")
+    return rtype
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+@dataclass
+class Stored:
+    """A resource version as the store holds it."""
+
+    rtype: str
+    id: str
+    version: int
+    last_updated: int  # epoch ms
+    deleted: bool
+    resource: dict[str, Any] | None
+
+    @property
+    def etag(self) -> str:
+        return f'W/"{self.version}"'
+
+    @property
+    def last_updated_text(self) -> str:
+        return ms_to_instant(self.last_updated)
+
+
+@dataclass
+class Outcome:
+    """What a write did: ``created`` | ``updated`` | ``unchanged`` | ``deleted`` | ``none`` (nothing matched)."""
+
+    status: str
+    stored: Stored | None
+    warnings: list[Any] = field(default_factory=list)
+
+    @property
+    def http_status(self) -> int:
+        return 201 if self.status == "created" else 200 if self.status != "none" else 204
+
+
+def content_without_meta_versioning(resource: dict[str, Any]) -> bytes:
+    meta = resource.get("meta")
+    if isinstance(meta, dict) and ("versionId" in meta or "lastUpdated" in meta):
+        meta = {k: v for k, v in meta.items() if k not in ("versionId", "lastUpdated")}
+        resource = {**resource, "meta": meta} if meta else {k: v for k, v in resource.items() if k != "meta"}
+    return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+
+
+class Repository:
+    """Entry point of the store. Thread-safe; open a :meth:`unit` per request or batch."""
+
+    def __init__(self, db: Database, pipeline: Pipeline | None = None) -> None:
+        self.db = db
+        self.pipeline = pipeline or Pipeline()
+
+    @contextmanager
+    def unit(self, ctx: Context | None = None, *, write: bool = True) -> Iterator[Unit]:
+        ctx = ctx or Context()
+        with self.db.write() if write else self.db.read() as conn:
+            unit = Unit(self, conn, ctx)
+            yield unit
+            unit.flush()
+
+    # Convenience one-shot calls (each its own transaction).
+    def read(self, rtype: str, id: str, ctx: Context | None = None) -> Stored:
+        with self.unit(ctx, write=False) as u:
+            return u.read(rtype, id)
+
+    def create(self, resource: dict[str, Any], ctx: Context | None = None, **kw: Any) -> Outcome:
+        with self.unit(ctx) as u:
+            return u.create(resource, **kw)
+
+    def update(self, resource: dict[str, Any], ctx: Context | None = None, **kw: Any) -> Outcome:
+        with self.unit(ctx) as u:
+            return u.update(resource["resourceType"], resource.get("id", ""), resource, **kw)
+
+
+class Unit:
+    """One transaction over the store."""
+
+    def __init__(self, repo: Repository, conn: Connection, ctx: Context) -> None:
+        self.repo = repo
+        self.conn = conn
+        self.ctx = ctx
+        self.pipeline = repo.pipeline
+        self._versions: list[dict[str, Any]] = []
+        self._index: dict[str, list[dict[str, Any]]] = {k: [] for k in t.INDEX_TABLES}
+        self._outbox: list[dict[str, Any]] = []
+        self._dirty = False
+
+    # ------------------------------------------------------------------------------------------ reads
+    def flush(self) -> None:
+        """Write buffered version, index and outbox rows (executemany per table)."""
+        if not self._dirty:
+            return
+        if self._versions:
+            self.conn.execute(insert(t.resource_version), self._versions)
+            self._versions = []
+        for kind, rows in self._index.items():
+            if rows:
+                self.conn.execute(insert(t.INDEX_TABLES[kind]), rows)
+                self._index[kind] = []
+        if self._outbox:
+            self.conn.execute(insert(t.outbox), self._outbox)
+            self._outbox = []
+        self._dirty = False
+
+    def _current(self, rtype: str, id: str, *, lock: bool = False) -> Any:
+        self.flush()
+        q = select(t.resource.c.rid, t.resource.c.version, t.resource.c.deleted, t.resource.c.last_updated).where(
+            t.resource.c.rtype == rtype, t.resource.c.id == id
+        )
+        if lock and not self.repo.db.is_sqlite:
+            q = q.with_for_update()
+        return self.conn.execute(q).first()
+
+    def _content(self, rid: int, version: int) -> dict[str, Any] | None:
+        row = self.conn.execute(
+            select(t.resource_version.c.content).where(
+                t.resource_version.c.rid == rid, t.resource_version.c.version == version
+            )
+        ).first()
+        return orjson.loads(row[0]) if row and row[0] else None
+
+    def read(self, rtype: str, id: str) -> Stored:
+        check_type(rtype)
+        cur = self._current(rtype, id)
+        if cur is None:
+            raise NotFound(f"{rtype}/{id} is not known")
+        if cur.deleted:
+            raise Gone(f"{rtype}/{id} was deleted")
+        resource = self._content(cur.rid, cur.version)
+        assert resource is not None
+        self.pipeline.run_read(self.conn, self.ctx, rtype, resource)
+        return Stored(rtype, id, cur.version, cur.last_updated, False, resource)
+
+    def exists(self, rtype: str, id: str) -> bool:
+        cur = self._current(rtype, id)
+        return cur is not None and not cur.deleted
+
+    def vread(self, rtype: str, id: str, version: str) -> Stored:
+        check_type(rtype)
+        if not version.isdigit():
+            raise NotFound(f"{rtype}/{id} has no version '{version}'")
+        self.flush()
+        row = self.conn.execute(
+            select(t.resource_version).where(
+                t.resource_version.c.rtype == rtype,
+                t.resource_version.c.id == id,
+                t.resource_version.c.version == int(version),
+            )
+        ).first()
+        if row is None:
+            raise NotFound(f"{rtype}/{id} has no version {version}")
+        if row.deleted:
+            raise Gone(f"{rtype}/{id} version {version} is a deletion")
+        resource = orjson.loads(row.content)
+        self.pipeline.run_read(self.conn, self.ctx, rtype, resource)
+        return Stored(rtype, id, row.version, row.last_updated, False, resource)
+
+    def search(
+        self, rtype: str | None, params: list[tuple[str, str]], *, strict: bool = True, restrict: Any = None
+    ) -> Any:
+        """Run a search; ``restrict`` is an extra SQL condition on resource rows (compartments)."""
+        from changbai.store.search import SearchRequest, execute
+
+        self.flush()
+        request = SearchRequest.parse(rtype, params, strict=strict)
+        if restrict is not None:
+            request.restrictions.append(restrict)
+        self.pipeline.run_search(self.conn, self.ctx, request)
+        return execute(self, request)
+
+    def find(self, rtype: str, query: str) -> list[tuple[str, int]]:
+        """Resolve a conditional query (``identifier=sys|val``) to matching (id, version) pairs."""
+        from changbai.store.search import SearchRequest, match_ids
+        from changbai.store.urls import parse_query
+
+        self.flush()
+        request = SearchRequest.parse(rtype, parse_query(query), strict=True)
+        self.pipeline.run_search(self.conn, self.ctx, request)
+        return match_ids(self, request, limit=2)
+
+    # ----------------------------------------------------------------------------------------- writes
+    def create(self, resource: dict[str, Any], *, id: str | None = None, if_none_exist: str | None = None) -> Outcome:
+        rtype = self._resource_type(resource)
+        if if_none_exist:
+            self._lock_condition(rtype, if_none_exist)
+            found = self.find(rtype, if_none_exist)
+            if len(found) > 1:
+                raise PreconditionFailed(f"If-None-Exist '{if_none_exist}' matched more than one {rtype}")
+            if found:
+                stored = self.read(rtype, found[0][0])
+                return Outcome("unchanged", stored)
+        new = id or new_id()
+        if id is not None:
+            check_id(id)
+            if self._current(rtype, id) is not None:
+                raise Conflict(f"{rtype}/{id} already exists")
+        resource = {**resource, "id": new}
+        return self._write(WriteOp("create", rtype, new, resource, None), None)
+
+    def update(
+        self, rtype: str, id: str, resource: dict[str, Any], *, if_match: str | None = None, upsert: bool = True
+    ) -> Outcome:
+        check_type(rtype)
+        if self._resource_type(resource) != rtype:
+            raise InvalidInput(
+                f"The resource type {resource.get('resourceType')} does not match {rtype}", expression="resourceType"
+            )
+        check_id(id)
+        body_id = resource.get("id")
+        if body_id is None:
+            raise InvalidInput(
+                "The resource has no id; an update needs the id of the URL in the body", expression=f"{rtype}.id"
+            )
+        if body_id != id:
+            raise InvalidInput(
+                f"The id in the body ({body_id}) does not match the id in the URL ({id})", expression=f"{rtype}.id"
+            )
+        cur = self._current(rtype, id, lock=True)
+        self._check_if_match(rtype, id, cur, if_match)
+        if cur is None:
+            if not upsert:
+                raise NotFound(f"{rtype}/{id} is not known")
+            return self._write(WriteOp("create", rtype, id, resource, None), None)
+        previous = None if cur.deleted else self._content(cur.rid, cur.version)
+        return self._write(WriteOp("update", rtype, id, resource, previous), cur)
+
+    def conditional_update(
+        self, rtype: str, query: str, resource: dict[str, Any], *, if_match: str | None = None
+    ) -> Outcome:
+        self._lock_condition(rtype, query)
+        found = self.find(rtype, query)
+        if len(found) > 1:
+            raise PreconditionFailed(f"The condition '{query}' matched more than one {rtype}")
+        if not found:
+            body_id = resource.get("id")
+            if body_id is not None and self._current(rtype, check_id(body_id)) is not None:
+                raise Conflict(f"{rtype}/{body_id} exists but does not match '{query}'")
+            return self.create(resource, id=body_id)
+        id = found[0][0]
+        if resource.get("id") not in (None, id):
+            raise InvalidInput(
+                f"The id in the body ({resource.get('id')}) is not the one matched ({id})", expression=f"{rtype}.id"
+            )
+        return self.update(rtype, id, {**resource, "id": id}, if_match=if_match)
+
+    def patch(self, rtype: str, id: str, operations: Any, *, if_match: str | None = None) -> Outcome:
+        from changbai.fhir.patch import apply_json_patch
+
+        check_type(rtype)
+        cur = self._current(rtype, id, lock=True)
+        if cur is None:
+            raise NotFound(f"{rtype}/{id} is not known")
+        if cur.deleted:
+            raise Gone(f"{rtype}/{id} was deleted")
+        self._check_if_match(rtype, id, cur, if_match)
+        previous = self._content(cur.rid, cur.version)
+        assert previous is not None
+        patched = apply_json_patch(previous, operations)
+        if patched.get("resourceType") != rtype or patched.get("id") != id:
+            raise Unprocessable("A patch may not change the resource type or id")
+        return self._write(WriteOp("patch", rtype, id, patched, previous), cur)
+
+    def delete(self, rtype: str, id: str, *, if_match: str | None = None) -> Outcome:
+        check_type(rtype)
+        cur = self._current(rtype, id, lock=True)
+        self._check_if_match(rtype, id, cur, if_match)
+        if cur is None or cur.deleted:
+            return Outcome("none", None)
+        previous = self._content(cur.rid, cur.version)
+        return self._write(WriteOp("delete", rtype, id, None, previous), cur)
+
+    def conditional_delete(self, rtype: str, query: str, *, multiple: bool = False) -> list[Outcome]:
+        from changbai.store.search import SearchRequest, match_ids
+        from changbai.store.urls import parse_query
+
+        self.flush()
+        request = SearchRequest.parse(rtype, parse_query(query), strict=True)
+        self.pipeline.run_search(self.conn, self.ctx, request)
+        found = match_ids(self, request, limit=None if multiple else 2)
+        if len(found) > 1 and not multiple:
+            raise PreconditionFailed(f"The condition '{query}' matched more than one {rtype}")
+        return [self.delete(rtype, id) for id, _ in found]
+
+    # ------------------------------------------------------------------------------------- internals
+    @staticmethod
+    def _resource_type(resource: Any) -> str:
+        if not isinstance(resource, dict):
+            raise InvalidInput("The body must be a FHIR resource (a JSON object)")
+        rtype = resource.get("resourceType")
+        if not isinstance(rtype, str):
+            raise InvalidResource("The resource has no resourceType", expression="resourceType", code="required")
+        if not is_resource_type(rtype):
+            raise InvalidResource(f"Unknown resource type '{rtype}'", expression="resourceType", code="not-supported")
+        return rtype
+
+    @staticmethod
+    def _check_if_match(rtype: str, id: str, cur: Any, if_match: str | None) -> None:
+        if if_match is None:
+            return
+        wanted = if_match.strip()
+        if wanted.startswith("W/"):
+            wanted = wanted[2:]
+        wanted = wanted.strip('"')
+        have = str(cur.version) if cur is not None and not cur.deleted else None
+        if wanted != have:
+            raise PreconditionFailed(
+                f"{rtype}/{id} is at version {have or '(none)'}, not {wanted} (If-Match)", code="conflict"
+            )
+
+    def _lock_condition(self, rtype: str, query: str) -> None:
+        """Serialise concurrent conditional writes with the same condition (PostgreSQL advisory lock)."""
+        if self.repo.db.is_sqlite:
+            return  # SQLite writers are already serialised (BEGIN IMMEDIATE)
+        key = int.from_bytes(hashlib.sha256(f"{rtype}?{query}".encode()).digest()[:8], "big", signed=True)
+        self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+
+    def _write(self, op: WriteOp, cur: Any) -> Outcome:
+        if op.resource is not None:
+            op.resource["id"] = op.id
+        self.pipeline.run_prepare(self.conn, self.ctx, op)
+        if (
+            op.action in ("update", "patch")
+            and op.previous is not None
+            and op.resource is not None
+            and (content_without_meta_versioning(op.resource) == content_without_meta_versioning(op.previous))
+        ):
+            stored = Stored(op.rtype, op.id, cur.version, cur.last_updated, False, op.previous)
+            return Outcome("unchanged", stored, op.warnings)
+        instant, ms = now_instant()
+        version = 1 if cur is None else cur.version + 1
+        op.version, op.last_updated = version, instant
+        deleted = op.action == "delete"
+        content: bytes | None = None
+        if op.resource is not None:
+            meta = dict(op.resource.get("meta") or {})
+            meta["versionId"] = str(version)
+            meta["lastUpdated"] = instant
+            op.resource = {**op.resource, "meta": meta}
+            content = orjson.dumps(op.resource)
+        if cur is None:
+            rid = self.conn.execute(
+                insert(t.resource).values(rtype=op.rtype, id=op.id, version=version, last_updated=ms, deleted=deleted)
+            ).inserted_primary_key[0]
+        else:
+            rid = cur.rid
+            self.flush()
+            result = self.conn.execute(
+                update(t.resource)
+                .where(and_(t.resource.c.rid == rid, t.resource.c.version == cur.version))
+                .values(version=version, last_updated=ms, deleted=deleted)
+            )
+            if result.rowcount != 1:
+                raise Conflict(f"{op.rtype}/{op.id} was changed concurrently; try again")
+            for table in t.INDEX_TABLES.values():
+                self.conn.execute(delete(table).where(table.c.rid == rid))
+        method = {"create": "POST" if cur is None else "PUT", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}[
+            op.action
+        ]
+        self._versions.append(
+            {
+                "rid": rid,
+                "rtype": op.rtype,
+                "id": op.id,
+                "version": version,
+                "last_updated": ms,
+                "method": method,
+                "deleted": deleted,
+                "content": content.decode() if content is not None else None,
+            }
+        )
+        if op.resource is not None:
+            for kind, rows in index_rows(op.resource).items():
+                if rows:
+                    for row in rows:
+                        row["rid"] = rid
+                    self._index[kind].extend(rows)
+        action = "delete" if deleted else ("create" if cur is None or cur.deleted else "update")
+        self._outbox.append({"rtype": op.rtype, "id": op.id, "version": version, "action": action, "created": ms})
+        self._dirty = True
+        self.pipeline.run_commit(self.conn, self.ctx, op)
+        stored = Stored(op.rtype, op.id, version, ms, deleted, op.resource)
+        status = "deleted" if deleted else ("created" if cur is None or cur.deleted else "updated")
+        return Outcome(status, stored, op.warnings)

@@ -1,0 +1,844 @@
+"""FHIR search compiled to SQL over the index tables, the same SQL on SQLite and PostgreSQL.
+
+A search becomes ``resource`` rows filtered by one condition per parameter (AND), each an
+``rid IN (SELECT rid FROM idx_<type> WHERE ...)`` over the OR of its values. Each parameter type has one
+builder (the strategies of :mod:`changbai.store.indexer`, read backwards); chains and ``_has`` nest the
+same builders through ``idx_reference``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    false,
+    func,
+    not_,
+    or_,
+    select,
+    true,
+    tuple_,
+)
+
+from changbai.errors import InvalidInput, NotSupported
+from changbai.fhir.searchparams import SearchParam, compartments, registry
+from changbai.fhir.spec import spec
+from changbai.fhir.values import date_range, normalise_string, now_instant, number_range
+from changbai.settings import get_settings
+from changbai.store import schema as t
+from changbai.store import ucum
+
+if TYPE_CHECKING:
+    from changbai.store.repository import Unit
+
+PREFIXES = ("eq", "ne", "gt", "lt", "ge", "le", "sa", "eb", "ap")
+RESULT_PARAMS = frozenset(
+    {
+        "_count",
+        "_offset",
+        "_sort",
+        "_include",
+        "_revinclude",
+        "_summary",
+        "_elements",
+        "_total",
+        "_contained",
+        "_containedType",
+        "_format",
+        "_pretty",
+    }
+)
+R = t.resource.c
+
+
+@dataclass
+class Clause:
+    name: str  # as given, e.g. "subject:Patient.name:exact"
+    build: Callable[[], ColumnElement[bool]]
+
+
+@dataclass
+class SearchRequest:
+    rtype: str | None
+    types: list[str]
+    clauses: list[Clause] = field(default_factory=list)
+    used: list[tuple[str, str]] = field(default_factory=list)
+    count: int = 20
+    offset: int = 0
+    sort: list[tuple[str, bool]] = field(default_factory=list)  # (param, descending)
+    includes: list[tuple[str, bool]] = field(default_factory=list)  # (value, iterate)
+    revincludes: list[tuple[str, bool]] = field(default_factory=list)
+    summary: str | None = None
+    elements: list[str] | None = None
+    total: str = "accurate"
+    #: extra conditions on ``resource`` rows (security scopes, compartments), ANDed in.
+    restrictions: list[ColumnElement[bool]] = field(default_factory=list)
+    #: a hook to decide, per resource, whether the reader may see it (security).
+    visible: Callable[[str, dict[str, Any]], bool] | None = None
+    ignored: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(
+        cls, rtype: str | None, params: list[tuple[str, str]], *, strict: bool = True, types: list[str] | None = None
+    ) -> SearchRequest:
+        settings = get_settings()
+        all_types = sorted(spec().resource_types)
+        if rtype is None:
+            type_values = [v for k, v in params if k == "_type"]
+            if type_values:
+                wanted = [x for v in type_values for x in v.split(",") if x]
+                for w in wanted:
+                    if w not in spec().resource_types:
+                        raise InvalidInput(f"Unknown resource type '{w}' in _type", expression="_type")
+                types = wanted
+            else:
+                types = types or all_types
+        req = cls(rtype, [rtype] if rtype else list(types or all_types), count=settings.default_page_size)
+        for name, value in params:
+            if name == "_type" and rtype is None:
+                req.used.append((name, value))
+                continue
+            try:
+                req._add(name, value, settings.max_page_size)
+            except InvalidInput:
+                if strict:
+                    raise
+                req.ignored.append(name)
+        return req
+
+    def _add(self, name: str, value: str, max_page: int) -> None:
+        base = name.split(":", 1)[0]
+        if base in RESULT_PARAMS:
+            self._result_param(base, name, value, max_page)
+            self.used.append((name, value))
+            return
+        if base == "_has":
+            self.clauses.append(Clause(name, _has_builder(self.types, name, value)))
+            self.used.append((name, value))
+            return
+        if base == "_list":
+            self.clauses.append(Clause(name, _list_builder(value)))
+            self.used.append((name, value))
+            return
+        builder = _param_builder(self.types, name, value)
+        self.clauses.append(Clause(name, builder))
+        self.used.append((name, value))
+
+    def _result_param(self, base: str, name: str, value: str, max_page: int) -> None:
+        if base == "_count":
+            if not value.isdigit():
+                raise InvalidInput(f"_count must be a non-negative integer, not '{value}'", expression="_count")
+            self.count = min(int(value), max_page)
+        elif base == "_offset":
+            if not value.isdigit():
+                raise InvalidInput(f"_offset must be a non-negative integer, not '{value}'", expression="_offset")
+            self.offset = int(value)
+        elif base == "_sort":
+            for key in value.split(","):
+                desc = key.startswith("-")
+                key = key.lstrip("-")
+                if key not in ("_id", "_lastUpdated") and not any(registry().get(ty, key) for ty in self.types):
+                    raise InvalidInput(f"Unknown sort parameter '{key}'", expression="_sort")
+                self.sort.append((key, desc))
+        elif base == "_include":
+            self.includes.append((value, name.endswith(":iterate") or name.endswith(":recurse")))
+        elif base == "_revinclude":
+            self.revincludes.append((value, name.endswith(":iterate") or name.endswith(":recurse")))
+        elif base == "_summary":
+            if value not in ("true", "false", "text", "data", "count"):
+                raise InvalidInput(
+                    f"_summary must be true, false, text, data or count, not '{value}'", expression="_summary"
+                )
+            self.summary = None if value == "false" else value
+        elif base == "_elements":
+            self.elements = [e.strip() for e in value.split(",") if e.strip()]
+        elif base == "_total":
+            if value not in ("none", "estimate", "accurate"):
+                raise InvalidInput(f"_total must be none, estimate or accurate, not '{value}'", expression="_total")
+            self.total = value
+
+
+# ------------------------------------------------------------------------------------------- values
+def split_or(value: str) -> list[str]:
+    """Split on unescaped commas and unescape ``\\,`` ``\\$`` ``\\|`` ``\\\\``."""
+    parts, cur, i = [], [], 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\" and i + 1 < len(value):
+            cur.append(value[i : i + 2])
+            i += 2
+            continue
+        if ch == ",":
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def split_unescaped(value: str, sep: str, maxsplit: int = -1) -> list[str]:
+    parts, cur, i = [], [], 0
+    while i < len(value):
+        ch = value[i]
+        if ch == "\\" and i + 1 < len(value):
+            cur.append(value[i : i + 2])
+            i += 2
+            continue
+        if ch == sep and (maxsplit < 0 or len(parts) < maxsplit):
+            parts.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+        i += 1
+    parts.append("".join(cur))
+    return parts
+
+
+def unescape(value: str) -> str:
+    return re.sub(r"\\([\\,$|])", r"\1", value)
+
+
+def _prefix(value: str) -> tuple[str, str]:
+    if len(value) > 2 and value[:2] in PREFIXES and (value[2].isdigit() or value[2] in "-."):
+        return value[:2], value[2:]
+    return "eq", value
+
+
+def _like_escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+# --------------------------------------------------------------------------------- parameter builders
+def _param_builder(types: list[str], name: str, value: str) -> Callable[[], ColumnElement[bool]]:
+    """Condition on ``resource`` for ``name=value`` (modifiers and chains included)."""
+    chain = None
+    if "." in name:
+        name, chain = name.split(".", 1)
+    code, _, modifier = name.partition(":")
+    if code == "_id":
+        return _id_builder(modifier, value)
+    if code == "_lastUpdated":
+        return _last_updated_builder(modifier, value)
+    params = [p for ty in types if (p := registry().get(ty, code)) is not None]
+    if not params:
+        raise InvalidInput(
+            f"Unknown search parameter '{code}' for {', '.join(types[:3])}" + ("..." if len(types) > 3 else ""),
+            expression=name,
+            code="not-supported",
+        )
+    param = params[0]
+    type_names = [p.resource_type for p in params]
+    if chain is not None:
+        if param.type != "reference":
+            raise InvalidInput(f"'{code}' is not a reference parameter and cannot be chained", expression=name)
+        return _chain_builder(type_names, param, modifier, chain, value)
+    if modifier == "missing":
+        if value not in ("true", "false"):
+            raise InvalidInput(f":missing takes true or false, not '{value}'", expression=name)
+        table = t.INDEX_TABLES.get(param.type)
+        if table is None:
+            raise NotSupported(f":missing is not supported on {param.type} parameter '{code}'", expression=name)
+        has = R.rid.in_(select(table.c.rid).where(table.c.rtype.in_(type_names), table.c.param == code))
+        return lambda: not_(has) if value == "true" else has
+    kind = param.type
+    if kind == "composite":
+        return _composite_builder(type_names, param, modifier, value, name)
+    builder = _BUILDERS.get(kind)
+    if builder is None:
+        raise NotSupported(f"Search parameter '{code}' of type {kind} is not supported", expression=name)
+    values = split_or(value)
+    if modifier == "not" and kind == "token":
+        conds = [builder(type_names, code, "", v, name) for v in values]
+        inner = or_(*conds)
+        table = t.INDEX_TABLES[kind]
+        sub = select(table.c.rid).where(table.c.rtype.in_(type_names), table.c.param == code, inner)
+        return lambda: not_(R.rid.in_(sub))
+    conds = [builder(type_names, code, modifier, v, name) for v in values]
+    table = t.INDEX_TABLES[kind]
+    if kind == "reference" and modifier == "identifier":
+        table = t.idx_token
+        code = code + ":identifier"
+    sub = select(table.c.rid).where(table.c.rtype.in_(type_names), table.c.param == code, or_(*conds))
+    if modifier == "ne":  # not a FHIR modifier, kept out
+        raise InvalidInput(f"Unknown modifier ':{modifier}'", expression=name)
+    return lambda: R.rid.in_(sub)
+
+
+def _id_builder(modifier: str, value: str) -> Callable[[], ColumnElement[bool]]:
+    ids = [unescape(v) for v in split_or(value)]
+    if modifier == "not":
+        return lambda: R.id.not_in(ids)
+    if modifier == "missing":
+        return lambda: false() if value == "true" else true()
+    if modifier:
+        raise InvalidInput(f"Modifier ':{modifier}' is not allowed on _id", expression="_id:" + modifier)
+    return lambda: R.id.in_(ids)
+
+
+def _last_updated_builder(modifier: str, value: str) -> Callable[[], ColumnElement[bool]]:
+    if modifier:
+        raise InvalidInput(f"Modifier ':{modifier}' is not allowed on _lastUpdated", expression="_lastUpdated")
+    conds = [_date_condition(R.last_updated, R.last_updated, v, "_lastUpdated") for v in split_or(value)]
+    return lambda: or_(*conds)
+
+
+def _string_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
+    c = t.idx_string.c
+    raw = unescape(value)
+    if modifier == "exact":
+        return c.exact == raw
+    norm = normalise_string(raw)
+    if modifier == "contains":
+        return c.value.like(f"%{_like_escape(norm)}%", escape="\\")
+    if modifier in ("", "text"):
+        return c.value.like(f"{_like_escape(norm)}%", escape="\\")
+    raise InvalidInput(f"Modifier ':{modifier}' is not allowed on string parameter '{code}'", expression=name)
+
+
+def _token_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
+    c = t.idx_token.c
+    if modifier == "text":
+        return c.text.like(f"{_like_escape(normalise_string(unescape(value)))}%", escape="\\")
+    if modifier == "of-type":
+        parts = split_unescaped(value, "|")
+        if len(parts) != 3:
+            raise InvalidInput(":of-type takes system|code|value", expression=name)
+        return and_(c.system == f"of-type:{unescape(parts[0])}|{unescape(parts[1])}", c.code == unescape(parts[2]))
+    if modifier in ("below", "above", "in", "not-in"):
+        raise NotSupported(
+            f"Modifier ':{modifier}' on token parameter '{code}' needs the terminology service", expression=name
+        )
+    if modifier not in ("", "not"):
+        raise InvalidInput(f"Modifier ':{modifier}' is not allowed on token parameter '{code}'", expression=name)
+    parts = split_unescaped(value, "|", 1)
+    if len(parts) == 1:
+        return c.code == unescape(parts[0])
+    system, tok = unescape(parts[0]), unescape(parts[1])
+    if system == "":
+        return and_(c.system.is_(None), c.code == tok)
+    if tok == "":
+        return c.system == system
+    return and_(c.system == system, c.code == tok)
+
+
+def _reference_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
+    c = t.idx_reference.c
+    raw = unescape(value)
+    if modifier == "identifier":
+        tc = t.idx_token.c
+        parts = split_unescaped(value, "|", 1)
+        if len(parts) == 1:
+            return tc.code == raw
+        return and_(tc.system == unescape(parts[0]), tc.code == unescape(parts[1]))
+    target_types = _reference_targets(types, code)
+    if modifier and modifier not in target_types:
+        if modifier in spec().resource_types:
+            raise InvalidInput(f"'{code}' cannot refer to {modifier}", expression=name)
+        raise InvalidInput(f"Modifier ':{modifier}' is not allowed on reference parameter '{code}'", expression=name)
+    if "://" in raw or raw.startswith("urn:"):
+        base = raw.partition("|")[0]  # a canonical may carry |version
+        m = re.search(r"([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$", base)
+        conds = [c.url == base]
+        if m and m.group(1) in spec().resource_types:
+            conds.append(and_(c.target_type == m.group(1), c.target_id == m.group(2)))
+        return or_(*conds)
+    if "/" in raw:
+        ty, _, rest = raw.partition("/")
+        ident = rest.split("/_history/")[0]
+        if modifier and ty != modifier:
+            return false()
+        return and_(c.target_type == ty, c.target_id == ident)
+    if modifier:
+        return and_(c.target_type == modifier, c.target_id == raw)
+    return c.target_id == raw
+
+
+def _reference_targets(types: list[str], code: str) -> list[str]:
+    out: set[str] = set()
+    for ty in types:
+        p = registry().get(ty, code)
+        if p is not None:
+            out.update(p.targets)
+    return sorted(out)
+
+
+def _date_condition(low: Any, high: Any, value: str, name: str) -> ColumnElement[bool]:
+    prefix, text = _prefix(value)
+    try:
+        pl, ph = date_range(text)
+    except InvalidInput:
+        raise InvalidInput(f"'{value}' is not a valid date for '{name}'", expression=name) from None
+    eq = and_(low >= pl, high <= ph)
+    if prefix == "eq":
+        return eq
+    if prefix == "ne":
+        return not_(eq)
+    if prefix == "gt":
+        return high > ph
+    if prefix == "lt":
+        return low < pl
+    if prefix == "ge":
+        return or_(high > ph, eq)
+    if prefix == "le":
+        return or_(low < pl, eq)
+    if prefix == "sa":
+        return low > ph
+    if prefix == "eb":
+        return high < pl
+    # ap: within 10% of the distance between the value and now
+    _, now = now_instant()
+    slack = int(abs(now - pl) * 0.1)
+    return and_(low <= ph + slack, high >= pl - slack)
+
+
+def _date_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
+    if modifier:
+        raise InvalidInput(f"Modifier ':{modifier}' is not allowed on date parameter '{code}'", expression=name)
+    c = t.idx_date.c
+    return _date_condition(c.low, c.high, value, name)
+
+
+def _number_condition(
+    col: Any, lowcol: Any, highcol: Any, prefix: str, text: str, name: str, exact_precision: bool = True
+) -> ColumnElement[bool]:
+    try:
+        value, pl, ph = number_range(text)
+    except InvalidInput:
+        raise InvalidInput(f"'{text}' is not a valid number for '{name}'", expression=name) from None
+    v, lo, hi = float(value), float(pl), float(ph)
+    if prefix == "eq":
+        return and_(col >= lo, col < hi)
+    if prefix == "ne":
+        return or_(col < lo, col >= hi)
+    if prefix in ("gt", "sa"):
+        return col > v
+    if prefix in ("lt", "eb"):
+        return col < v
+    if prefix == "ge":
+        return col >= v
+    if prefix == "le":
+        return col <= v
+    slack = abs(v) * 0.1
+    return and_(col >= v - slack, col <= v + slack)
+
+
+def _number_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
+    if modifier:
+        raise InvalidInput(f"Modifier ':{modifier}' is not allowed on number parameter '{code}'", expression=name)
+    c = t.idx_number.c
+    prefix, text = _prefix(value)
+    return _number_condition(c.value, c.low, c.high, prefix, text, name)
+
+
+def _quantity_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
+    if modifier:
+        raise InvalidInput(f"Modifier ':{modifier}' is not allowed on quantity parameter '{code}'", expression=name)
+    c = t.idx_quantity.c
+    parts = split_unescaped(value, "|")
+    if len(parts) not in (1, 3):
+        raise InvalidInput(f"A quantity is number, or number|system|code, not '{value}'", expression=name)
+    prefix, text = _prefix(parts[0])
+    system, unit = (unescape(parts[1]), unescape(parts[2])) if len(parts) == 3 else ("", "")
+    if system == ucum.SYSTEM and unit:
+        try:
+            num = Decimal(text)
+        except Exception:
+            raise InvalidInput(f"'{text}' is not a valid number for '{name}'", expression=name) from None
+        canon = ucum.canonical(float(num), unit)
+        if canon is not None:
+            factor = canon[0] / float(num) if float(num) else (ucum.canonical(1.0, unit) or (1.0, ""))[0]
+            scaled = _scale_text(text, factor)
+            return and_(
+                c.canonical_code == canon[1], _number_condition(c.canonical_value, None, None, prefix, scaled, name)
+            )
+    cond = _number_condition(c.value, c.low, c.high, prefix, text, name)
+    if system:
+        cond = and_(cond, c.system == system)
+    if unit:
+        cond = and_(cond, or_(c.code == unit, and_(c.code.is_(None), c.unit == unit)) if not system else c.code == unit)
+    return cond
+
+
+def _scale_text(text: str, factor: float) -> str:
+    """Scale a decimal string keeping its significant precision (for UCUM conversion)."""
+    value = Decimal(text) * Decimal(repr(factor))
+    exponent = Decimal(text).as_tuple().exponent
+    assert isinstance(exponent, int)
+    shift = round(math.log10(factor)) if factor > 0 else 0
+    quant = Decimal(1).scaleb(exponent + shift)
+    return str(value.quantize(quant)) if abs(exponent + shift) < 20 else str(value)
+
+
+def _uri_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
+    c = t.idx_uri.c
+    raw = unescape(value)
+    if modifier == "below":
+        return or_(c.uri == raw, c.uri.like(f"{_like_escape(raw.rstrip('/'))}/%", escape="\\"))
+    if modifier == "above":
+        prefixes = []
+        cur = raw
+        while "/" in cur and not cur.endswith(":/"):
+            prefixes.append(cur)
+            cur = cur.rsplit("/", 1)[0]
+        return c.uri.in_(prefixes or [raw])
+    if modifier:
+        raise InvalidInput(f"Modifier ':{modifier}' is not allowed on uri parameter '{code}'", expression=name)
+    return c.uri == raw
+
+
+_BUILDERS: dict[str, Callable[[list[str], str, str, str, str], ColumnElement[bool]]] = {
+    "string": _string_cond,
+    "token": _token_cond,
+    "reference": _reference_cond,
+    "date": _date_cond,
+    "number": _number_cond,
+    "quantity": _quantity_cond,
+    "uri": _uri_cond,
+}
+
+
+def _composite_builder(
+    types: list[str], param: SearchParam, modifier: str, value: str, name: str
+) -> Callable[[], ColumnElement[bool]]:
+    """Composite ``a$b``: each component must match (on the same resource)."""
+    if modifier:
+        raise InvalidInput(f"Modifier ':{modifier}' is not allowed on composite parameter", expression=name)
+    ors = []
+    for alternative in split_or(value):
+        pieces = split_unescaped(alternative, "$")
+        if len(pieces) != len(param.components):
+            raise InvalidInput(f"'{param.code}' takes {len(param.components)} values separated by $", expression=name)
+        conds = []
+        for comp, piece in zip(param.components, pieces, strict=True):
+            comp_def = registry().by_url.get(comp.definition_url)
+            if comp_def is None:
+                raise NotSupported(f"Component {comp.definition_url} of '{param.code}' is unknown", expression=name)
+            comp_param = registry().get(param.resource_type, comp_def["code"])
+            if comp_param is None:
+                raise NotSupported(f"Component '{comp_def['code']}' of '{param.code}' is not indexed", expression=name)
+            table = t.INDEX_TABLES[comp_param.type]
+            cond = _BUILDERS[comp_param.type](types, comp_param.code, "", piece, name)
+            conds.append(
+                R.rid.in_(select(table.c.rid).where(table.c.rtype.in_(types), table.c.param == comp_param.code, cond))
+            )
+        ors.append(and_(*conds))
+    return lambda: or_(*ors)
+
+
+def _chain_builder(
+    types: list[str], param: SearchParam, modifier: str, chain: str, value: str
+) -> Callable[[], ColumnElement[bool]]:
+    targets = [modifier] if modifier else list(param.targets)
+    next_name = chain
+    next_code = next_name.split(".", 1)[0].split(":", 1)[0]
+    targets = [ty for ty in targets if next_code in ("_id", "_lastUpdated") or registry().get(ty, next_code)]
+    if not targets:
+        raise InvalidInput(
+            f"No target of '{param.code}' has a search parameter '{next_code}'", expression=f"{param.code}.{chain}"
+        )
+    inner = _param_builder(targets, next_name, value)
+    c = t.idx_reference.c
+
+    def build() -> ColumnElement[bool]:
+        target_rows = select(R.rtype, R.id).where(R.rtype.in_(targets), R.deleted == false(), inner()).correlate(None)
+        sub = select(c.rid).where(
+            c.rtype.in_(types), c.param == param.code, tuple_(c.target_type, c.target_id).in_(target_rows)
+        )
+        return R.rid.in_(sub)
+
+    return build
+
+
+def _has_builder(types: list[str], name: str, value: str) -> Callable[[], ColumnElement[bool]]:
+    """``_has:Observation:patient:code=x``: referenced by an Observation (via patient) with code x."""
+    parts = name.split(":", 3)
+    if len(parts) < 4 or not parts[1] or not parts[2] or not parts[3]:
+        raise InvalidInput("_has takes _has:Type:referenceParam:param=value", expression=name)
+    _, other, ref_code, rest = parts
+    if other not in spec().resource_types:
+        raise InvalidInput(f"Unknown resource type '{other}' in _has", expression=name)
+    ref = registry().get(other, ref_code)
+    if ref is None or ref.type != "reference":
+        raise InvalidInput(f"'{ref_code}' is not a reference parameter of {other}", expression=name)
+    nested = rest.startswith("_has:")
+    inner = _has_builder([other], rest, value) if nested else _param_builder([other], rest, value)
+    c = t.idx_reference.c
+
+    def build() -> ColumnElement[bool]:
+        others = select(R.rid).where(R.rtype == other, R.deleted == false(), inner()).correlate(None)
+        refs = select(c.target_type, c.target_id).where(c.rtype == other, c.param == ref_code, c.rid.in_(others))
+        return tuple_(R.rtype, R.id).in_(refs)
+
+    return build
+
+
+def _list_builder(value: str) -> Callable[[], ColumnElement[bool]]:
+    c = t.idx_reference.c
+    ids = split_or(value)
+
+    def build() -> ColumnElement[bool]:
+        lists = select(R.rid).where(R.rtype == "List", R.id.in_(ids), R.deleted == false()).correlate(None)
+        refs = select(c.target_type, c.target_id).where(c.rtype == "List", c.param == "item", c.rid.in_(lists))
+        return tuple_(R.rtype, R.id).in_(refs)
+
+    return build
+
+
+# ------------------------------------------------------------------------------------------ execution
+@dataclass
+class Match:
+    rid: int
+    rtype: str
+    id: str
+    version: int
+    last_updated: int
+    resource: dict[str, Any]
+    mode: str = "match"  # match | include | outcome
+
+
+@dataclass
+class SearchResult:
+    request: SearchRequest
+    matches: list[Match]
+    included: list[Match]
+    total: int | None
+    has_more: bool
+
+
+def _where(request: SearchRequest) -> list[ColumnElement[bool]]:
+    conds: list[ColumnElement[bool]] = [R.deleted == false()]
+    conds.append(R.rtype == request.rtype if request.rtype else R.rtype.in_(request.types))
+    conds.extend(c.build() for c in request.clauses)
+    conds.extend(request.restrictions)
+    return conds
+
+
+def _order(request: SearchRequest) -> list[Any]:
+    order: list[Any] = []
+    for key, desc in request.sort:
+        if key == "_id":
+            expr: Any = R.id
+        elif key == "_lastUpdated":
+            expr = R.last_updated
+        else:
+            param = next((p for ty in request.types if (p := registry().get(ty, key))), None)
+            if param is None or param.type not in t.INDEX_TABLES:
+                raise InvalidInput(f"Cannot sort by '{key}'", expression="_sort")
+            table = t.INDEX_TABLES[param.type]
+            col = {
+                "date": table.c.low if not desc else table.c.high,
+                "string": table.c.get("value"),
+                "token": table.c.get("code"),
+                "number": table.c.get("value"),
+                "quantity": table.c.get("value"),
+                "reference": table.c.get("target_id"),
+                "uri": table.c.get("uri"),
+            }[param.type]
+            agg = func.max(col) if desc else func.min(col)
+            expr = select(agg).where(table.c.rid == R.rid, table.c.param == key).scalar_subquery()
+        order.append(expr.desc() if desc else expr.asc())
+    order.append(R.last_updated.desc() if not request.sort else R.rid.asc())
+    order.append(R.rid.desc() if not request.sort else R.rid.asc())
+    return order
+
+
+def match_ids(unit: Unit, request: SearchRequest, limit: int | None) -> list[tuple[str, int]]:
+    q = select(R.id, R.version).where(*_where(request))
+    if limit is not None:
+        q = q.limit(limit)
+    return [(row.id, row.version) for row in unit.conn.execute(q)]
+
+
+def _fetch(unit: Unit, q: Select[Any]) -> list[Match]:
+    v = t.resource_version.c
+    sub = q.subquery()
+    joined = select(sub.c.rid, sub.c.rtype, sub.c.id, sub.c.version, sub.c.last_updated, v.content).join_from(
+        sub, t.resource_version, and_(v.rid == sub.c.rid, v.version == sub.c.version)
+    )
+    return [
+        Match(r.rid, r.rtype, r.id, r.version, r.last_updated, orjson.loads(r.content))
+        for r in unit.conn.execute(joined)
+    ]
+
+
+def execute(unit: Unit, request: SearchRequest) -> SearchResult:
+    where = _where(request)
+    total: int | None = None
+    if request.total != "none" or request.summary == "count":
+        total = unit.conn.execute(select(func.count()).select_from(t.resource).where(*where)).scalar_one()
+    if request.summary == "count" or request.count == 0:
+        return SearchResult(request, [], [], total, False)
+    q = (
+        select(R.rid, R.rtype, R.id, R.version, R.last_updated)
+        .where(*where)
+        .order_by(*_order(request))
+        .limit(request.count + 1)
+        .offset(request.offset)
+    )
+    ordered = unit.conn.execute(q).all()
+    has_more = len(ordered) > request.count
+    ordered = ordered[: request.count]
+    rids = [r.rid for r in ordered]
+    matches = _load(unit, rids)
+    if request.visible is not None:
+        matches = [m for m in matches if request.visible(m.rtype, m.resource)]
+    for m in matches:
+        unit.pipeline.run_read(unit.conn, unit.ctx, m.rtype, m.resource)
+    included = _includes(unit, request, matches)
+    return SearchResult(request, matches, included, total, has_more)
+
+
+def _load(unit: Unit, rids: list[int]) -> list[Match]:
+    if not rids:
+        return []
+    v = t.resource_version.c
+    rows = unit.conn.execute(
+        select(R.rid, R.rtype, R.id, R.version, R.last_updated, v.content)
+        .join_from(t.resource, t.resource_version, and_(v.rid == R.rid, v.version == R.version))
+        .where(R.rid.in_(rids))
+    ).all()
+    got = {r.rid: Match(r.rid, r.rtype, r.id, r.version, r.last_updated, orjson.loads(r.content)) for r in rows}
+    return [got[r] for r in rids]
+
+
+def _includes(unit: Unit, request: SearchRequest, matches: list[Match]) -> list[Match]:
+    if not matches or not (request.includes or request.revincludes):
+        return []
+    seen = {(m.rtype, m.id) for m in matches}
+    included: list[Match] = []
+    frontier = matches
+    rounds = 0
+    c = t.idx_reference.c
+    while frontier and rounds < 4:
+        new: list[Match] = []
+        for value, iterate in request.includes:
+            if rounds and not iterate:
+                continue
+            parts = value.split(":")
+            if len(parts) < 2:
+                raise InvalidInput(f"_include takes Type:param[:TargetType], not '{value}'", expression="_include")
+            src, code = parts[0], parts[1]
+            target = parts[2] if len(parts) > 2 else None
+            srcs = [m for m in frontier if m.rtype == src or src == "*"]
+            if not srcs:
+                continue
+            pairs = select(c.target_type, c.target_id).where(
+                c.rid.in_([m.rid for m in srcs]),
+                true() if code == "*" else c.param == code,
+                c.target_id.is_not(None),
+            )
+            if target:
+                pairs = pairs.where(c.target_type == target)
+            rows = select(R.rid, R.rtype, R.id, R.version, R.last_updated).where(
+                R.deleted == false(), tuple_(R.rtype, R.id).in_(pairs)
+            )
+            new.extend(_fetch(unit, rows))
+        for value, iterate in request.revincludes:
+            if rounds and not iterate:
+                continue
+            parts = value.split(":")
+            if len(parts) < 2:
+                raise InvalidInput(
+                    f"_revinclude takes Type:param[:TargetType], not '{value}'", expression="_revinclude"
+                )
+            src, code = parts[0], parts[1]
+            refs = select(c.rid).where(
+                true() if src == "*" else c.rtype == src,
+                true() if code == "*" else c.param == code,
+                tuple_(c.target_type, c.target_id).in_([(m.rtype, m.id) for m in frontier]),
+            )
+            rows = select(R.rid, R.rtype, R.id, R.version, R.last_updated).where(R.deleted == false(), R.rid.in_(refs))
+            new.extend(_fetch(unit, rows))
+        fresh = []
+        for m in new:
+            if (m.rtype, m.id) in seen:
+                continue
+            if request.visible is not None and not request.visible(m.rtype, m.resource):
+                continue
+            seen.add((m.rtype, m.id))
+            m.mode = "include"
+            unit.pipeline.run_read(unit.conn, unit.ctx, m.rtype, m.resource)
+            fresh.append(m)
+        included.extend(fresh)
+        frontier = fresh
+        rounds += 1
+        if not any(it for _, it in request.includes + request.revincludes):
+            break
+    return included
+
+
+def compartment_condition(compartment: str, id: str, types: list[str]) -> ColumnElement[bool]:
+    """Resources in ``compartment/id`` (e.g. Patient/123): those linked by the CompartmentDefinition's
+    parameters, plus the compartment resource itself."""
+    definition = compartments().get(compartment)
+    if definition is None:
+        raise InvalidInput(f"There is no {compartment} compartment")
+    c = t.idx_reference.c
+    pairs = [(ty, p) for ty in types for p in definition.get(ty, [])]
+    conds: list[ColumnElement[bool]] = []
+    if pairs:
+        refs = select(c.rid).where(c.target_type == compartment, c.target_id == id, tuple_(c.rtype, c.param).in_(pairs))
+        conds.append(R.rid.in_(refs))
+    if compartment in types:
+        conds.append(and_(R.rtype == compartment, R.id == id))
+    return or_(*conds) if conds else false()
+
+
+def summarise(resource: dict[str, Any], summary: str | None, elements: list[str] | None) -> dict[str, Any]:
+    """Apply _summary / _elements to one resource, marking it SUBSETTED as the spec asks."""
+    if not summary and not elements:
+        return resource
+    rtype = resource["resourceType"]
+    keep_base = {"resourceType", "id", "meta"}
+    if summary == "text":
+        out = {k: v for k, v in resource.items() if k in keep_base or k == "text"}
+        node = spec().node(rtype)
+        for name in node.required:
+            for key in node.choices.get(name, [name]):
+                if key in resource:
+                    out[key] = resource[key]
+    elif summary == "data":
+        out = {k: v for k, v in resource.items() if k != "text"}
+    elif summary == "true":
+        node = spec().node(rtype)
+        out = {
+            k: v
+            for k, v in resource.items()
+            if k in keep_base or ((el := node.elements.get(k.lstrip("_"))) is not None and el.summary)
+        }
+    else:
+        out = dict(resource)
+    if elements:
+        node = spec().node(rtype)
+        wanted = set(elements)
+        out = {
+            k: v
+            for k, v in out.items()
+            if k in keep_base
+            or k.lstrip("_") in wanted
+            or ((el := node.elements.get(k.lstrip("_"))) is not None and el.choice_of in wanted)
+            or (node.elements.get(k) is not None and node.elements[k].min >= 1)
+        }
+    meta = dict(out.get("meta") or {})
+    tags = [tg for tg in meta.get("tag", []) if tg.get("code") != "SUBSETTED"]
+    tags.append(
+        {
+            "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+            "code": "SUBSETTED",
+            "display": "subsetted",
+        }
+    )
+    meta["tag"] = tags
+    out["meta"] = meta
+    return out
