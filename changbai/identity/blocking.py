@@ -1,0 +1,56 @@
+"""Blocking keys: only records sharing at least one key are compared.
+
+Each rule is a list of row columns whose values, all present, make one key ("rule-name:value|value").
+The rules are data (data/blocking.json) read by both the online index and the batch dedupe, so both
+look at the same candidate pairs. Derived columns (name_canon, fuzzy_canon, birth_year, place) are added
+by `blocking_row`.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from changbai.identity.comparisons import to_row
+from changbai.identity.normalise import NormalisedPatient
+
+
+@lru_cache(maxsize=1)
+def rules() -> dict[str, list[str]]:
+    text = resources.files("changbai.identity").joinpath("data/blocking.json").read_text(encoding="utf-8")
+    return {r["name"]: r["columns"] for r in json.loads(text)["rules"]}
+
+
+def blocking_row(p: NormalisedPatient) -> dict[str, Any]:
+    """`to_row` plus the derived columns the blocking rules use."""
+    row = to_row(p)
+    n = p.name
+    row["name_canon"] = min(n.plain, n.alt) if n else None
+    row["fuzzy_canon"] = min(n.fuzzy, n.fuzzy_alt) if n else None
+    row["birth_year"] = p.birth_date[:4] if p.birth_date else None
+    row["place"] = p.county or p.postal_code
+    return row
+
+
+def keys(row: dict[str, Any], extra_phones: tuple[str, ...] = ()) -> list[str]:
+    """Every blocking key of a row (one per rule whose columns are all present)."""
+    out = []
+    for name, columns in rules().items():
+        values = [row.get(c) for c in columns]
+        if all(v not in (None, "") for v in values):
+            out.append(f"{name}:" + "|".join(str(v) for v in values))
+    for phone in extra_phones:
+        out.append(f"phone:{phone}")
+    return out
+
+
+def key_columns(row: dict[str, Any]) -> dict[str, str | None]:
+    """One column per rule (bk_<rule>) holding the row's key for it, for SQL blocking."""
+    result: dict[str, str | None] = {}
+    for name, columns in rules().items():
+        values = [row.get(c) for c in columns]
+        ok = all(v not in (None, "") for v in values)
+        result[f"bk_{name}"] = "|".join(str(v) for v in values) if ok else None
+    return result
