@@ -60,6 +60,12 @@ def _resource(resource: Any, path: str | None, issues: list[Issue]) -> None:
         return
     here = path or rtype
     _object(resource, s.node(rtype), here, issues, is_resource=True)
+    # R4's snapshots type Resource.id as a plain string, but the specification defines it as an id
+    # (1-64 of [A-Za-z0-9-.]); check that here, once, rather than loosen every id.
+    rid = resource.get("id")
+    id_rx = s.primitives["id"].regex
+    if isinstance(rid, str) and id_rx is not None and not id_rx.fullmatch(rid):
+        _err(issues, f"{here}.id", f"'{_clip(rid)}' is not a valid resource id (1-64 of A-Z a-z 0-9 - .)", "value")
 
 
 def _object(obj: dict[str, Any], node: Node, path: str, issues: list[Issue], is_resource: bool = False) -> None:
