@@ -14,6 +14,7 @@ from changbai.errors import ChangbaiError
 
 COMMAND_MODULES = [
     "changbai.api.cli",
+    "changbai.exchange.cli",
 ]
 
 

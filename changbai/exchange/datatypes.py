@@ -14,13 +14,20 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from changbai.exchange.er7 import Rep
-from changbai.exchange.tables import coding_system, ucum_unit, v2_map
+from changbai.exchange.maps import coding_system, ucum_unit, v2_map
 
 #: ``translate(system, code, facility) -> Coding | None``: the ConceptMap hook for local codes.
 Translate = Callable[[str, str, str], "dict[str, Any] | None"]
 
 #: Where identifiers and codes from an authority/system we cannot name get their system URI.
 LOCAL_SYSTEM = "http://changbai.example.org/fhir/sid/v2/{}"
+
+
+def local_system(name: str) -> str:
+    """A platform-local system URI for a v2 name (assigning authority, local coding system)."""
+    return LOCAL_SYSTEM.format(re.sub(r"[^A-Za-z0-9._~-]+", "-", name).strip("-") or "unknown")
+
+
 UCUM = "http://unitsofmeasure.org"
 
 _TS = re.compile(r"^(\d{4})(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\d{2})?(\.\d{1,4})?([+-]\d{4})?$")
@@ -100,7 +107,7 @@ class Coder:
         system = coding_system(system_name)
         out: list[dict[str, Any]] = []
         if system is None:
-            local = LOCAL_SYSTEM.format(system_name or self.facility or "local")
+            local = local_system(system_name or self.facility or "local")
             original: dict[str, Any] = {"system": local, "code": code} if code else {}
             translated = self.translate(system_name, code, self.facility) if self.translate and code else None
             if translated:
@@ -149,8 +156,7 @@ def authority_system(hd_ns: str, hd_uid: str, hd_type: str) -> str:
             return f"urn:uuid:{hd_uid}"
         if uid_type in ("URI", "URL") or "://" in hd_uid:
             return hd_uid
-    name = hd_ns or hd_uid
-    return LOCAL_SYSTEM.format(re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-") or "unknown")
+    return local_system(hd_ns or hd_uid)
 
 
 def cx_identifier(rep: Rep, default_authority: str = "") -> dict[str, Any] | None:

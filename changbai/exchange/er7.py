@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from changbai.errors import InvalidInput
-from changbai.exchange.tables import charset_codec
+from changbai.exchange.maps import charset_codec
 
 BOM = b"\xef\xbb\xbf"
 SEGMENT_SPLIT = re.compile(r"\r\n|\r|\n")

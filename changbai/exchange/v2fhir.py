@@ -27,7 +27,7 @@ from typing import Any
 
 from changbai.exchange import datatypes as dt
 from changbai.exchange.er7 import HL7Error, Message, Segment
-from changbai.exchange.tables import event_rules, events, handler_kind, supported_version, v2_coding, v2_map
+from changbai.exchange.maps import event_rules, events, handler_kind, supported_version, v2_coding, v2_map
 
 NAMESPACE = uuid.UUID("6f1c1c1e-8f5e-4a57-9f0e-6b1a2c3d4e5f")
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
@@ -44,6 +44,7 @@ class Mapped:
     bundle: dict[str, Any]
     unmapped: list[dict[str, str]] = field(default_factory=list)
     warnings: list[HL7Error] = field(default_factory=list)  # severity W: accepted, but the sender should know
+    sources: list[tuple[str, int]] = field(default_factory=list)  # per entry: the segment it came from
 
     def resources(self, rtype: str | None = None) -> list[dict[str, Any]]:
         return [e["resource"] for e in self.bundle["entry"] if rtype is None or e["resource"]["resourceType"] == rtype]
@@ -85,6 +86,9 @@ class _Mapper:
         self.coder = dt.Coder(self.facility, translate)
         self.tz = default_tz
         self.entries: list[dict[str, Any]] = []
+        self.sources: list[tuple[str, int]] = []
+        self.used_keys: set[str] = set()
+        self.current: Segment | None = None
         self.warnings: list[HL7Error] = []
         self.patient_ref: dict[str, str] | None = None
         self.encounter_ref: dict[str, str] | None = None
@@ -110,10 +114,15 @@ class _Mapper:
     def add(self, resource: dict[str, Any], request: dict[str, Any], full_id: str | None = None) -> dict[str, Any]:
         rid = full_id or resource.get("id") or str(uuid.uuid4())
         self.entries.append({"fullUrl": f"urn:uuid:{rid}", "resource": resource, "request": request})
+        self.sources.append((self.current.name, self.current.index) if self.current is not None else ("MSH", 1))
         return {"reference": f"urn:uuid:{rid}"}
 
-    def put(self, resource: dict[str, Any], key: str) -> dict[str, Any]:
+    def put(self, resource: dict[str, Any], key: str, *, once: bool = False) -> dict[str, Any]:
+        """PUT with a deterministic id. ``once``: a fact repeated in the message (an AL1 or DG1 sent again
+        in a later order group) is written once."""
         rid = self.key_uuid(resource["resourceType"], key)
+        if once and any(e["fullUrl"] == f"urn:uuid:{rid}" for e in self.entries):
+            return {"reference": f"urn:uuid:{rid}"}
         resource["id"] = rid
         return self.add(resource, {"method": "PUT", "url": f"{resource['resourceType']}/{rid}"}, rid)
 
@@ -158,6 +167,7 @@ class _Mapper:
             "merge": self.merge,
         }
         for seg in self.msg.segments[1:]:
+            self.current = seg
             target = self.segment_map.get(seg.name)
             if target:
                 handlers[target](seg)
@@ -178,7 +188,7 @@ class _Mapper:
             "system": dt.LOCAL_SYSTEM.format("message"),
             "value": f"{self.msg.sender}|{self.msg.control_id}",
         }
-        return Mapped(bundle, self.coder.unmapped, self.warnings)
+        return Mapped(bundle, self.coder.unmapped, self.warnings, self.sources)
 
     # ------------------------------------------------------------------------------------ patient
     def patient(self, pid: Segment) -> None:
@@ -481,6 +491,9 @@ class _Mapper:
         key = f"obs:{group}:{obx.get(3)}:{obx.get(4)}" if group else self.seg_key(obx)
         if group and not obx.get(4):
             key += f":{obx.get(1)}"
+        if key in self.used_keys:  # the same code and set id twice in one order: keep both
+            key += f":{obx.index}"
+        self.used_keys.add(key)
         ref = self.put(obs, key)
         if self.report is not None:
             self.report.setdefault("result", []).append(ref)
@@ -819,7 +832,7 @@ class _Mapper:
         category = v2_map("0127", al1.get(2)) if al1.get(2) else None
         if category:
             allergy["category"] = [category]
-        self.put(allergy, f"allergy:{self.patient_ref['reference']}:{al1.get(3)}")
+        self.put(allergy, f"allergy:{self.patient_ref['reference']}:{al1.get(3)}", once=True)
 
     def condition(self, dg1: Segment) -> None:
         code = self.concept(dg1, 3)
@@ -830,7 +843,7 @@ class _Mapper:
         onset = self.when(dg1, 5)
         if onset:
             cond["recordedDate"] = onset
-        self.put(cond, f"condition:{self.patient_ref['reference']}:{dg1.get(3)}:{dg1.get(1)}")
+        self.put(cond, f"condition:{self.patient_ref['reference']}:{dg1.get(3)}:{dg1.get(1)}", once=True)
 
 
 def _mime(type_of_data: str, subtype: str) -> str:

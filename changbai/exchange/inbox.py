@@ -1,0 +1,235 @@
+"""The durable IntakeStore: inbox rows, clocks and FHIR resources in one database transaction.
+
+Resources are written only through the platform's transaction pipeline (``apply(unit, bundle)``, by
+default the FHIR router's transaction-bundle processing), inside the same unit of work that writes the
+inbox row. So either the message's resources, its inbox row and the ACK text are all committed, or none
+is; the ACK goes out only afterwards. A resend after a crash finds either nothing (and is processed
+now) or the committed row (and gets the stored ACK): exactly one result.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from changbai.errors import NotFound
+from changbai.exchange import er7
+from changbai.exchange.intake import Duplicate, InboxRecord
+from changbai.exchange.tables import clock, ensure_tables, inbox
+from changbai.store.pipeline import Context
+from changbai.store.repository import Repository, Unit
+
+ApplyTransaction = Callable[[Unit, dict[str, Any]], Any]
+
+
+def router_transaction(router: Any) -> ApplyTransaction:
+    """The platform's transaction-bundle processing, run inside a unit we own.
+
+    Integration point: this uses changbai.api.bundles' entry parsing and transaction steps; when the
+    store exposes a public ``apply_transaction(unit, bundle)``, this function becomes a one-line call.
+    """
+    from changbai.api import bundles
+
+    def apply(unit: Unit, bundle: dict[str, Any]) -> Any:
+        entries = bundle["entry"]
+        requests = [bundles._entry_request(e, i) for i, e in enumerate(entries)]
+        return bundles._transaction(router, unit, requests, entries)
+
+    return apply
+
+
+class SqlInbox:
+    """IntakeStore on the platform database (SQLite or PostgreSQL)."""
+
+    def __init__(self, repo: Repository, apply: ApplyTransaction, channel: str = "hl7v2") -> None:
+        self.repo = repo
+        self.apply = apply
+        self.channel = channel
+        ensure_tables(repo.db)
+
+    # ------------------------------------------------------------------------------------ reads
+    def _key(self, sender: str, control_id: str) -> Any:
+        return (inbox.c.channel == self.channel) & (inbox.c.sender == sender) & (inbox.c.control_id == control_id)
+
+    def accepted_ack(self, sender: str, control_id: str) -> str | None:
+        with self.repo.db.read() as conn:
+            row = conn.execute(
+                select(inbox.c.ack).where(self._key(sender, control_id), inbox.c.status == "accepted")
+            ).first()
+        return row[0] if row else None
+
+    def list(self, status: str | None = None, limit: int = 50) -> list[InboxRecord]:
+        q = select(inbox).order_by(inbox.c.id.desc()).limit(limit)
+        if status:
+            q = q.where(inbox.c.status == status)
+        with self.repo.db.read() as conn:
+            return [_record(r) for r in conn.execute(q).mappings()]
+
+    def get(self, id: int) -> InboxRecord:
+        with self.repo.db.read() as conn:
+            row = conn.execute(select(inbox).where(inbox.c.id == id)).mappings().first()
+        if row is None:
+            raise NotFound(f"inbox message {id} is not known")
+        return _record(row)
+
+    # ------------------------------------------------------------------------------------ writes
+    def commit(
+        self,
+        record: InboxRecord,
+        bundle: dict[str, Any],
+        make_ack: Callable[[list[er7.HL7Error]], str],
+        sources: list[tuple[str, int]],
+    ) -> InboxRecord:
+        ctx = Context(source="hl7v2", extras={"sender": record.sender, "control_id": record.control_id})
+        try:
+            with self.repo.unit(ctx) as unit:
+                conn = unit.conn
+                done = conn.execute(
+                    select(inbox.c.id).where(self._key(record.sender, record.control_id), inbox.c.status == "accepted")
+                ).first()
+                if done:
+                    raise Duplicate()
+                entries, skipped = self._in_order(conn, bundle, record.message_time, sources)
+                if entries:
+                    self.apply(unit, {**bundle, "entry": entries})
+                make_ack(skipped)
+                self._put(conn, record)
+                self._advance(conn, entries, record)
+        except IntegrityError as exc:
+            raise Duplicate() from exc
+        return record
+
+    def record(self, record: InboxRecord) -> InboxRecord:
+        with self.repo.db.write() as conn:
+            self._put(conn, record)
+        return record
+
+    def _put(self, conn: Any, record: InboxRecord) -> None:
+        now = int(time.time() * 1000)
+        record.updated_at = now
+        values = {
+            "event": record.event,
+            "version": record.version,
+            "message_time": record.message_time,
+            "updated_at": now,
+            "peer": record.peer[:100],
+            "status": record.status,
+            "ack_code": record.ack_code,
+            "ack": record.ack,
+            "problems": orjson.dumps(record.problems).decode(),
+            "raw": record.raw,
+        }
+        old = conn.execute(
+            select(inbox.c.id, inbox.c.attempts).where(self._key(record.sender, record.control_id))
+        ).first()
+        if old is not None:
+            record.id, record.attempts = old.id, old.attempts + 1
+            conn.execute(update(inbox).where(inbox.c.id == old.id).values(attempts=record.attempts, **values))
+        else:
+            result = conn.execute(
+                inbox.insert().values(
+                    channel=self.channel,
+                    sender=record.sender,
+                    control_id=record.control_id,
+                    received_at=record.received_at or now,
+                    attempts=1,
+                    **values,
+                )
+            )
+            record.id = result.inserted_primary_key[0]
+
+    # ------------------------------------------------------------------------------------ ordering
+    @staticmethod
+    def _target(entry: dict[str, Any]) -> str | None:
+        req = entry.get("request", {})
+        return req.get("url") if req.get("method") == "PUT" else None
+
+    def _in_order(
+        self, conn: Any, bundle: dict[str, Any], message_time: int | None, sources: list[tuple[str, int]]
+    ) -> tuple[list[dict[str, Any]], list[er7.HL7Error]]:
+        """Drop updates older than what is stored; references to a dropped entry point to the stored one."""
+        entries = bundle["entry"]
+        targets = {t for e in entries if (t := self._target(e))}
+        if message_time is None or not targets:
+            return entries, []
+        newer = {
+            row.target
+            for row in conn.execute(
+                select(clock.c.target).where(clock.c.target.in_(targets), clock.c.message_time > message_time)
+            )
+        }
+        if not newer:
+            return entries, []
+        kept, skipped, redirect = [], [], {}
+        for i, entry in enumerate(entries):
+            target = self._target(entry)
+            if target in newer:
+                redirect[entry["fullUrl"]] = target
+                seg, seq = sources[i] if i < len(sources) else ("", 0)
+                skipped.append(
+                    er7.HL7Error(
+                        f"{target.split('?')[0].split('/')[0]} not updated: a later message already changed it",
+                        segment=seg,
+                        seq=seq,
+                        hl7_code="0",
+                        severity="I",
+                    )
+                )
+            else:
+                kept.append(entry)
+        kept = orjson.loads(orjson.dumps(kept))
+        _redirect(kept, redirect)
+        return kept, skipped
+
+    def _advance(self, conn: Any, entries: list[dict[str, Any]], record: InboxRecord) -> None:
+        if record.message_time is None:
+            return
+        for entry in entries:
+            target = self._target(entry)
+            if not target:
+                continue
+            changed = conn.execute(
+                update(clock)
+                .where(clock.c.target == target)
+                .values(message_time=record.message_time, inbox_id=record.id)
+            )
+            if changed.rowcount == 0:
+                conn.execute(clock.insert().values(target=target, message_time=record.message_time, inbox_id=record.id))
+
+
+def _redirect(node: Any, mapping: dict[str, str]) -> None:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "reference" and isinstance(value, str) and value in mapping:
+                node[key] = mapping[value]
+            elif isinstance(value, dict | list):
+                _redirect(value, mapping)
+    elif isinstance(node, list):
+        for item in node:
+            _redirect(item, mapping)
+
+
+def _record(row: Any) -> InboxRecord:
+    return InboxRecord(
+        raw=bytes(row["raw"]),
+        sender=row["sender"],
+        control_id=row["control_id"],
+        status=row["status"],
+        ack_code=row["ack_code"],
+        ack=row["ack"],
+        event=row["event"],
+        version=row["version"],
+        message_time=row["message_time"],
+        received_at=row["received_at"],
+        peer=row["peer"],
+        problems=orjson.loads(row["problems"] or "[]"),
+        channel=row["channel"],
+        id=row["id"],
+        attempts=row["attempts"],
+        updated_at=row["updated_at"],
+    )

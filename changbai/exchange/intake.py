@@ -1,0 +1,293 @@
+"""HL7 v2 intake: raw bytes in, ACK bytes out, with the outcome durable before the ACK exists.
+
+    parse -> supported? -> already accepted (sender + control id)? -> map to a transaction Bundle
+          -> store.commit(record, bundle): resources + inbox row + clocks in ONE transaction -> ACK
+
+Every message leaves a row in the inbox, whatever happens: accepted (AA), error (AE: the message is
+readable but cannot be applied; ERR names segment and field) or rejected (AR: unreadable header,
+unsupported type or version). Error and rejected rows are the dead letters an operator replays.
+
+Where the rows and resources go is an :class:`IntakeStore`: :class:`MemoryStore` (tests of framing and
+mapping, and the benchmark's baseline) hands the bundle to a :class:`MessageSink`; the SQL store in
+``exchange.store`` writes through the platform's transaction pipeline.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+import orjson
+
+from changbai import logs
+from changbai.errors import ChangbaiError
+from changbai.exchange import ack as acks
+from changbai.exchange import er7, v2fhir
+from changbai.exchange.datatypes import Translate
+
+log = logs.get(__name__)
+_ENTRY = re.compile(r"Bundle\.entry\[(\d+)\]")
+_WHERE = re.compile(r"^(\w+)\[(\d+)\]-(\d+)$")
+
+
+@dataclass
+class InboxRecord:
+    """One inbound message and what became of it (a row of ``exchange_inbox``)."""
+
+    raw: bytes
+    sender: str
+    control_id: str
+    status: str  # accepted | error | rejected
+    ack_code: str
+    ack: str = ""
+    event: str = ""
+    version: str = ""
+    message_time: int | None = None
+    received_at: int = 0
+    peer: str = ""
+    problems: list[dict[str, Any]] = field(default_factory=list)
+    channel: str = "hl7v2"
+    id: int | None = None
+    attempts: int = 1
+    updated_at: int = 0
+
+
+class Duplicate(Exception):
+    """The same (sender, control id) was committed meanwhile (a concurrent resend)."""
+
+
+class MessageSink(Protocol):
+    def apply(self, bundle: dict[str, Any]) -> Any: ...
+
+
+class IntakeStore(Protocol):
+    def accepted_ack(self, sender: str, control_id: str) -> str | None:
+        """The ACK already given to an accepted message with this key, if any."""
+
+    def commit(
+        self,
+        record: InboxRecord,
+        bundle: dict[str, Any],
+        make_ack: Callable[[list[er7.HL7Error]], str],
+        sources: list[tuple[str, int]],
+    ) -> InboxRecord:
+        """Apply ``bundle`` and store ``record`` (with ``make_ack(skipped-entry warnings)``) atomically."""
+
+    def record(self, record: InboxRecord) -> InboxRecord:
+        """Store a failed message (insert, or update the row of the same key)."""
+
+    def list(self, status: str | None = None, limit: int = 50) -> list[InboxRecord]: ...
+
+    def get(self, id: int) -> InboxRecord: ...
+
+
+def problem(err: er7.HL7Error) -> dict[str, Any]:
+    return {
+        "segment": err.segment,
+        "seq": err.seq,
+        "field": err.field_no,
+        "component": err.component,
+        "code": err.hl7_code,
+        "severity": err.severity,
+        "text": err.message,
+    }
+
+
+def instant_ms(value: str | None) -> int | None:
+    if not value or "T" not in value:
+        return None
+    try:
+        return int(datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() * 1000)
+    except ValueError:
+        return None
+
+
+def _unmapped_warning(u: dict[str, str]) -> er7.HL7Error:
+    m = _WHERE.match(u["where"])
+    segment, seq, field_no = (m.group(1), int(m.group(2)), int(m.group(3))) if m else ("", 0, 0)
+    return er7.HL7Error(
+        f"code '{u['code']}' of system '{u['system']}' has no mapping for {u['facility']}; kept as sent",
+        segment=segment,
+        seq=seq,
+        field_no=field_no,
+        hl7_code="103",
+        severity="W",
+    )
+
+
+def sniff_control_id(raw: bytes) -> tuple[str, str]:
+    """(sender, control id) from a message whose MSH could not be parsed, as far as they can be read."""
+    head = raw.lstrip(b"\xef\xbb\xbf").split(b"\r", 1)[0].split(b"\n", 1)[0]
+    if len(head) > 3 and head.startswith(b"MSH"):
+        parts = head.decode("latin-1").split(head[3:4].decode("latin-1"))
+        if len(parts) > 9:
+            return f"{parts[2]}|{parts[3]}", parts[9]
+    return "", ""
+
+
+class Intake:
+    """Turns one raw HL7 v2 message into a durable outcome and its ACK. Thread-safe."""
+
+    def __init__(self, store: IntakeStore, translate: Translate | None = None, default_tz: str = "+08:00") -> None:
+        self.store = store
+        self.translate = translate
+        self.default_tz = default_tz
+
+    def handle(self, raw: bytes, peer: str = "") -> bytes:
+        received = int(time.time() * 1000)
+        try:
+            msg = er7.parse(raw)
+            v2fhir.check_supported(msg)
+        except er7.HL7Error as exc:
+            return self._refuse(raw, peer, received, exc, locals().get("msg"))
+        previous = self.store.accepted_ack(msg.sender, msg.control_id)
+        if previous is not None:
+            return acks.encode(previous, msg)
+        record = InboxRecord(
+            raw,
+            msg.sender,
+            msg.control_id,
+            "accepted",
+            "AA",
+            event=msg.event,
+            version=msg.version,
+            received_at=received,
+            peer=peer,
+        )
+        try:
+            mapped = v2fhir.to_bundle(msg, self.translate, self.default_tz)
+        except er7.HL7Error as exc:
+            return self._fail(record, msg, exc)
+        record.message_time = instant_ms(mapped.bundle.get("timestamp"))
+        warnings = list(mapped.warnings) + [_unmapped_warning(u) for u in mapped.unmapped]
+
+        def make_ack(skipped: list[er7.HL7Error]) -> str:
+            record.problems = [problem(w) for w in warnings + skipped]
+            record.ack = acks.build_ack(msg, "AA", warnings + skipped)
+            return record.ack
+
+        try:
+            self.store.commit(record, mapped.bundle, make_ack, mapped.sources)
+        except Duplicate:
+            previous = self.store.accepted_ack(msg.sender, msg.control_id)
+            if previous is not None:
+                return acks.encode(previous, msg)
+            return self._fail(record, msg, er7.HL7Error("the message is being processed", hl7_code="206"))
+        except ChangbaiError as exc:
+            return self._fail(record, msg, self._locate(exc, mapped.sources))
+        except Exception as exc:  # an internal fault still gets an answer and a dead-letter row
+            logs.event(log, "hl7v2 intake failed", level=40, control_id=msg.control_id, error=repr(exc))
+            return self._fail(record, msg, er7.HL7Error(f"internal error: {type(exc).__name__}", hl7_code="207"))
+        return acks.encode(record.ack, msg)
+
+    # --------------------------------------------------------------------------------- failures
+    @staticmethod
+    def _locate(exc: ChangbaiError, sources: list[tuple[str, int]]) -> er7.HL7Error:
+        """A store refusal names a bundle entry; the sender needs the segment that entry came from."""
+        diagnostics = "; ".join(i.diagnostics for i in exc.issues) or exc.message
+        m = _ENTRY.search(diagnostics)
+        segment, seq = ("", 0)
+        if m and int(m.group(1)) < len(sources):
+            segment, seq = sources[int(m.group(1))]
+        text = _ENTRY.sub("", diagnostics).lstrip(": ").strip()
+        return er7.HL7Error(text or exc.message, segment=segment, seq=seq, hl7_code="207")
+
+    def _fail(self, record: InboxRecord, msg: er7.Message, exc: er7.HL7Error) -> bytes:
+        record.status, record.ack_code = "error", "AE"
+        record.problems = [problem(exc)]
+        record.ack = acks.build_ack(msg, "AE", [exc])
+        self.store.record(record)
+        return acks.encode(record.ack, msg)
+
+    def _refuse(self, raw: bytes, peer: str, received: int, exc: er7.HL7Error, msg: er7.Message | None) -> bytes:
+        sender, control_id = (msg.sender, msg.control_id) if msg is not None else sniff_control_id(raw)
+        text = acks.build_ack(msg, "AR", [exc], fallback_control_id=control_id)
+        record = InboxRecord(
+            raw,
+            sender,
+            control_id or f"unreadable:{received}:{id(raw)}",
+            "rejected",
+            "AR",
+            ack=text,
+            event=msg.event if msg is not None else "",
+            version=msg.version if msg is not None else "",
+            received_at=received,
+            peer=peer,
+            problems=[problem(exc)],
+        )
+        self.store.record(record)
+        return acks.encode(text, msg)
+
+    def replay(self, id: int, raw: bytes | None = None) -> bytes:
+        """Process a stored message again (optionally a corrected text of it); returns the new ACK."""
+        stored = self.store.get(id)
+        return self.handle(raw if raw is not None else stored.raw, stored.peer or "replay")
+
+
+class MemorySink:
+    """A MessageSink that keeps the bundles it was given (tests, baseline of the benchmark)."""
+
+    def __init__(self) -> None:
+        self.bundles: list[dict[str, Any]] = []
+
+    def apply(self, bundle: dict[str, Any]) -> Any:
+        self.bundles.append(bundle)
+        return len(self.bundles)
+
+
+class MemoryStore:
+    """An in-process IntakeStore over a MessageSink: the same intake logic, nothing durable."""
+
+    def __init__(self, sink: MessageSink | None = None) -> None:
+        self.sink = sink or MemorySink()
+        self.rows: dict[tuple[str, str], InboxRecord] = {}
+        self.by_id: dict[int, InboxRecord] = {}
+        self.lock = threading.Lock()
+
+    def accepted_ack(self, sender: str, control_id: str) -> str | None:
+        row = self.rows.get((sender, control_id))
+        return row.ack if row is not None and row.status == "accepted" else None
+
+    def commit(
+        self,
+        record: InboxRecord,
+        bundle: dict[str, Any],
+        make_ack: Callable[[list[er7.HL7Error]], str],
+        sources: list[tuple[str, int]],
+    ) -> InboxRecord:
+        with self.lock:
+            if self.accepted_ack(record.sender, record.control_id) is not None:
+                raise Duplicate()
+            self.sink.apply(bundle)
+            make_ack([])
+            return self._put(record)
+
+    def record(self, record: InboxRecord) -> InboxRecord:
+        with self.lock:
+            return self._put(record)
+
+    def _put(self, record: InboxRecord) -> InboxRecord:
+        old = self.rows.get((record.sender, record.control_id))
+        if old is not None:
+            record.id, record.attempts = old.id, old.attempts + 1
+        else:
+            record.id = len(self.by_id) + 1
+        self.rows[(record.sender, record.control_id)] = record
+        self.by_id[record.id] = record
+        return record
+
+    def list(self, status: str | None = None, limit: int = 50) -> list[InboxRecord]:
+        rows = [r for r in self.by_id.values() if status is None or r.status == status]
+        return rows[-limit:]
+
+    def get(self, id: int) -> InboxRecord:
+        return self.by_id[id]
+
+
+def problems_json(record: InboxRecord) -> str:
+    return orjson.dumps(record.problems).decode()

@@ -1,0 +1,50 @@
+"""Wiring of the HL7 v2 intake onto a running platform (database, repository, router).
+
+``install(platform)`` is the module's platform extension: it starts the MLLP listener with the HTTP
+server when ``settings.mllp_port`` is set (``changbai serve``). ``build_intake`` is what the CLI and tests
+use to get an Intake writing through the platform's store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from changbai.exchange.datatypes import Translate
+from changbai.exchange.inbox import SqlInbox, router_transaction
+from changbai.exchange.intake import Intake
+from changbai.exchange.mllp import MllpServer
+
+
+def build_intake(platform: Any, translate: Translate | None = None) -> Intake:
+    return Intake(SqlInbox(platform.repo, router_transaction(platform.router)), translate)
+
+
+def install(platform: Any) -> None:
+    """Platform extension: run the MLLP listener beside the HTTP API (port 0 = off)."""
+    port = platform.settings.mllp_port
+    if not port:
+        return
+    holder: dict[str, MllpServer] = {}
+
+    async def start() -> None:
+        intake = build_intake(platform)
+        holder["server"] = await MllpServer(intake.handle, platform.settings.host, port).start()
+
+    async def stop() -> None:
+        if "server" in holder:
+            await holder["server"].stop()
+
+    platform.on_startup.append(start)
+    platform.on_shutdown.append(stop)
+
+
+async def run_listener(platform: Any, host: str, port: int, ready: asyncio.Event | None = None) -> None:
+    server = await MllpServer(build_intake(platform).handle, host, port).start()
+    if ready is not None:
+        ready.set()
+    try:
+        assert server.server is not None
+        await server.server.serve_forever()
+    finally:
+        await server.stop()
