@@ -14,8 +14,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from changbai.errors import InvalidResource, Issue
+from changbai.errors import InvalidInput, InvalidResource, Issue
 from changbai.fhir.spec import Element, Node, spec
+from changbai.fhir.values import date_range
 
 #: Optional hook: (strength, valueset_url, value, path) -> Issue | None. Set by the terminology module.
 BindingChecker = Callable[[str, str, Any, str], "Issue | None"]
@@ -133,6 +134,8 @@ def _value(el: Element, value: Any, path: str, issues: list[Issue]) -> None:
         if isinstance(value, str):
             if prim.regex is not None and not prim.regex.fullmatch(value):
                 _err(issues, path, f"'{_clip(value)}' is not a valid {el.type}", "value")
+            elif el.type in ("date", "dateTime", "instant") and not _real_date(value):
+                _err(issues, path, f"'{_clip(value)}' is not a real calendar {el.type}", "value")
             elif not value.strip(" \t\r\n") and el.type != "xhtml":
                 _err(issues, path, "Strings must not be empty or only white space", "value")
             elif el.type == "xhtml" and not value.lstrip().startswith("<div"):
@@ -195,6 +198,15 @@ def _companion(obj: dict[str, Any], key: str, value: Any, el: Element | None, pa
         _object(value, ext_node, where, issues)
     else:
         _err(issues, where, "Must be an object with id and/or extension")
+
+
+def _real_date(value: str) -> bool:
+    """The regexes accept 1990-02-30; the calendar does not."""
+    try:
+        date_range(value)
+    except InvalidInput:
+        return False
+    return True
 
 
 def _type_node(type_name: str) -> Node | None:

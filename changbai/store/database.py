@@ -14,8 +14,10 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from changbai import logs
+from changbai.errors import ChangbaiError
 from changbai.settings import normalise_database_url
 
 log = logs.get(__name__)
@@ -26,12 +28,17 @@ class Database:
 
     def __init__(self, url: str, *, migrate: bool = True) -> None:
         self.url = normalise_database_url(url)
-        self.dialect = make_url(self.url).get_backend_name()
-        self.is_sqlite = self.dialect == "sqlite"
-        self._write_lock = threading.Lock() if self.is_sqlite else None
-        self.engine = self._create_engine()
-        if migrate:
-            upgrade(self)
+        try:
+            self.dialect = make_url(self.url).get_backend_name()
+            self.is_sqlite = self.dialect == "sqlite"
+            self._write_lock = threading.Lock() if self.is_sqlite else None
+            self.engine = self._create_engine()
+            if migrate:
+                upgrade(self)
+        except (ArgumentError, NoSuchModuleError, OperationalError, OSError) as exc:
+            safe = self.url.split("@")[-1]
+            raise ChangbaiError(f"Cannot open the database '{safe}': {str(exc).splitlines()[0]}",
+                                code="exception", status=503) from None
 
     def _create_engine(self) -> Engine:
         if self.is_sqlite:
