@@ -15,6 +15,7 @@ from changbai.errors import ChangbaiError
 COMMAND_MODULES = [
     "changbai.api.cli",
     "changbai.exchange.cli",
+    "changbai.synth.cli",
 ]
 
 

@@ -56,8 +56,9 @@ class Visit:
 
 
 class Care:
-    def __init__(self, out: Any, rng: random.Random, reg: Registry, geo: Map, as_of: int, start: int,
-                 claims: Claims) -> None:
+    def __init__(
+        self, out: Any, rng: random.Random, reg: Registry, geo: Map, as_of: int, start: int, claims: Claims
+    ) -> None:
         self.out, self.rng, self.reg, self.geo = out, rng, reg, geo
         self.as_of, self.start = as_of, start
         self.claims = claims
@@ -78,13 +79,16 @@ class Care:
             fac = self.reg.county_tcm[town.parent]
         return fac
 
-    def visit(self, p: Person, fac: Facility, d: int, cls: str = "AMB", stay: int = 0, staff_kind: str = "doctor") -> Visit:
+    def visit(
+        self, p: Person, fac: Facility, d: int, cls: str = "AMB", stay: int = 0, staff_kind: str = "doctor"
+    ) -> Visit:
         minute = self.rng.randint(*_VISIT_MINUTES)
         end = min(d + stay, self.as_of - 1)
         if p.death is not None and end > p.death:
             end = p.death
-        v = Visit(self.out.new_id("enc-"), p, p.patient_at(fac.org), fac, fac.pick(self.rng, staff_kind), d, end,
-                  minute, cls)
+        v = Visit(
+            self.out.new_id("enc-"), p, p.patient_at(fac.org), fac, fac.pick(self.rng, staff_kind), d, end, minute, cls
+        )
         consult = self.clinical["costs"]["consultation"].get(fac.care_level, 10)
         v.items.append(service_item("consultation", "诊查费", 1, consult))
         if cls == "IMP":
@@ -94,23 +98,42 @@ class Care:
             v.items.append(service_item("bed-day", "床位费", days, costs["bed_day"][lvl]))
             v.items.append(service_item("nursing-day", "护理费", days, costs["nursing_day"][lvl]))
             mean = costs["inpatient_treatment_mean"][lvl]
-            v.items.append(service_item("treatment", "治疗费", 1, round(self.rng.lognormvariate(math.log(mean), 0.5), 2)))
+            v.items.append(
+                service_item("treatment", "治疗费", 1, round(self.rng.lognormvariate(math.log(mean), 0.5), 2))
+            )
         return v
 
     def when(self, v: Visit, offset_minutes: int = 0) -> str:
         return instant(v.start, min(v.minute + offset_minutes, 1439))
 
-    def condition(self, v: Visit | None, p: Person, icd: str, display: str, onset: int, *, category: str,
-                  resolved: int | None = None, patient: str | None = None, recorded: int | None = None) -> str:
+    def condition(
+        self,
+        v: Visit | None,
+        p: Person,
+        icd: str,
+        display: str,
+        onset: int,
+        *,
+        category: str,
+        resolved: int | None = None,
+        patient: str | None = None,
+        recorded: int | None = None,
+    ) -> str:
         cid = self.out.new_id("cond-")
         res: dict[str, Any] = {
             "resourceType": "Condition",
             "id": cid,
-            "clinicalStatus": concept(systems.CONDITION_CLINICAL, "resolved" if resolved else "active",
-                                      "Resolved" if resolved else "Active"),
+            "clinicalStatus": concept(
+                systems.CONDITION_CLINICAL, "resolved" if resolved else "active", "Resolved" if resolved else "Active"
+            ),
             "verificationStatus": concept(systems.CONDITION_VERIFICATION, "confirmed", "Confirmed"),
-            "category": [concept(systems.CONDITION_CATEGORY, category,
-                                 "Encounter Diagnosis" if category == "encounter-diagnosis" else "Problem List Item")],
+            "category": [
+                concept(
+                    systems.CONDITION_CATEGORY,
+                    category,
+                    "Encounter Diagnosis" if category == "encounter-diagnosis" else "Problem List Item",
+                )
+            ],
             "code": icd10(icd, display),
             "subject": ref("Patient", patient or (v.patient if v else p.patient)),
         }
@@ -145,8 +168,10 @@ class Care:
             res["performer"] = [ref("PractitionerRole", v.staff.role)]
         if isinstance(value, tuple):
             res["component"] = [
-                {"code": {"coding": [coding(systems.LOINC, c[0], c[1])], "text": c[2]},
-                 "valueQuantity": quantity(val, o["unit"])}
+                {
+                    "code": {"coding": [coding(systems.LOINC, c[0], c[1])], "text": c[2]},
+                    "valueQuantity": quantity(val, o["unit"]),
+                }
                 for c, val in zip(o["components"], value, strict=True)
             ]
         else:
@@ -162,32 +187,36 @@ class Care:
         results = []
         for (loinc, display, text, unit), value in zip(panel["results"], values, strict=True):
             oid = self.out.new_id("obs-")
-            self.out.emit({
-                "resourceType": "Observation",
-                "id": oid,
+            self.out.emit(
+                {
+                    "resourceType": "Observation",
+                    "id": oid,
+                    "status": "final",
+                    "category": [concept(systems.OBSERVATION_CATEGORY, "laboratory", "Laboratory")],
+                    "code": {"coding": [coding(systems.LOINC, loinc, display)], "text": text},
+                    "subject": ref("Patient", v.patient),
+                    "encounter": ref("Encounter", v.id),
+                    "effectiveDateTime": when,
+                    "valueQuantity": quantity(value, unit),
+                }
+            )
+            results.append(ref("Observation", oid))
+        rid = self.out.new_id("dr-")
+        self.out.emit(
+            {
+                "resourceType": "DiagnosticReport",
+                "id": rid,
                 "status": "final",
-                "category": [concept(systems.OBSERVATION_CATEGORY, "laboratory", "Laboratory")],
-                "code": {"coding": [coding(systems.LOINC, loinc, display)], "text": text},
+                "category": [concept(systems.DIAGNOSTIC_SERVICE, "LAB", "Laboratory")],
+                "code": {"coding": [coding(systems.LOINC, panel["loinc"], panel["display"])], "text": panel["text"]},
                 "subject": ref("Patient", v.patient),
                 "encounter": ref("Encounter", v.id),
                 "effectiveDateTime": when,
-                "valueQuantity": quantity(value, unit),
-            })
-            results.append(ref("Observation", oid))
-        rid = self.out.new_id("dr-")
-        self.out.emit({
-            "resourceType": "DiagnosticReport",
-            "id": rid,
-            "status": "final",
-            "category": [concept(systems.DIAGNOSTIC_SERVICE, "LAB", "Laboratory")],
-            "code": {"coding": [coding(systems.LOINC, panel["loinc"], panel["display"])], "text": panel["text"]},
-            "subject": ref("Patient", v.patient),
-            "encounter": ref("Encounter", v.id),
-            "effectiveDateTime": when,
-            "issued": instant(v.start, min(v.minute + 120, 1439)),
-            "performer": [ref("Organization", v.fac.org, v.fac.name)],
-            "result": results,
-        })
+                "issued": instant(v.start, min(v.minute + 120, 1439)),
+                "performer": [ref("Organization", v.fac.org, v.fac.name)],
+                "result": results,
+            }
+        )
         v.items.append(lab_item(panel["loinc"], panel["display"], panel["text"], panel["price"]))
         return rid
 
@@ -200,11 +229,16 @@ class Care:
         med = {"coding": [coding(systems.ATC, code, drug["name"])], "text": f"{drug['name']} {drug['strength']}"}
         per_day = max(1, round(drug["daily"]))
         if drug["daily"] >= 1:
-            dosage = {"text": f"每日{per_day}次，每次1{unit}",
-                      "timing": {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}},
-                      "doseAndRate": [{"doseQuantity": quantity(1, unit, ucode)}]}
+            dosage = {
+                "text": f"每日{per_day}次，每次1{unit}",
+                "timing": {"repeat": {"frequency": per_day, "period": 1, "periodUnit": "d"}},
+                "doseAndRate": [{"doseQuantity": quantity(1, unit, ucode)}],
+            }
         else:
-            dosage = {"text": "每日1次，皮下注射10单位", "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}}
+            dosage = {
+                "text": "每日1次，皮下注射10单位",
+                "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+            }
         mid = self.out.new_id("mr-")
         authored = self.when(v, 15)
         res: dict[str, Any] = {
@@ -222,12 +256,14 @@ class Care:
         if reason:
             res["reasonReference"] = [ref("Condition", reason)]
         res["dosageInstruction"] = [dosage]
-        res["dispenseRequest"] = {"quantity": quantity(qty, unit, ucode),
-                                  "expectedSupplyDuration": {"value": days, "unit": "d", "system": systems.UCUM, "code": "d"}}
+        res["dispenseRequest"] = {
+            "quantity": quantity(qty, unit, ucode),
+            "expectedSupplyDuration": {"value": days, "unit": "d", "system": systems.UCUM, "code": "d"},
+        }
         self.out.emit(res)
         if self.rng.random() < self.clinical["retail_pharmacy_share"] and v.cls == "AMB":
-            pharmacy = self.reg.pharmacies[v.fac.place.code[:6]] if v.fac.place.code[:6] in self.reg.pharmacies else None
-            fac = pharmacy[0] if pharmacy else v.fac
+            pharmacies = self.reg.pharmacies.get(v.fac.place.code[:6])
+            fac = pharmacies[0] if pharmacies else v.fac
         else:
             fac = v.fac
         pharmacist = fac.pick(self.rng, "pharmacist")
@@ -238,8 +274,13 @@ class Care:
             "medicationCodeableConcept": med,
             "subject": ref("Patient", v.patient),
             "context": ref("Encounter", v.id),
-            "performer": [{"actor": ref("PractitionerRole", pharmacist.role) if pharmacist and pharmacist.kind == "pharmacist"
-                           else ref("Organization", fac.org, fac.name)}],
+            "performer": [
+                {
+                    "actor": ref("PractitionerRole", pharmacist.role)
+                    if pharmacist and pharmacist.kind == "pharmacist"
+                    else ref("Organization", fac.org, fac.name)
+                }
+            ],
             "location": ref("Location", fac.loc),
             "authorizingPrescription": [ref("MedicationRequest", mid)],
             "quantity": quantity(qty, unit, ucode),
@@ -274,18 +315,22 @@ class Care:
         aid = self.out.new_id("appt-")
         participants = [{"actor": ref("Patient", p.patient_at(fac.org)), "required": "required", "status": "accepted"}]
         if staff is not None:
-            participants.append({"actor": ref("PractitionerRole", staff.role), "required": "required", "status": "accepted"})
+            participants.append(
+                {"actor": ref("PractitionerRole", staff.role), "required": "required", "status": "accepted"}
+            )
         participants.append({"actor": ref("Location", fac.loc), "required": "required", "status": "accepted"})
         created = max(d - self.rng.randint(1, 14), p.birth)
-        self.out.emit({
-            "resourceType": "Appointment",
-            "id": aid,
-            "status": status,
-            "start": instant(d, minute),
-            "end": instant(d, min(minute + 15, 1439)),
-            "created": day(created),
-            "participant": participants,
-        })
+        self.out.emit(
+            {
+                "resourceType": "Appointment",
+                "id": aid,
+                "status": status,
+                "start": instant(d, minute),
+                "end": instant(d, min(minute + 15, 1439)),
+                "created": day(created),
+                "participant": participants,
+            }
+        )
         return aid
 
     def finish(self, v: Visit) -> str:
@@ -310,22 +355,39 @@ class Care:
             res["reasonCode"] = v.reasons
         if v.conditions:
             use = ("AD", "Admission diagnosis") if v.cls == "IMP" else ("CC", "Chief complaint")
-            res["diagnosis"] = [{"condition": ref("Condition", c), "use": concept(systems.DIAGNOSIS_ROLE, *use), "rank": n}
-                                for n, (c, _) in enumerate(v.conditions, start=1)]
+            res["diagnosis"] = [
+                {"condition": ref("Condition", c), "use": concept(systems.DIAGNOSIS_ROLE, *use), "rank": n}
+                for n, (c, _) in enumerate(v.conditions, start=1)
+            ]
         if v.cls == "IMP":
             src = v.admit_source or "outp"
             res["hospitalization"] = {
                 "admitSource": concept(systems.ADMIT_SOURCE, src, _ADMIT[src]),
-                "dischargeDisposition": concept(systems.DISCHARGE_DISPOSITION, v.disposition, _DISPOSITION[v.disposition]),
+                "dischargeDisposition": concept(
+                    systems.DISCHARGE_DISPOSITION, v.disposition, _DISPOSITION[v.disposition]
+                ),
             }
         res["location"] = [{"location": ref("Location", v.fac.loc, v.fac.name)}]
         res["serviceProvider"] = ref("Organization", v.fac.org, v.fac.name)
         self.out.emit(res)
         if p.coverage is not None:
-            self.claims.emit(patient=v.patient, person=p.pid, coverage=p.coverage, encounter=v.id, org=v.fac.org,
-                             org_name=v.fac.name, loc=v.fac.loc, inpatient=v.cls == "IMP", start=v.start, end=v.end,
-                             minute=v.minute, diagnoses=[c for c, _ in v.conditions], items=v.items,
-                             icd_codes=[i for _, i in v.conditions], allow_abuse=v.abuse)
+            self.claims.emit(
+                patient=v.patient,
+                person=p.pid,
+                coverage=p.coverage,
+                encounter=v.id,
+                org=v.fac.org,
+                org_name=v.fac.name,
+                loc=v.fac.loc,
+                inpatient=v.cls == "IMP",
+                start=v.start,
+                end=v.end,
+                minute=v.minute,
+                diagnoses=[c for c, _ in v.conditions],
+                items=v.items,
+                icd_codes=[i for _, i in v.conditions],
+                allow_abuse=v.abuse,
+            )
         return v.id
 
     # ---- a resident's years -----------------------------------------------------------------------
@@ -416,11 +478,30 @@ class Care:
         if conds and rng.random() < 1 - (1 - self.clinical["chronic_admission_per_year"]) ** ((hi - lo) / 365):
             d, cid, drug = rng.choice(conds)
             when = rng.randint(lo, hi)
-            self.admission(p, self.facility(p, "county"), when, d["icd"], d["display"], drug, labs=["cbc", "creatinine"],
-                           existing=cid)
+            self.admission(
+                p,
+                self.facility(p, "county"),
+                when,
+                d["icd"],
+                d["display"],
+                drug,
+                labs=["cbc", "creatinine"],
+                existing=cid,
+            )
 
-    def admission(self, p: Person, fac: Facility, when: int, icd: str, display: str, drug: str, labs: list[str],
-                  existing: str | None = None, based_on: str | None = None, source: str | None = None) -> Visit:
+    def admission(
+        self,
+        p: Person,
+        fac: Facility,
+        when: int,
+        icd: str,
+        display: str,
+        drug: str,
+        labs: list[str],
+        existing: str | None = None,
+        based_on: str | None = None,
+        source: str | None = None,
+    ) -> Visit:
         """An inpatient stay; sometimes billed as two (a split admission, 分解住院)."""
         rng = self.rng
         lvl = fac.care_level if fac.care_level in self.clinical["costs"]["length_of_stay"] else "county"
@@ -436,8 +517,15 @@ class Care:
             v.conditions.append((existing, icd))
             v.reasons.append(icd10(icd, display))
         else:
-            self.condition(v, p, icd, display, when, category="encounter-diagnosis",
-                           resolved=v.end if v.end < self.as_of - 1 else None)
+            self.condition(
+                v,
+                p,
+                icd,
+                display,
+                when,
+                category="encounter-diagnosis",
+                resolved=v.end if v.end < self.as_of - 1 else None,
+            )
         for lab in labs:
             self.panel(v, lab, _panel_values(rng, lab, p))
         if drug:
@@ -480,8 +568,18 @@ class Care:
                 sid = self.referral(v, target, cid)
                 self.finish(v)
                 if when + 1 < (p.death or self.as_of):
-                    self.admission(p, target, when + 1, d["icd"], d["display"], drugs[0] if drugs else "", d["labs"],
-                                   existing=cid, based_on=sid, source="gp")
+                    self.admission(
+                        p,
+                        target,
+                        when + 1,
+                        d["icd"],
+                        d["display"],
+                        drugs[0] if drugs else "",
+                        d["labs"],
+                        existing=cid,
+                        based_on=sid,
+                        source="gp",
+                    )
                 return
             if level in ("village", "primary") and d.get("refer_down") is None:
                 fac = self.facility(p, "county") if d["inpatient"] < 1 else fac
@@ -499,10 +597,20 @@ class Care:
                     self.finish(f)
             return
         v = self.visit(p, fac, when, staff_kind="doctor")
-        if fac.care_level in ("county", "city", "province") and rng.random() < self.clinical["booked_share"][fac.care_level]:
+        if (
+            fac.care_level in ("county", "city", "province")
+            and rng.random() < self.clinical["booked_share"][fac.care_level]
+        ):
             v.appointment = self.appointment(p, fac, when, v.minute, "fulfilled", v.staff)
-        cid = self.condition(v, p, d["icd"], d["display"], when, category="encounter-diagnosis",
-                             resolved=min(when + 7, self.as_of - 1) if when + 7 < self.as_of else None)
+        cid = self.condition(
+            v,
+            p,
+            d["icd"],
+            d["display"],
+            when,
+            category="encounter-diagnosis",
+            resolved=min(when + 7, self.as_of - 1) if when + 7 < self.as_of else None,
+        )
         for lab in d["labs"]:
             self.panel(v, lab, _panel_values(rng, lab, p, infection=True))
         for drug in drugs:
@@ -536,7 +644,9 @@ class Care:
                 self.observation(v, "weight", round(w, 1))
                 self.observation(v, "bmi", round(bmi, 1))
                 diabetic = any(d["key"] == "diabetes" for d, _ in p.chronic)
-                self.observation(v, "glucose", round(max(3.9, rng.gauss(7.8 if diabetic else 5.3, 1.5 if diabetic else 0.5)), 1))
+                self.observation(
+                    v, "glucose", round(max(3.9, rng.gauss(7.8 if diabetic else 5.3, 1.5 if diabetic else 0.5)), 1)
+                )
                 self.panel(v, "lipids", _lipids(rng, high=False))
                 self.panel(v, "cbc", _panel_values(rng, "cbc", p))
                 self.finish(v)
@@ -552,8 +662,16 @@ class Care:
             if not (self.start <= birth <= hi):
                 continue
             conception = birth - 273
-            preg = self.condition(None, p, mat["antenatal"]["icd"], mat["antenatal"]["display"], conception + 42,
-                                  category="problem-list-item", resolved=birth, recorded=max(conception + 84, lo))
+            preg = self.condition(
+                None,
+                p,
+                mat["antenatal"]["icd"],
+                mat["antenatal"]["display"],
+                conception + 42,
+                category="problem-list-item",
+                resolved=birth,
+                recorded=max(conception + 84, lo),
+            )
             for week in (12, 16, 24, 32, 37):
                 d = conception + week * 7
                 if d < lo or d >= birth:
@@ -574,10 +692,24 @@ class Care:
             fac = self.reg.city_mch[city] if level == "city" and rng.random() < 0.5 else self.facility(p, level)
             kind = rng.choices(mat["delivery"], weights=[k["share"] for k in mat["delivery"]])[0]
             v = self.visit(p, fac, birth, "IMP", kind["stay"])
-            self.condition(v, p, kind["icd"], kind["display"], birth, category="encounter-diagnosis",
-                           resolved=v.end if v.end < self.as_of else None)
-            self.condition(v, p, "Z37.0", "单胎活产", birth, category="encounter-diagnosis",
-                           resolved=v.end if v.end < self.as_of else None)
+            self.condition(
+                v,
+                p,
+                kind["icd"],
+                kind["display"],
+                birth,
+                category="encounter-diagnosis",
+                resolved=v.end if v.end < self.as_of else None,
+            )
+            self.condition(
+                v,
+                p,
+                "Z37.0",
+                "单胎活产",
+                birth,
+                category="encounter-diagnosis",
+                resolved=v.end if v.end < self.as_of else None,
+            )
             self.panel(v, "cbc", _panel_values(rng, "cbc", p))
             self.finish(v)
             self.birth_facility[child.idx] = fac
@@ -609,13 +741,21 @@ class Care:
         participants = []
         doctor = fac.pick(rng, "family_doctor")
         if doctor is not None:
-            participants.append({"role": [concept(systems.STAFF_ROLE, "family-doctor", "家庭医生")],
-                                 "member": ref("PractitionerRole", doctor.role, doctor.name),
-                                 "onBehalfOf": ref("Organization", fac.org, fac.name)})
+            participants.append(
+                {
+                    "role": [concept(systems.STAFF_ROLE, "family-doctor", "家庭医生")],
+                    "member": ref("PractitionerRole", doctor.role, doctor.name),
+                    "onBehalfOf": ref("Organization", fac.org, fac.name),
+                }
+            )
         nurse = fac.pick(rng, "nurse")
         if nurse is not None and nurse.kind == "nurse":
-            participants.append({"role": [concept(systems.STAFF_ROLE, "nurse", "护士")],
-                                 "member": ref("PractitionerRole", nurse.role, nurse.name)})
+            participants.append(
+                {
+                    "role": [concept(systems.STAFF_ROLE, "nurse", "护士")],
+                    "member": ref("PractitionerRole", nurse.role, nurse.name),
+                }
+            )
         team: dict[str, Any] = {
             "resourceType": "CareTeam",
             "id": self.out.new_id("ct-"),
@@ -633,7 +773,11 @@ class Care:
             self.appointment(p, fac, nxt, rng.randint(*_VISIT_MINUTES), "booked", doctor)
 
 
-_ADMIT = {"outp": "From outpatient department", "gp": "General Practitioner referral", "emd": "From accident/emergency department"}
+_ADMIT = {
+    "outp": "From outpatient department",
+    "gp": "General Practitioner referral",
+    "emd": "From accident/emergency department",
+}
 _DISPOSITION = {"home": "Home", "exp": "Expired"}
 
 
@@ -646,8 +790,12 @@ def _bp_baseline(rng: random.Random, p: Person) -> tuple[float, float]:
 
 def _lipids(rng: random.Random, high: bool) -> list[float]:
     shift = 0.7 if high else 0.0
-    return [round(max(2.5, rng.gauss(4.8 + shift, 0.9)), 2), round(max(0.4, rng.lognormvariate(0.35 + shift / 3, 0.45)), 2),
-            round(max(1.0, rng.gauss(2.9 + shift * 0.7, 0.8)), 2), round(max(0.6, rng.gauss(1.3, 0.3)), 2)]
+    return [
+        round(max(2.5, rng.gauss(4.8 + shift, 0.9)), 2),
+        round(max(0.4, rng.lognormvariate(0.35 + shift / 3, 0.45)), 2),
+        round(max(1.0, rng.gauss(2.9 + shift * 0.7, 0.8)), 2),
+        round(max(0.6, rng.gauss(1.3, 0.3)), 2),
+    ]
 
 
 def _panel_values(rng: random.Random, key: str, p: Person, infection: bool = False) -> list[float]:

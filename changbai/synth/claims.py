@@ -39,9 +39,25 @@ class Claims:
     rng: random.Random
     abuse: list[AbuseCase] = field(default_factory=list)
 
-    def emit(self, *, patient: str, person: str, coverage: str, encounter: str, org: str, org_name: str,
-             loc: str, inpatient: bool, start: int, end: int, minute: int, diagnoses: list[str], items: list[Item],
-             icd_codes: list[str], allow_abuse: bool = True) -> str:
+    def emit(
+        self,
+        *,
+        patient: str,
+        person: str,
+        coverage: str,
+        encounter: str,
+        org: str,
+        org_name: str,
+        loc: str,
+        inpatient: bool,
+        start: int,
+        end: int,
+        minute: int,
+        diagnoses: list[str],
+        items: list[Item],
+        icd_codes: list[str],
+        allow_abuse: bool = True,
+    ) -> str:
         spec = load("clinical")["claims_abuse"]
         rng = self.rng
         cid = self.out.new_id("claim-")
@@ -62,22 +78,55 @@ class Claims:
                     items = list(items)
                     items[k] = Item(it.product, it.quantity * factor, it.price, it.drug)
                     pattern = ("over_quantity", f"{it.drug} x{factor}")
-        res = self._resource(cid, patient, coverage, encounter, org, org_name, loc, inpatient, start, end, minute,
-                             diagnoses, items)
+        res = self._resource(
+            cid, patient, coverage, encounter, org, org_name, loc, inpatient, start, end, minute, diagnoses, items
+        )
         self.out.emit(res)
         if pattern is not None:
             self.abuse.append(AbuseCase(cid, pattern[0], encounter, patient, person, "", pattern[1]))
         if allow_abuse and rng.random() < spec["duplicate_billing"]:
             dup = self.out.new_id("claim-")
             later = end + rng.randint(0, 3)
-            self.out.emit(self._resource(dup, patient, coverage, encounter, org, org_name, loc, inpatient, start,
-                                         end, minute, diagnoses, items, created=later))
-            self.abuse.append(AbuseCase(dup, "duplicate_billing", encounter, patient, person, cid, "same items billed again"))
+            self.out.emit(
+                self._resource(
+                    dup,
+                    patient,
+                    coverage,
+                    encounter,
+                    org,
+                    org_name,
+                    loc,
+                    inpatient,
+                    start,
+                    end,
+                    minute,
+                    diagnoses,
+                    items,
+                    created=later,
+                )
+            )
+            self.abuse.append(
+                AbuseCase(dup, "duplicate_billing", encounter, patient, person, cid, "same items billed again")
+            )
         return cid
 
-    def _resource(self, cid: str, patient: str, coverage: str, encounter: str, org: str, org_name: str, loc: str,
-                  inpatient: bool, start: int, end: int, minute: int, diagnoses: list[str], items: list[Item],
-                  created: int | None = None) -> dict[str, Any]:
+    def _resource(
+        self,
+        cid: str,
+        patient: str,
+        coverage: str,
+        encounter: str,
+        org: str,
+        org_name: str,
+        loc: str,
+        inpatient: bool,
+        start: int,
+        end: int,
+        minute: int,
+        diagnoses: list[str],
+        items: list[Item],
+        created: int | None = None,
+    ) -> dict[str, Any]:
         enc_ref = [ref("Encounter", encounter)]
         lines = []
         total = 0.0
@@ -85,15 +134,17 @@ class Claims:
         for n, it in enumerate(items, start=1):
             net = round(it.quantity * it.price, 2)
             total += net
-            lines.append({
-                "sequence": n,
-                "productOrService": it.product,
-                "servicedDate": served,
-                "quantity": {"value": it.quantity},
-                "unitPrice": money(it.price),
-                "net": money(net),
-                "encounter": enc_ref,
-            })
+            lines.append(
+                {
+                    "sequence": n,
+                    "productOrService": it.product,
+                    "servicedDate": served,
+                    "quantity": {"value": it.quantity},
+                    "unitPrice": money(it.price),
+                    "net": money(net),
+                    "encounter": enc_ref,
+                }
+            )
         kind = "institutional" if inpatient else "professional"
         res: dict[str, Any] = {
             "resourceType": "Claim",
@@ -111,8 +162,9 @@ class Claims:
             "total": money(total),
         }
         if diagnoses:
-            res["diagnosis"] = [{"sequence": n, "diagnosisReference": ref("Condition", c)}
-                                for n, c in enumerate(diagnoses, start=1)]
+            res["diagnosis"] = [
+                {"sequence": n, "diagnosisReference": ref("Condition", c)} for n, c in enumerate(diagnoses, start=1)
+            ]
         if lines:
             res["item"] = lines
         return res
@@ -127,8 +179,9 @@ def lab_item(loinc: str, display: str, text: str, price: float) -> Item:
 
 
 def drug_item(code: str, drug: dict[str, Any], quantity: float) -> Item:
-    return Item({"coding": [coding(systems.ATC, code, drug["name"])], "text": drug["name"]}, quantity,
-                drug["price"], code)
+    return Item(
+        {"coding": [coding(systems.ATC, code, drug["name"])], "text": drug["name"]}, quantity, drug["price"], code
+    )
 
 
 def _treats(drug: str, icd_codes: list[str]) -> bool:

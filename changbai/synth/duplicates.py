@@ -37,8 +37,17 @@ def _swap_char(rng: random.Random, text: str, table: dict[str, str]) -> str | No
     return text[:i] + rng.choice(table[text[i]]) + text[i + 1 :]
 
 
-def make_record(rng: random.Random, base: dict[str, Any], p: Person, pid: str, org: str, mrn: str,
-                geo: Map, townships: dict[str, list[Place]], phones: set[str]) -> tuple[dict[str, Any], list[str]]:
+def make_record(
+    rng: random.Random,
+    base: dict[str, Any],
+    p: Person,
+    pid: str,
+    org: str,
+    mrn: str,
+    geo: Map,
+    townships: dict[str, list[Place]],
+    phones: set[str],
+) -> tuple[dict[str, Any], list[str]]:
     """A duplicate of ``base`` (the primary Patient) registered at ``org``, and the errors it carries."""
     spec = load("registration")
     err = spec["errors"]

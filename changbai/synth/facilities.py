@@ -53,7 +53,10 @@ def address(place: Place, geo: Map, line: str | None, use: str) -> dict[str, Any
     text = "".join(c.name for c in reversed(chain)) + (line or "")
     addr: dict[str, Any] = {
         "extension": [
-            {"url": systems.EXT_DIVISION, "valueCoding": {"system": systems.DIVISION, "code": place.code, "display": place.name}}
+            {
+                "url": systems.EXT_DIVISION,
+                "valueCoding": {"system": systems.DIVISION, "code": place.code, "display": place.name},
+            }
         ],
         "use": use,
         "type": "physical",
@@ -110,8 +113,10 @@ def build(out: Output, rng: random.Random, geo: Map, townships: dict[str, list[P
         org_id, loc_id = out.new_id("org-"), out.new_id("loc-")
         fac = Facility(org_id, loc_id, name, kind, k["care_level"], place)
         phone = f"0{_area_code(city.code)}-{rng.randint(81000000, 89999999)}"
-        types = [concept(systems.ORG_TYPE, k["org_type"], _ORG_TYPE_DISPLAY[k["org_type"]]),
-                 concept(systems.FACILITY_TYPE, k["type"], k["type_display"])]
+        types = [
+            concept(systems.ORG_TYPE, k["org_type"], _ORG_TYPE_DISPLAY[k["org_type"]]),
+            concept(systems.FACILITY_TYPE, k["type"], k["type_display"]),
+        ]
         if k["level"]:
             types.append(concept(systems.HOSPITAL_LEVEL, k["level"], spec["levels"][k["level"]]))
         line = f"{rng.choice(load('population')['roads'])}{rng.randint(1, 999)}号"
@@ -189,7 +194,9 @@ def build(out: Output, rng: random.Random, geo: Map, townships: dict[str, list[P
                     centre_fac = make("township_centre", name, town, city, reg.county[county.code])
                     reg.primary[town.code] = centre_fac
                     village = rng.choice(spec["village_names"])
-                    reg.village[town.code] = make("village_clinic", f"{town.name}{village}村卫生室", town, city, centre_fac)
+                    reg.village[town.code] = make(
+                        "village_clinic", f"{town.name}{village}村卫生室", town, city, centre_fac
+                    )
     del province
     return reg
 
@@ -202,30 +209,34 @@ def _staff(out: Output, rng: random.Random, fac: Facility, role: str, spec: dict
     year = rng.randint(1965, 1998)
     nm = names.person_name(rng, names.surname(rng, "01"), sex, year, "01")
     prac_id, role_id = out.new_id("prac-"), out.new_id("role-")
-    out.emit({
-        "resourceType": "Practitioner",
-        "id": prac_id,
-        "identifier": [{"system": systems.PRACTITIONER_CODE, "value": f"{rng.randint(10**14, 10**15 - 1)}"}],
-        "active": True,
-        "name": [{"use": "official", "text": nm.text, "family": nm.family, "given": [nm.given]}],
-        "gender": sex,
-        "birthDate": f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
-    })
+    out.emit(
+        {
+            "resourceType": "Practitioner",
+            "id": prac_id,
+            "identifier": [{"system": systems.PRACTITIONER_CODE, "value": f"{rng.randint(10**14, 10**15 - 1)}"}],
+            "active": True,
+            "name": [{"use": "official", "text": nm.text, "family": nm.family, "given": [nm.given]}],
+            "gender": sex,
+            "birthDate": f"{year}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}",
+        }
+    )
     base, display = spec["roles"][role]
     codes = [concept(systems.PRACTITIONER_ROLE, base, _ROLE_DISPLAY[base])]
     if role not in ("doctor", "nurse", "pharmacist"):
         codes.append(concept(systems.STAFF_ROLE, role.replace("_", "-"), display))
     dept = rng.choice(spec["departments"][role])
-    out.emit({
-        "resourceType": "PractitionerRole",
-        "id": role_id,
-        "active": True,
-        "practitioner": ref("Practitioner", prac_id, nm.text),
-        "organization": ref("Organization", fac.org, fac.name),
-        "code": codes,
-        "specialty": [concept(systems.DEPARTMENT, dept, dept)],
-        "location": [ref("Location", fac.loc)],
-    })
+    out.emit(
+        {
+            "resourceType": "PractitionerRole",
+            "id": role_id,
+            "active": True,
+            "practitioner": ref("Practitioner", prac_id, nm.text),
+            "organization": ref("Organization", fac.org, fac.name),
+            "code": codes,
+            "specialty": [concept(systems.DEPARTMENT, dept, dept)],
+            "location": [ref("Location", fac.loc)],
+        }
+    )
     return Staff(prac_id, role_id, nm.text, role)
 
 
@@ -236,8 +247,17 @@ def _short(name: str) -> str:
     return name
 
 
-_AREA = {"2201": "431", "2202": "432", "2203": "434", "2204": "437", "2205": "435", "2206": "439", "2207": "438",
-         "2208": "436", "2224": "433"}
+_AREA = {
+    "2201": "431",
+    "2202": "432",
+    "2203": "434",
+    "2204": "437",
+    "2205": "435",
+    "2206": "439",
+    "2207": "438",
+    "2208": "436",
+    "2224": "433",
+}
 
 
 def _area_code(city_code: str) -> str:

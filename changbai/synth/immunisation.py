@@ -25,8 +25,9 @@ def add_months(birth: int, months: int) -> int:
     return date(b.year + y, m + 1, d).toordinal()
 
 
-def vaccinate(out: Output, rng: random.Random, p: Person, clinic: Facility, birth_facility: Facility,
-              as_of: int) -> int:
+def vaccinate(
+    out: Output, rng: random.Random, p: Person, clinic: Facility, birth_facility: Facility, as_of: int
+) -> int:
     """Emit the Immunization resources of one child; returns how many."""
     if p.age >= MAX_AGE_YEARS:
         return 0
@@ -41,7 +42,7 @@ def vaccinate(out: Output, rng: random.Random, p: Person, clinic: Facility, birt
         if months == 0:
             when = p.birth + (0 if rng.random() < 0.9 else 1)
         else:
-            share, lo, hi = rng.choices(delays, weights=[d[0] for d in delays])[0]
+            _share, lo, hi = rng.choices(delays, weights=[d[0] for d in delays])[0]
             when = due + rng.randint(lo, hi)
         if when >= as_of or (p.death is not None and when >= p.death):
             continue

@@ -61,15 +61,32 @@ def _case(care: Care, p: Person, d: dict[str, Any], when: int, outbreak: str = "
     v = care.visit(p, fac, when)
     chronic = d["key"] == "tb"
     resolved = None if chronic or when + 10 >= care.as_of else when + 10
-    cid = care.condition(v, p, d["icd"], d["display"], max(p.birth, when - care.rng.randint(0, 3)),
-                         category="encounter-diagnosis", resolved=resolved)
+    cid = care.condition(
+        v,
+        p,
+        d["icd"],
+        d["display"],
+        max(p.birth, when - care.rng.randint(0, 3)),
+        category="encounter-diagnosis",
+        resolved=resolved,
+    )
     for drug in d["drugs"]:
         care.prescribe(v, drug, cid)
     care.finish(v)
     town = p.township
     assert town is not None
-    return Case(cid, v.id, v.patient, p.pid, d["key"], d["icd"], town.parent, town.code,
-                date.fromordinal(when).isoformat(), outbreak)
+    return Case(
+        cid,
+        v.id,
+        v.patient,
+        p.pid,
+        d["key"],
+        d["icd"],
+        town.parent,
+        town.code,
+        date.fromordinal(when).isoformat(),
+        outbreak,
+    )
 
 
 def baseline(care: Care, people: list[Person]) -> list[Case]:
@@ -118,22 +135,41 @@ def outbreaks(care: Care, people: list[Person], residents: int) -> tuple[list[Ou
             continue
         duration = rng.randint(*params["duration_days"])
         low, high = d["ages"]
-        eligible = [p for p in by_town[town] if low <= p.age <= high and p.alive_on(start + duration)
-                    and p.pid not in used and p.birth < start]
+        eligible = [
+            p
+            for p in by_town[town]
+            if low <= p.age <= high and p.alive_on(start + duration) and p.pid not in used and p.birth < start
+        ]
         smallest, largest = params["diseases"][key]
         if len(eligible) < smallest:
             # the township is small in a small run: take the county's residents of that age as well
             county = care.geo.places[town].parent
-            eligible += [p for t in towns if care.geo.places[t].parent == county and t != town for p in by_town[t]
-                         if low <= p.age <= high and p.alive_on(start + duration) and p.pid not in used and p.birth < start]
+            eligible += [
+                p
+                for t in towns
+                if care.geo.places[t].parent == county and t != town
+                for p in by_town[t]
+                if low <= p.age <= high and p.alive_on(start + duration) and p.pid not in used and p.birth < start
+            ]
         if len(eligible) < smallest:
             continue
         size = min(len(eligible), rng.randint(smallest, largest))
         chosen = rng.sample(eligible, size)
         oid = f"outbreak-{len(found) + 1}"
         place = care.geo.places[town]
-        ob = Outbreak(oid, key, d["icd"], d["display"], place.parent, care.geo.places[place.parent].name, town,
-                      place.name, date.fromordinal(start).isoformat(), "", size)
+        ob = Outbreak(
+            oid,
+            key,
+            d["icd"],
+            d["display"],
+            place.parent,
+            care.geo.places[place.parent].name,
+            town,
+            place.name,
+            date.fromordinal(start).isoformat(),
+            "",
+            size,
+        )
         last = start
         for p in chosen:
             # an epidemic curve: most cases in the first half of the outbreak

@@ -154,8 +154,9 @@ def form_households(rng: random.Random, people: list[Person], as_of: int) -> lis
     return households
 
 
-def settle(rng: random.Random, households: list[list[Person]], geo: Map, townships: dict[str, list[Place]],
-           reg: Registry) -> None:
+def settle(
+    rng: random.Random, households: list[list[Person]], geo: Map, townships: dict[str, list[Place]], reg: Registry
+) -> None:
     """Place each household in a township, give it an ethnicity, names, IDs, phones and insurance."""
     pop = load("population")
     weights = county_weights()
@@ -167,8 +168,11 @@ def settle(rng: random.Random, households: list[list[Person]], geo: Map, townshi
         county = rng.choices(counties, cum_weights=cum)[0]
         town = rng.choice(townships[county])
         city = geo.city_of(county)
-        eth_weights = (pop["ethnicity_by_division"].get(county) or pop["ethnicity_by_division"].get(city.code)
-                       or pop["ethnicity_default"])
+        eth_weights = (
+            pop["ethnicity_by_division"].get(county)
+            or pop["ethnicity_by_division"].get(city.code)
+            or pop["ethnicity_default"]
+        )
         ethnicity = rng.choices(list(eth_weights), weights=list(eth_weights.values()))[0]
         line = _line(rng, town, pop)
         family = names.surname(rng, ethnicity)
@@ -198,8 +202,10 @@ def settle(rng: random.Random, households: list[list[Person]], geo: Map, townshi
 
 def _line(rng: random.Random, town: Place, pop: dict[str, Any]) -> str:
     if town.name.endswith("街道"):
-        return (f"{rng.choice(pop['roads'])}{rng.randint(1, 2999)}号{rng.choice(pop['communities'])}小区"
-                f"{rng.randint(1, 30)}栋{rng.randint(1, 6)}单元{rng.randint(1, 18)}{rng.randint(1, 4):02d}室")
+        return (
+            f"{rng.choice(pop['roads'])}{rng.randint(1, 2999)}号{rng.choice(pop['communities'])}小区"
+            f"{rng.randint(1, 30)}栋{rng.randint(1, 6)}单元{rng.randint(1, 18)}{rng.randint(1, 4):02d}室"
+        )
     village = rng.choice(load("facilities")["village_names"])
     return f"{village}村{rng.randint(1, 12)}组{rng.randint(1, 200)}号"
 
@@ -249,13 +255,15 @@ def human_names(name: names.Name) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = [{"use": "official", "text": name.text, "family": name.family, "given": [name.given]}]
     if name.korean is not None:
         fam, giv = name.korean
-        out.append({
-            "extension": [{"url": systems.LANGUAGE_EXT, "valueCode": "ko"}],
-            "use": "usual",
-            "text": fam + giv,
-            "family": fam,
-            "given": [giv],
-        })
+        out.append(
+            {
+                "extension": [{"url": systems.LANGUAGE_EXT, "valueCode": "ko"}],
+                "use": "usual",
+                "text": fam + giv,
+                "family": fam,
+                "given": [giv],
+            }
+        )
     return out
 
 
@@ -273,13 +281,24 @@ def patient_resource(p: Person, pid: str, org: str, org_name: str, mrn: str, geo
         "resourceType": "Patient",
         "id": pid,
         "extension": [
-            {"url": systems.EXT_ETHNICITY, "valueCoding": {"system": systems.ETHNICITY, "code": p.ethnicity, "display": eth}}
+            {
+                "url": systems.EXT_ETHNICITY,
+                "valueCoding": {"system": systems.ETHNICITY, "code": p.ethnicity, "display": eth},
+            }
         ],
         "identifier": [
-            {"use": "official", "type": concept(systems.V2_0203, "NI", "National unique individual identifier"),
-             "system": systems.RESIDENT_ID, "value": p.resident_id},
-            {"use": "usual", "type": concept(systems.V2_0203, "MR", "Medical record number"),
-             "system": systems.MRN + org, "value": mrn},
+            {
+                "use": "official",
+                "type": concept(systems.V2_0203, "NI", "National unique individual identifier"),
+                "system": systems.RESIDENT_ID,
+                "value": p.resident_id,
+            },
+            {
+                "use": "usual",
+                "type": concept(systems.V2_0203, "MR", "Medical record number"),
+                "system": systems.MRN + org,
+                "value": mrn,
+            },
         ],
         "active": True,
         "name": human_names(p.name),  # type: ignore[arg-type]

@@ -57,26 +57,37 @@ def generate(out_dir: Path, residents: int, seed: int, progress: Callable[[int],
         for p in persons:
             care.assign_chronic(p)
         vacc = stream(seed, "immunisation")
-        done = 0
         if progress:
             progress(0)
-        for p in persons:
+        for done, p in enumerate(persons, start=1):
             care.contract(p)
             care.person(p)
             clinic = care.facility(p, "primary")
             born_at = care.birth_facility.get(p.idx) or care.facility(p, "county")
             immunisation.vaccinate(out, vacc, p, clinic, born_at, as_of)
-            done += 1
             if progress and (done % 100 == 0 or done == residents):
                 progress(done)
-        ph = Care(out, stream(seed, "infectious"), reg, geo, as_of, start, Claims(out, stream(seed, "infectious-claims")))
+        ph = Care(
+            out, stream(seed, "infectious"), reg, geo, as_of, start, Claims(out, stream(seed, "infectious-claims"))
+        )
         cases = infectious.baseline(ph, persons)
         found, outbreak_cases = infectious.outbreaks(ph, persons, residents)
     finally:
         out.close()
     abuse = care.claims.abuse + ph.claims.abuse
-    _ground_truth(out_dir, seed, residents, pop, persons, records, cases + outbreak_cases, found, abuse,
-                  care.split_admissions, out.counts)
+    _ground_truth(
+        out_dir,
+        seed,
+        residents,
+        pop,
+        persons,
+        records,
+        cases + outbreak_cases,
+        found,
+        abuse,
+        care.split_admissions,
+        out.counts,
+    )
     return dict(sorted(out.counts.items()))
 
 
@@ -93,8 +104,15 @@ def _clear(out_dir: Path) -> None:
                 f.unlink()
 
 
-def _register(out: Output, rng: random.Random, persons: list[people.Person], reg: facilities.Registry, geo: Any,
-              townships: Any, start: int) -> list[tuple[str, str, str, bool, str]]:
+def _register(
+    out: Output,
+    rng: random.Random,
+    persons: list[people.Person],
+    reg: facilities.Registry,
+    geo: Any,
+    townships: Any,
+    start: int,
+) -> list[tuple[str, str, str, bool, str]]:
     """Primary Patient records, duplicates at other facilities, RelatedPersons and Coverages."""
     spec = load("registration")
     extra = spec["extra_records"]
@@ -135,22 +153,61 @@ def _register(out: Output, rng: random.Random, persons: list[people.Person], reg
     return rows
 
 
-def _ground_truth(out_dir: Path, seed: int, residents: int, pop: dict[str, Any], persons: list[people.Person],
-                  records: list[tuple[str, str, str, bool, str]], cases: list[infectious.Case],
-                  found: list[infectious.Outbreak], abuse: list[Any], splits: list[tuple[str, str, str]],
-                  counts: dict[str, int]) -> None:
+def _ground_truth(
+    out_dir: Path,
+    seed: int,
+    residents: int,
+    pop: dict[str, Any],
+    persons: list[people.Person],
+    records: list[tuple[str, str, str, bool, str]],
+    cases: list[infectious.Case],
+    found: list[infectious.Outbreak],
+    abuse: list[Any],
+    splits: list[tuple[str, str, str]],
+    counts: dict[str, int],
+) -> None:
     gt = out_dir / GROUND_TRUTH
     gt.mkdir(parents=True, exist_ok=True)
     geo = jilin()
     with open(gt / "persons.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["person_id", "resident_id", "name", "sex", "birth_date", "death_date", "ethnicity", "household",
-                    "household_role", "county", "township", "insurance", "primary_patient", "chronic"])
+        w.writerow(
+            [
+                "person_id",
+                "resident_id",
+                "name",
+                "sex",
+                "birth_date",
+                "death_date",
+                "ethnicity",
+                "household",
+                "household_role",
+                "county",
+                "township",
+                "insurance",
+                "primary_patient",
+                "chronic",
+            ]
+        )
         for p in persons:
-            w.writerow([p.pid, p.resident_id, p.name.text if p.name else "", p.sex, day(p.birth),
-                        day(p.death) if p.death else "", p.ethnicity, p.household, p.role,
-                        p.township.parent if p.township else "", p.township.code if p.township else "",
-                        p.insurance or "", p.patient, ";".join(d["icd"] for d, _ in p.chronic)])
+            w.writerow(
+                [
+                    p.pid,
+                    p.resident_id,
+                    p.name.text if p.name else "",
+                    p.sex,
+                    day(p.birth),
+                    day(p.death) if p.death else "",
+                    p.ethnicity,
+                    p.household,
+                    p.role,
+                    p.township.parent if p.township else "",
+                    p.township.code if p.township else "",
+                    p.insurance or "",
+                    p.patient,
+                    ";".join(d["icd"] for d, _ in p.chronic),
+                ]
+            )
     with open(gt / "patient-records.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
         w.writerow(["patient_id", "person_id", "organization", "primary", "errors"])
@@ -158,17 +215,54 @@ def _ground_truth(out_dir: Path, seed: int, residents: int, pop: dict[str, Any],
             w.writerow([row[0], row[1], row[2], "true" if row[3] else "false", row[4]])
     with open(gt / "infectious-cases.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(["condition_id", "encounter_id", "patient_id", "person_id", "disease", "icd10", "county",
-                    "township", "onset", "outbreak_id"])
+        w.writerow(
+            [
+                "condition_id",
+                "encounter_id",
+                "patient_id",
+                "person_id",
+                "disease",
+                "icd10",
+                "county",
+                "township",
+                "onset",
+                "outbreak_id",
+            ]
+        )
         for c in cases:
-            w.writerow([c.condition, c.encounter, c.patient, c.person, c.disease, c.icd, c.county, c.township,
-                        c.onset, c.outbreak])
-    outbreaks = [{
-        "id": o.id, "disease": o.disease, "icd10": o.icd, "display": o.display,
-        "place": {"county": o.county, "county_name": o.county_name, "township": o.township,
-                  "township_name": o.township_name},
-        "start": o.start, "end": o.end, "size": o.size, "cases": o.cases,
-    } for o in found]
+            w.writerow(
+                [
+                    c.condition,
+                    c.encounter,
+                    c.patient,
+                    c.person,
+                    c.disease,
+                    c.icd,
+                    c.county,
+                    c.township,
+                    c.onset,
+                    c.outbreak,
+                ]
+            )
+    outbreaks = [
+        {
+            "id": o.id,
+            "disease": o.disease,
+            "icd10": o.icd,
+            "display": o.display,
+            "place": {
+                "county": o.county,
+                "county_name": o.county_name,
+                "township": o.township,
+                "township_name": o.township_name,
+            },
+            "start": o.start,
+            "end": o.end,
+            "size": o.size,
+            "cases": o.cases,
+        }
+        for o in found
+    ]
     (gt / "outbreaks.json").write_bytes(orjson.dumps(outbreaks, option=orjson.OPT_INDENT_2))
     with open(gt / "claims-abuse.csv", "w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
@@ -178,9 +272,16 @@ def _ground_truth(out_dir: Path, seed: int, residents: int, pop: dict[str, Any],
         for first, second, person in splits:
             w.writerow(["", "split_admission", second, "", person, "", f"readmitted the day after {first}"])
     summary = {
-        "seed": seed, "residents": residents, "as_of": pop["as_of"], "care_start": pop["care_start"],
-        "province": "220000", "cities": [c.code for c in geo.cities], "counts": dict(sorted(counts.items())),
-        "total": sum(counts.values()), "duplicates": sum(1 for r in records if not r[3]),
-        "outbreaks": len(found), "claims_abuse": len(abuse) + len(splits),
+        "seed": seed,
+        "residents": residents,
+        "as_of": pop["as_of"],
+        "care_start": pop["care_start"],
+        "province": "220000",
+        "cities": [c.code for c in geo.cities],
+        "counts": dict(sorted(counts.items())),
+        "total": sum(counts.values()),
+        "duplicates": sum(1 for r in records if not r[3]),
+        "outbreaks": len(found),
+        "claims_abuse": len(abuse) + len(splits),
     }
     (gt / "summary.json").write_bytes(orjson.dumps(summary, option=orjson.OPT_INDENT_2))
