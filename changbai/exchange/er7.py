@@ -353,6 +353,17 @@ def parse(data: str | bytes) -> Message:
     return msg
 
 
+def parse_header(data: str | bytes) -> Message | None:
+    """Only the MSH of a message whose body is broken, so that the AE can still answer in its terms."""
+    if isinstance(data, bytes):
+        data = data.removeprefix(BOM).decode("latin-1")
+    first = SEGMENT_SPLIT.split(data.lstrip("\ufeff"), 1)[0]
+    try:
+        return parse(first)
+    except HL7Error:
+        return None
+
+
 def _check_header(msg: Message) -> None:
     msh = msg.msh
     for n, what in ((9, "message type"), (10, "message control id"), (12, "version id")):

@@ -53,13 +53,18 @@ class SqlInbox:
         ensure_tables(repo.db)
 
     # ------------------------------------------------------------------------------------ reads
-    def _key(self, sender: str, control_id: str) -> Any:
-        return (inbox.c.channel == self.channel) & (inbox.c.sender == sender) & (inbox.c.control_id == control_id)
+    def _key(self, sender: str, control_id: str, digest: str) -> Any:
+        return (
+            (inbox.c.channel == self.channel)
+            & (inbox.c.sender == sender)
+            & (inbox.c.control_id == control_id)
+            & (inbox.c.digest == digest)
+        )
 
-    def accepted_ack(self, sender: str, control_id: str) -> str | None:
+    def accepted_ack(self, sender: str, control_id: str, digest: str) -> str | None:
         with self.repo.db.read() as conn:
             row = conn.execute(
-                select(inbox.c.ack).where(self._key(sender, control_id), inbox.c.status == "accepted")
+                select(inbox.c.ack).where(self._key(sender, control_id, digest), inbox.c.status == "accepted")
             ).first()
         return row[0] if row else None
 
@@ -90,7 +95,9 @@ class SqlInbox:
             with self.repo.unit(ctx) as unit:
                 conn = unit.conn
                 done = conn.execute(
-                    select(inbox.c.id).where(self._key(record.sender, record.control_id), inbox.c.status == "accepted")
+                    select(inbox.c.id).where(
+                        self._key(record.sender, record.control_id, record.digest), inbox.c.status == "accepted"
+                    )
                 ).first()
                 if done:
                     raise Duplicate()
@@ -124,18 +131,29 @@ class SqlInbox:
             "problems": orjson.dumps(record.problems).decode(),
             "raw": record.raw,
         }
-        old = conn.execute(
-            select(inbox.c.id, inbox.c.attempts).where(self._key(record.sender, record.control_id))
-        ).first()
+        by_key = self._key(record.sender, record.control_id, record.digest)
+        where = (inbox.c.id == record.id) if record.id else by_key
+        old = conn.execute(select(inbox.c.id, inbox.c.attempts).where(where)).first()
         if old is not None:
             record.id, record.attempts = old.id, old.attempts + 1
-            conn.execute(update(inbox).where(inbox.c.id == old.id).values(attempts=record.attempts, **values))
+            conn.execute(
+                update(inbox)
+                .where(inbox.c.id == old.id)
+                .values(
+                    attempts=record.attempts,
+                    sender=record.sender,
+                    control_id=record.control_id,
+                    digest=record.digest,
+                    **values,
+                )
+            )
         else:
             result = conn.execute(
                 inbox.insert().values(
                     channel=self.channel,
                     sender=record.sender,
                     control_id=record.control_id,
+                    digest=record.digest,
                     received_at=record.received_at or now,
                     attempts=1,
                     **values,
@@ -229,6 +247,7 @@ def _record(row: Any) -> InboxRecord:
         peer=row["peer"],
         problems=orjson.loads(row["problems"] or "[]"),
         channel=row["channel"],
+        digest=row["digest"],
         id=row["id"],
         attempts=row["attempts"],
         updated_at=row["updated_at"],

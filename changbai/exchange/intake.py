@@ -14,6 +14,7 @@ mapping, and the benchmark's baseline) hands the bundle to a :class:`MessageSink
 
 from __future__ import annotations
 
+import hashlib
 import re
 import threading
 import time
@@ -52,6 +53,7 @@ class InboxRecord:
     peer: str = ""
     problems: list[dict[str, Any]] = field(default_factory=list)
     channel: str = "hl7v2"
+    digest: str = ""
     id: int | None = None
     attempts: int = 1
     updated_at: int = 0
@@ -66,7 +68,7 @@ class MessageSink(Protocol):
 
 
 class IntakeStore(Protocol):
-    def accepted_ack(self, sender: str, control_id: str) -> str | None:
+    def accepted_ack(self, sender: str, control_id: str, digest: str) -> str | None:
         """The ACK already given to an accepted message with this key, if any."""
 
     def commit(
@@ -84,6 +86,11 @@ class IntakeStore(Protocol):
     def list(self, status: str | None = None, limit: int = 50) -> list[InboxRecord]: ...
 
     def get(self, id: int) -> InboxRecord: ...
+
+
+def digest(raw: bytes) -> str:
+    """Identity of a message's content: a resend is byte-identical (BOM and trailing blanks aside)."""
+    return hashlib.sha256(raw.removeprefix(b"\xef\xbb\xbf").rstrip(b"\r\n \t")).hexdigest()
 
 
 def problem(err: er7.HL7Error) -> dict[str, Any]:
@@ -138,14 +145,32 @@ class Intake:
         self.translate = translate
         self.default_tz = default_tz
 
-    def handle(self, raw: bytes, peer: str = "") -> bytes:
+    def handle(self, raw: bytes, peer: str = "", replaces: int | None = None) -> bytes:
+        """Process one message; ``replaces`` is the inbox row an operator's replay updates."""
         received = int(time.time() * 1000)
+        key = digest(raw)
         try:
             msg = er7.parse(raw)
             v2fhir.check_supported(msg)
         except er7.HL7Error as exc:
-            return self._refuse(raw, peer, received, exc, locals().get("msg"))
-        previous = self.store.accepted_ack(msg.sender, msg.control_id)
+            header = locals().get("msg") or (None if exc.reject else er7.parse_header(raw))
+            if header is not None and not exc.reject:
+                record = InboxRecord(
+                    raw,
+                    header.sender,
+                    header.control_id,
+                    "error",
+                    "AE",
+                    event=header.event,
+                    version=header.version,
+                    received_at=received,
+                    peer=peer,
+                    digest=key,
+                    id=replaces,
+                )
+                return self._fail(record, header, exc)
+            return self._refuse(raw, peer, received, exc, header, key, replaces)
+        previous = self.store.accepted_ack(msg.sender, msg.control_id, key)
         if previous is not None:
             return acks.encode(previous, msg)
         record = InboxRecord(
@@ -158,6 +183,8 @@ class Intake:
             version=msg.version,
             received_at=received,
             peer=peer,
+            digest=key,
+            id=replaces,
         )
         try:
             mapped = v2fhir.to_bundle(msg, self.translate, self.default_tz)
@@ -174,7 +201,7 @@ class Intake:
         try:
             self.store.commit(record, mapped.bundle, make_ack, mapped.sources)
         except Duplicate:
-            previous = self.store.accepted_ack(msg.sender, msg.control_id)
+            previous = self.store.accepted_ack(msg.sender, msg.control_id, key)
             if previous is not None:
                 return acks.encode(previous, msg)
             return self._fail(record, msg, er7.HL7Error("the message is being processed", hl7_code="206"))
@@ -204,13 +231,22 @@ class Intake:
         self.store.record(record)
         return acks.encode(record.ack, msg)
 
-    def _refuse(self, raw: bytes, peer: str, received: int, exc: er7.HL7Error, msg: er7.Message | None) -> bytes:
+    def _refuse(
+        self,
+        raw: bytes,
+        peer: str,
+        received: int,
+        exc: er7.HL7Error,
+        msg: er7.Message | None,
+        key: str,
+        replaces: int | None,
+    ) -> bytes:
         sender, control_id = (msg.sender, msg.control_id) if msg is not None else sniff_control_id(raw)
         text = acks.build_ack(msg, "AR", [exc], fallback_control_id=control_id)
         record = InboxRecord(
             raw,
             sender,
-            control_id or f"unreadable:{received}:{id(raw)}",
+            control_id or "",
             "rejected",
             "AR",
             ack=text,
@@ -219,6 +255,8 @@ class Intake:
             received_at=received,
             peer=peer,
             problems=[problem(exc)],
+            digest=key,
+            id=replaces,
         )
         self.store.record(record)
         return acks.encode(text, msg)
@@ -226,7 +264,7 @@ class Intake:
     def replay(self, id: int, raw: bytes | None = None) -> bytes:
         """Process a stored message again (optionally a corrected text of it); returns the new ACK."""
         stored = self.store.get(id)
-        return self.handle(raw if raw is not None else stored.raw, stored.peer or "replay")
+        return self.handle(raw if raw is not None else stored.raw, stored.peer or "replay", replaces=id)
 
 
 class MemorySink:
@@ -245,12 +283,12 @@ class MemoryStore:
 
     def __init__(self, sink: MessageSink | None = None) -> None:
         self.sink = sink or MemorySink()
-        self.rows: dict[tuple[str, str], InboxRecord] = {}
+        self.rows: dict[tuple[str, str, str], InboxRecord] = {}
         self.by_id: dict[int, InboxRecord] = {}
         self.lock = threading.Lock()
 
-    def accepted_ack(self, sender: str, control_id: str) -> str | None:
-        row = self.rows.get((sender, control_id))
+    def accepted_ack(self, sender: str, control_id: str, digest: str) -> str | None:
+        row = self.rows.get((sender, control_id, digest))
         return row.ack if row is not None and row.status == "accepted" else None
 
     def commit(
@@ -261,7 +299,7 @@ class MemoryStore:
         sources: list[tuple[str, int]],
     ) -> InboxRecord:
         with self.lock:
-            if self.accepted_ack(record.sender, record.control_id) is not None:
+            if self.accepted_ack(record.sender, record.control_id, record.digest) is not None:
                 raise Duplicate()
             self.sink.apply(bundle)
             make_ack([])
@@ -272,12 +310,15 @@ class MemoryStore:
             return self._put(record)
 
     def _put(self, record: InboxRecord) -> InboxRecord:
-        old = self.rows.get((record.sender, record.control_id))
+        old = (
+            self.by_id.get(record.id) if record.id else self.rows.get((record.sender, record.control_id, record.digest))
+        )
         if old is not None:
             record.id, record.attempts = old.id, old.attempts + 1
+            self.rows.pop((old.sender, old.control_id, old.digest), None)
         else:
             record.id = len(self.by_id) + 1
-        self.rows[(record.sender, record.control_id)] = record
+        self.rows[(record.sender, record.control_id, record.digest)] = record
         self.by_id[record.id] = record
         return record
 

@@ -146,7 +146,7 @@ class MllpServer:
                 self.dropped_partial += 1
                 logs.event(log, "mllp connection dropped mid-message", peer=peer, bytes=deframer.pending)
             writer.close()
-            with contextlib.suppress(Exception):
+            with contextlib.suppress(Exception, asyncio.CancelledError):
                 await writer.wait_closed()
             if task is not None:
                 self.connections.discard(task)

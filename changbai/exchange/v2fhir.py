@@ -786,14 +786,12 @@ class _Mapper:
         if self.document is None:
             return
         attachment = self.doc_attachment
-        if attachment is None and self.doc_text:
-            attachment = {
-                "contentType": "text/plain; charset=utf-8",
-                "data": base64.b64encode("\n".join(self.doc_text).encode()).decode(),
-            }
-        if attachment is None:
-            attachment = {"contentType": "text/plain"}
-        self.document["content"] = [{"attachment": attachment}]
+        if attachment is not None and not attachment.get("data"):
+            attachment.pop("data", None)
+        text = "\n".join(self.doc_text).strip()
+        if attachment is None and text:
+            attachment = {"contentType": "text/plain; charset=utf-8", "data": base64.b64encode(text.encode()).decode()}
+        self.document["content"] = [{"attachment": attachment or {"contentType": "text/plain"}}]
 
     # ------------------------------------------------------------------------------------ finance etc.
     def charge_item(self, ft1: Segment) -> None:

@@ -37,8 +37,9 @@ def test_v23_senders_get_the_older_err_1_form_and_msa_3_text() -> None:
 
 
 def test_ar_for_an_unreadable_header_still_carries_what_could_be_read() -> None:
-    text = ack.build_ack(None, "AR", [er7.HL7Error("no MSH", segment="MSH", seq=1, hl7_code="100")],
-                         fallback_control_id="X9")
+    text = ack.build_ack(
+        None, "AR", [er7.HL7Error("no MSH", segment="MSH", seq=1, hl7_code="100")], fallback_control_id="X9"
+    )
     s = segments(text)
     assert s["MSA"][1:3] == ["AR", "X9"]
 

@@ -30,8 +30,9 @@ def test_custom_encoding_characters_from_msh_1_and_msh_2() -> None:
 
 
 def test_escape_sequences_are_resolved() -> None:
-    msg = er7.parse("MSH|^~\\&|A|B|||20260101||ORU^R01|1|P|2.5\r"
-                    "OBX|1|FT|C^x^L||a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f\\X41\\\\.br\\next\r")
+    msg = er7.parse(
+        "MSH|^~\\&|A|B|||20260101||ORU^R01|1|P|2.5\rOBX|1|FT|C^x^L||a\\F\\b\\S\\c\\T\\d\\R\\e\\E\\f\\X41\\\\.br\\next\r"
+    )
     assert msg.first("OBX").get(5) == "a|b^c&d~e\\fA\nnext"
 
 
@@ -47,22 +48,26 @@ def test_leading_utf8_bom_is_tolerated() -> None:
 
 
 def test_gb18030_named_in_msh_18_is_decoded() -> None:
-    text = ("MSH|^~\\&|HIS|JLH|||20260101||ADT^A04|G1|P|2.5|||||CHN|GB 18030-2000\r"
-            "PID|1||M1^^^JLH^MR||张^三丰||19800101|M\r")
+    text = (
+        "MSH|^~\\&|HIS|JLH|||20260101||ADT^A04|G1|P|2.5|||||CHN|GB 18030-2000\r"
+        "PID|1||M1^^^JLH^MR||张^三丰||19800101|M\r"
+    )
     msg = er7.parse(text.encode("gb18030"))
     assert msg.charset == "GB 18030-2000"
     assert msg.first("PID").get(5, 1) == "张" and msg.first("PID").get(5, 2) == "三丰"
 
 
 def test_utf8_named_in_msh_18_is_decoded() -> None:
-    text = ("MSH|^~\\&|HIS|JLH|||20260101||ADT^A04|G1|P|2.8|||||CHN|UNICODE UTF-8\r"
-            "PID|1||M1^^^JLH^MR||李^四||19800101|F\r")
+    text = (
+        "MSH|^~\\&|HIS|JLH|||20260101||ADT^A04|G1|P|2.8|||||CHN|UNICODE UTF-8\rPID|1||M1^^^JLH^MR||李^四||19800101|F\r"
+    )
     assert er7.parse(text.encode("utf-8")).first("PID").get(5, 1) == "李"
 
 
 def test_bytes_that_do_not_match_the_declared_charset_are_an_error_at_msh_18() -> None:
-    text = ("MSH|^~\\&|HIS|JLH|||20260101||ADT^A04|G1|P|2.5|||||CHN|UNICODE UTF-8\r"
-            "PID|1||M1^^^JLH^MR||张^三||19800101|M\r")
+    text = (
+        "MSH|^~\\&|HIS|JLH|||20260101||ADT^A04|G1|P|2.5|||||CHN|UNICODE UTF-8\rPID|1||M1^^^JLH^MR||张^三||19800101|M\r"
+    )
     with pytest.raises(er7.HL7Error) as caught:
         er7.parse(text.encode("gb18030"))
     err = caught.value

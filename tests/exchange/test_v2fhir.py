@@ -58,15 +58,22 @@ def test_oru_observation_values_units_ranges_and_status() -> None:
     obs = {o["code"]["coding"][0]["code"]: o for o in m.resources("Observation")}
     glucose = obs["2345-7"]
     assert glucose["code"]["coding"][0]["system"] == "http://loinc.org"
-    assert glucose["valueQuantity"] == {"value": 5.6, "unit": "mmol/L", "system": "http://unitsofmeasure.org",
-                                        "code": "mmol/L"}
+    assert glucose["valueQuantity"] == {
+        "value": 5.6,
+        "unit": "mmol/L",
+        "system": "http://unitsofmeasure.org",
+        "code": "mmol/L",
+    }
     assert glucose["referenceRange"][0]["low"]["value"] == 3.9
     assert glucose["interpretation"][0]["coding"][0]["code"] == "N"
     assert glucose["status"] == "final"
     assert glucose["effectiveDateTime"] == "2026-01-02T08:30:00+08:00"
     assert obs["5905-5"]["valueRange"]["low"]["value"] == 10 and obs["5905-5"]["valueRange"]["high"]["value"] == 20
     assert obs["600-7"]["valueCodeableConcept"]["coding"][0] == {
-        "system": "http://snomed.info/sct", "code": "3092008", "display": "Staphylococcus aureus"}
+        "system": "http://snomed.info/sct",
+        "code": "3092008",
+        "display": "Staphylococcus aureus",
+    }
     assert obs["8251-1"]["valueString"] == "sample slightly haemolysed"
     [report] = m.resources("DiagnosticReport")
     assert len(report["result"]) == 4 and report["status"] == "final"
@@ -93,8 +100,11 @@ def test_structured_numeric_comparator_and_ratio() -> None:
 
 def test_vxu_gives_immunization_with_cvx_code_date_lot_and_route() -> None:
     [imm] = mapped(vxu()).resources("Immunization")
-    assert imm["vaccineCode"]["coding"][0] == {"system": "http://hl7.org/fhir/sid/cvx", "code": "08",
-                                               "display": "Hep B, adolescent or pediatric"}
+    assert imm["vaccineCode"]["coding"][0] == {
+        "system": "http://hl7.org/fhir/sid/cvx",
+        "code": "08",
+        "display": "Hep B, adolescent or pediatric",
+    }
     assert imm["occurrenceDateTime"] == "2026-03-01T09:30:00+08:00"
     assert imm["status"] == "completed" and imm["primarySource"] is True
     assert imm["lotNumber"] == "LOT123" and imm["expirationDate"] == "2027-01-01"
@@ -112,8 +122,10 @@ def test_local_codes_go_through_the_facility_concept_map_and_unmapped_ones_are_k
             return {"system": "http://loinc.org", "code": "2345-7", "display": "Glucose"}
         return None
 
-    m = mapped(oru(obx=["OBX|1|NM|GLU^血糖^99JLH||5.6|mmol/L|||||F", "OBX|2|NM|XYZ^其它^99JLH||1|mg|||||F"]),
-               translate=translate)
+    m = mapped(
+        oru(obx=["OBX|1|NM|GLU^血糖^99JLH||5.6|mmol/L|||||F", "OBX|2|NM|XYZ^其它^99JLH||1|mg|||||F"]),
+        translate=translate,
+    )
     glu, other = m.resources("Observation")
     assert glu["code"]["coding"][0]["system"] == "http://loinc.org"
     assert glu["code"]["coding"][1]["code"] == "GLU"  # the code as sent stays beside the translation
@@ -137,12 +149,14 @@ def test_unsupported_message_type_is_a_rejection() -> None:
 
 
 def test_a40_merge_retires_the_prior_patient() -> None:
-    text = "\r".join([
-        "MSH|^~\\&|HIS|JLH|||20260101||ADT^A40^ADT_A39|M1|P|2.5",
-        "EVN|A40|20260101",
-        "PID|1||NEW1^^^JLH^MR||ZHANG^SAN",
-        "MRG|OLD1^^^JLH^MR",
-    ])
-    new, old = mapped(text).resources("Patient")
+    text = "\r".join(
+        [
+            "MSH|^~\\&|HIS|JLH|||20260101||ADT^A40^ADT_A39|M1|P|2.5",
+            "EVN|A40|20260101",
+            "PID|1||NEW1^^^JLH^MR||ZHANG^SAN",
+            "MRG|OLD1^^^JLH^MR",
+        ]
+    )
+    _, old = mapped(text).resources("Patient")
     assert old["active"] is False and old["identifier"][0]["value"] == "OLD1"
     assert old["link"][0]["type"] == "replaced-by"

@@ -1,0 +1,209 @@
+"""HL7 v2 intake against the real store (SQLite file; PostgreSQL when reachable) and real sockets."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from changbai.exchange.datatypes import local_system
+from changbai.exchange.mllp import MllpClient, MllpServer
+from changbai.exchange.service import build_intake
+from tests.exchange.messages import SAMPLES, adt, oru
+
+JLH = local_system("JLH")
+
+
+def code(ack: bytes) -> str:
+    return ack.decode().split("\r")[1].split("|")[1]
+
+
+def err_segments(ack: bytes) -> list[list[str]]:
+    return [s.split("|") for s in ack.decode().split("\r") if s.startswith("ERR")]
+
+
+def find(platform: Any, rtype: str, query: str) -> list[dict[str, Any]]:
+    with platform.repo.unit(write=False) as unit:
+        return [unit.read(rtype, id).resource for id, _ in unit.find(rtype, query)]
+
+
+def count(platform: Any, rtype: str, query: str = "") -> int:
+    with platform.repo.unit(write=False) as unit:
+        return len(unit.find(rtype, query))
+
+
+def versions(platform: Any, rtype: str, query: str) -> list[int]:
+    with platform.repo.unit(write=False) as unit:
+        return [v for _, v in unit.find(rtype, query)]
+
+
+def test_every_sample_message_through_a_real_mllp_socket_is_acknowledged_and_stored(platform: Any) -> None:
+    files = sorted((SAMPLES / "messages").glob("*.hl7"))
+    assert len(files) == 100
+
+    async def run() -> list[bytes]:
+        server = await MllpServer(build_intake(platform).handle, "127.0.0.1", 0).start()
+        client = await MllpClient("127.0.0.1", server.port).connect()
+        acks = [await client.send(f.read_bytes()) for f in files]
+        await client.close()
+        await server.stop()
+        return acks
+
+    acks = asyncio.run(run())
+    outcomes = {f.name: code(a) for f, a in zip(files, acks, strict=True)}
+    assert set(outcomes.values()) == {"AA"}, {k: v for k, v in outcomes.items() if v != "AA"}
+    # every message is in the inbox; the four OUL samples share one sender and control id (1932), so
+    # the later three are duplicates of the first and got its ACK
+    intake = build_intake(platform)
+    assert len(intake.store.list(limit=500)) == 100
+    assert count(platform, "Immunization", "vaccine-code=http://hl7.org/fhir/sid/ndc|49281021588") == 1
+    assert count(platform, "Patient", "identifier=10006579") == 1  # LAB-ORU-1 and LAB-ORU-2: one patient
+
+
+def test_duplicate_changes_nothing_and_gets_the_same_ack(platform: Any) -> None:
+    intake = build_intake(platform)
+    first = intake.handle(adt(control_id="D1").encode())
+    second = intake.handle(adt(control_id="D1").encode())
+    assert code(first) == "AA" and first == second
+    assert versions(platform, "Patient", f"identifier={JLH}|MRN001") == [1]
+    assert versions(platform, "Encounter", f"identifier={JLH}|V100") == [1]
+
+
+def test_older_update_arriving_late_does_not_overwrite_newer_data(platform: Any) -> None:
+    intake = build_intake(platform)
+    newer = adt("A08", control_id="N", family="WANG", when="20260105120000+0800")
+    older = adt("A08", control_id="O", family="LI", when="20260104120000+0800")
+    assert code(intake.handle(newer.encode())) == "AA"
+    ack = intake.handle(older.encode())
+    assert code(ack) == "AA"
+    [patient] = find(platform, "Patient", f"identifier={JLH}|MRN001")
+    assert patient["name"][0]["family"] == "WANG"
+    assert any(e[4] == "I" for e in err_segments(ack))  # told that it was not applied
+
+
+def test_result_for_an_unknown_patient_registers_the_patient_and_files_the_results(platform: Any) -> None:
+    intake = build_intake(platform)
+    ack = intake.handle(oru(mrn="NEW999").encode())
+    assert code(ack) == "AA"
+    [patient] = find(platform, "Patient", f"identifier={JLH}|NEW999")
+    obs = find(platform, "Observation", "code=http://loinc.org|2345-7")
+    assert obs[0]["subject"]["reference"] == f"Patient/{patient['id']}"
+    # a later registration of that patient updates the same Patient, not a second one
+    intake.handle(adt(control_id="REG", mrn="NEW999", family="ZHAO").encode())
+    assert count(platform, "Patient", f"identifier={JLH}|NEW999") == 1
+
+
+def test_result_does_not_overwrite_registration_demographics(platform: Any) -> None:
+    intake = build_intake(platform)
+    intake.handle(adt(control_id="A", family="ZHANG").encode())
+    intake.handle(oru(control_id="B").replace("ZHANG^SAN", "ZHANGG^S").encode())
+    [patient] = find(platform, "Patient", f"identifier={JLH}|MRN001")
+    assert patient["name"][0]["family"] == "ZHANG" and patient.get("telecom")
+
+
+def test_malformed_segment_gets_ae_with_location_and_becomes_a_dead_letter(platform: Any) -> None:
+    intake = build_intake(platform)
+    ack = intake.handle((adt(control_id="BAD") + "P!D|oops\r").encode())
+    assert code(ack) == "AE"
+    assert err_segments(ack)[0][2] == "P!D^5"
+    [row] = intake.store.list("error")
+    assert row.control_id == "BAD" and row.raw.endswith(b"P!D|oops\r")
+    assert count(platform, "Patient") == 0  # nothing of a refused message is stored
+
+
+def test_wrong_encoding_gets_ae_at_msh_18(platform: Any) -> None:
+    intake = build_intake(platform)
+    text = adt(control_id="ENC").replace("|P|2.5.1", "|P|2.5.1|||||CHN|UNICODE UTF-8").replace("ZHANG", "张")
+    ack = intake.handle(text.encode("gb18030"))
+    assert code(ack) == "AE"
+    assert err_segments(ack)[0][2] == "MSH^1^18" and err_segments(ack)[0][3].startswith("102")
+
+
+def test_unsupported_type_gets_ar(platform: Any) -> None:
+    intake = build_intake(platform)
+    ack = intake.handle(b"MSH|^~\\&|A|B|||20260101||QRY^A19|Q1|P|2.5\rQRD|x\r")
+    assert code(ack) == "AR"
+    assert intake.store.list("rejected")[0].control_id == "Q1"
+
+
+def test_operator_fixes_and_replays_a_dead_letter(platform: Any) -> None:
+    intake = build_intake(platform)
+    bad = adt(control_id="FIX").replace("19800215", "1980-02-15")
+    assert code(intake.handle(bad.encode())) == "AE"
+    [row] = intake.store.list("error")
+    assert row.problems[0]["segment"] == "PID" and row.problems[0]["field"] == 7
+    ack = intake.replay(row.id, adt(control_id="FIX").encode())
+    assert code(ack) == "AA"
+    fixed = intake.store.get(row.id)
+    assert fixed.status == "accepted" and fixed.attempts == 2
+    assert count(platform, "Patient", f"identifier={JLH}|MRN001") == 1
+
+
+def test_crash_between_commit_and_ack_then_resend_gives_exactly_one_result(platform: Any) -> None:
+    """The server dies after the outcome is committed and before the ACK leaves; the sender resends to a
+    freshly started server on the same database, which answers from the inbox without writing again."""
+    from changbai.api.app import create_platform
+
+    message = oru(control_id="CRASH").encode()
+
+    class Crash(Exception):
+        pass
+
+    def crashing(raw: bytes, peer: str) -> bytes:
+        build_intake(platform).handle(raw, peer)
+        raise Crash()  # the ACK is never written
+
+    async def first_life() -> None:
+        server = await MllpServer(crashing, "127.0.0.1", 0).start()
+        client = await MllpClient("127.0.0.1", server.port).connect()
+        with pytest.raises(ConnectionError):  # the line goes dead without an ACK
+            await client.send(message)
+        await client.close()
+        await server.stop()
+
+    asyncio.run(first_life())
+
+    restarted = create_platform(platform.settings)  # new process state, same database
+
+    async def second_life() -> bytes:
+        server = await MllpServer(build_intake(restarted).handle, "127.0.0.1", 0).start()
+        client = await MllpClient("127.0.0.1", server.port).connect()
+        ack = await client.send(message)
+        await client.close()
+        await server.stop()
+        return ack
+
+    ack = asyncio.run(second_life())
+    restarted.db.dispose()
+    assert code(ack) == "AA"
+    assert versions(platform, "Observation", "code=http://loinc.org|2345-7") == [1]
+    assert count(platform, "DiagnosticReport") == 1
+
+
+def test_crash_before_commit_then_resend_gives_exactly_one_result(platform: Any) -> None:
+    intake = build_intake(platform)
+    message = oru(control_id="EARLY").encode()
+
+    async def run() -> bytes:
+        calls = {"n": 0}
+
+        def dies_first_time(raw: bytes, peer: str) -> bytes:
+            calls["n"] += 1
+            if calls["n"] == 1:
+                raise ConnectionResetError("killed before anything was written")
+            return intake.handle(raw, peer)
+
+        server = await MllpServer(dies_first_time, "127.0.0.1", 0).start()
+        client = await MllpClient("127.0.0.1", server.port).connect()
+        with pytest.raises(ConnectionError):
+            await client.send(message)
+        await client.close()
+        client = await MllpClient("127.0.0.1", server.port).connect()
+        ack = await client.send(message)
+        await client.close()
+        await server.stop()
+        return ack
+
+    assert code(asyncio.run(run())) == "AA"
+    assert versions(platform, "Observation", "code=http://loinc.org|2345-7") == [1]
