@@ -52,7 +52,6 @@ class Platform:
         app.state.platform = self
         return app
 
-
     @asynccontextmanager
     async def _lifespan(self, app: Starlette) -> AsyncIterator[None]:
         for start in self.on_startup:

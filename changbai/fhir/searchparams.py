@@ -10,6 +10,7 @@ shared parameter such as ``clinical-patient``.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
@@ -40,6 +41,9 @@ class SearchParam:
     modifiers: tuple[str, ...] = ()
     components: tuple[Component, ...] = ()
     evaluate: Callable[[dict[str, Any]], list[Item]] = field(repr=False, default=lambda r: [])
+    #: JSON keys of the resource that the expression starts from; a resource with none of them has no
+    #: value for this parameter, so indexing skips it without evaluating (None: always evaluate).
+    roots: frozenset[str] | None = None
 
 
 def split_union(expression: str) -> list[str]:
@@ -63,6 +67,29 @@ def split_union(expression: str) -> list[str]:
 
 def _root(branch: str) -> str:
     return branch.lstrip("(").split(".", 1)[0].split(" ", 1)[0]
+
+
+_FIRST_STEP = re.compile(r"^\(*([A-Za-z]+)\.([a-z][A-Za-z0-9]*)\b")
+
+
+def root_keys(expression: str, resource_type: str) -> frozenset[str] | None:
+    """The top-level JSON keys every branch of ``expression`` starts from (choice types expanded)."""
+    from changbai.fhir.spec import spec
+
+    node = spec().node(resource_type)
+    keys: set[str] = set()
+    for branch in split_union(expression):
+        m = _FIRST_STEP.match(branch)
+        if m is None:
+            return None
+        name = m.group(2)
+        if name in node.elements:
+            keys.add(name)
+        elif name in node.choices:
+            keys.update(node.choices[name])
+        else:
+            return None
+    return frozenset(keys) if keys else None
 
 
 def _for_type(expression: str, resource_type: str) -> str:
@@ -103,6 +130,7 @@ class Registry:
                 modifiers=tuple(d.get("modifier", ())),
                 components=components,
                 evaluate=compile_path(expression) if expression else (lambda r: []),
+                roots=root_keys(expression, base) if expression else None,
             )
             self.by_url.setdefault(d["url"], d)
 

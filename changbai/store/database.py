@@ -37,8 +37,9 @@ class Database:
                 upgrade(self)
         except (ArgumentError, NoSuchModuleError, OperationalError, OSError) as exc:
             safe = self.url.split("@")[-1]
-            raise ChangbaiError(f"Cannot open the database '{safe}': {str(exc).splitlines()[0]}",
-                                code="exception", status=503) from None
+            raise ChangbaiError(
+                f"Cannot open the database '{safe}': {str(exc).splitlines()[0]}", code="exception", status=503
+            ) from None
 
     def _create_engine(self) -> Engine:
         if self.is_sqlite:

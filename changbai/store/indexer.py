@@ -253,6 +253,8 @@ def index_rows(resource: dict[str, Any]) -> dict[str, list[Row]]:
         strategy = STRATEGIES.get(param.type)
         if strategy is None or code in COLUMN_PARAMS:
             continue
+        if param.roots is not None and resource.keys().isdisjoint(param.roots):
+            continue
         items = _unwrap_extension(param.evaluate(resource))
         if not items:
             continue

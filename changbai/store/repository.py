@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, delete, insert, select, text, update
+from sqlalchemy import Connection, and_, bindparam, delete, insert, select, text, update
 
 from changbai.errors import (
     Conflict,
@@ -95,6 +95,22 @@ def content_without_meta_versioning(resource: dict[str, Any]) -> bytes:
     return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
 
 
+_R = t.resource.c
+_CURRENT = select(_R.rid, _R.version, _R.deleted, _R.last_updated).where(
+    _R.rtype == bindparam("rtype"), _R.id == bindparam("id")
+)
+_CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
+_CONTENT = select(t.resource_version.c.content).where(
+    t.resource_version.c.rid == bindparam("rid"), t.resource_version.c.version == bindparam("version")
+)
+_INSERT_RESOURCE = insert(t.resource)
+_UPDATE_RESOURCE = (
+    update(t.resource)
+    .where(and_(_R.rid == bindparam("b_rid"), _R.version == bindparam("b_version")))
+    .values(version=bindparam("version"), last_updated=bindparam("last_updated"), deleted=bindparam("deleted"))
+)
+
+
 class Repository:
     """Entry point of the store. Thread-safe; open a :meth:`unit` per request or batch."""
 
@@ -155,20 +171,13 @@ class Unit:
         self._dirty = False
 
     def _current(self, rtype: str, id: str, *, lock: bool = False) -> Any:
-        self.flush()
-        q = select(t.resource.c.rid, t.resource.c.version, t.resource.c.deleted, t.resource.c.last_updated).where(
-            t.resource.c.rtype == rtype, t.resource.c.id == id
-        )
-        if lock and not self.repo.db.is_sqlite:
-            q = q.with_for_update()
-        return self.conn.execute(q).first()
+        """The resource row (rid, version, deleted, last_updated); resource rows are never buffered."""
+        q = _CURRENT_FOR_UPDATE if lock and not self.repo.db.is_sqlite else _CURRENT
+        return self.conn.execute(q, {"rtype": rtype, "id": id}).first()
 
     def _content(self, rid: int, version: int) -> dict[str, Any] | None:
-        row = self.conn.execute(
-            select(t.resource_version.c.content).where(
-                t.resource_version.c.rid == rid, t.resource_version.c.version == version
-            )
-        ).first()
+        self.flush()
+        row = self.conn.execute(_CONTENT, {"rid": rid, "version": version}).first()
         return orjson.loads(row[0]) if row and row[0] else None
 
     def read(self, rtype: str, id: str) -> Stored:

@@ -21,21 +21,29 @@ def outcome(r, status):
 
 
 def test_malformed_json(client):
-    issues = outcome(client.post("/Patient", content=b'{"resourceType": "Patient",',
-                                 headers={"content-type": "application/fhir+json"}), 400)
+    issues = outcome(
+        client.post(
+            "/Patient", content=b'{"resourceType": "Patient",', headers={"content-type": "application/fhir+json"}
+        ),
+        400,
+    )
     assert "not valid JSON" in issues[0]["diagnostics"]
 
 
 def test_wrong_and_unknown_resource_type(client):
-    outcome(client.post("/Patient", json={"resourceType": "Observation", "status": "final", "code": {"text": "x"}}), 400)
+    outcome(
+        client.post("/Patient", json={"resourceType": "Observation", "status": "final", "code": {"text": "x"}}), 400
+    )
     outcome(client.post("/Dragon", json={"resourceType": "Dragon"}), 404)
     issues = outcome(client.put("/Patient/x", json={"resourceType": "Patient", "id": "x", "kind": "dragon"}), 400)
     assert issues[0]["expression"] == ["Patient.kind"]
 
 
 def test_element_not_valid_r4_names_the_place(client):
-    issues = outcome(client.post("/Patient", json={"resourceType": "Patient", "birthDate": "1990-02-30",
-                                                   "name": {"family": "x"}}), 400)
+    issues = outcome(
+        client.post("/Patient", json={"resourceType": "Patient", "birthDate": "1990-02-30", "name": {"family": "x"}}),
+        400,
+    )
     where = {e for i in issues for e in i["expression"]}
     assert where == {"Patient.birthDate", "Patient.name"}
 
@@ -68,8 +76,17 @@ def test_bad_search_and_unknown_interaction(client):
 
 def test_bad_bundles(client):
     outcome(client.post("", json={"resourceType": "Bundle", "type": "collection"}), 400)
-    outcome(client.post("", json={"resourceType": "Bundle", "type": "transaction",
-                                  "entry": [{"request": {"method": "FETCH", "url": "Patient"}}]}), 400)
+    outcome(
+        client.post(
+            "",
+            json={
+                "resourceType": "Bundle",
+                "type": "transaction",
+                "entry": [{"request": {"method": "FETCH", "url": "Patient"}}],
+            },
+        ),
+        400,
+    )
 
 
 def test_nothing_changed_after_bad_input(client):

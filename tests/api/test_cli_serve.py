@@ -15,8 +15,13 @@ from tests.conftest import free_port
 def test_serve_starts_and_answers(tmp_path):
     port = free_port()
     env = {**os.environ, "CHANGBAI_LOG_LEVEL": "WARNING"}
-    proc = subprocess.Popen([sys.executable, "-m", "changbai.cli", "serve", "--port", str(port)], cwd=tmp_path,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "changbai.cli", "serve", "--port", str(port)],
+        cwd=tmp_path,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -35,8 +40,13 @@ def test_serve_starts_and_answers(tmp_path):
 
 
 def test_bad_database_url_is_a_clear_error(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "changbai.cli", "serve", "--database", "nosuchdb://x"], cwd=tmp_path,
-                       capture_output=True, text=True, timeout=60)
+    r = subprocess.run(
+        [sys.executable, "-m", "changbai.cli", "serve", "--database", "nosuchdb://x"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert r.returncode != 0
     assert "Traceback" not in r.stderr
     assert "database" in r.stderr.lower()

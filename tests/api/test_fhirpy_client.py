@@ -8,8 +8,9 @@ import pytest
 def test_fhirpy_crud_and_search(server):
     fhirpy = pytest.importorskip("fhirpy")
     client = fhirpy.SyncFHIRClient(server.fhir)
-    patient = client.resource("Patient", name=[{"family": "金", "given": ["美兰"]}], gender="female",
-                              birthDate="1985-06-01")
+    patient = client.resource(
+        "Patient", name=[{"family": "金", "given": ["美兰"]}], gender="female", birthDate="1985-06-01"
+    )
     patient.save()
     assert patient.id
     fetched = client.reference("Patient", patient.id).to_resource()

@@ -73,12 +73,14 @@ def test_conditional_create_update_and_delete(client):
     assert first.status_code == 201 and second.status_code == 200
     assert first.json()["id"] == second.json()["id"]
     r = client.put(
-        "/Patient", params={"identifier": "urn:oid:2.16.156.10011.1.3|220102199003071234"},
+        "/Patient",
+        params={"identifier": "urn:oid:2.16.156.10011.1.3|220102199003071234"},
         json={**PATIENT, "active": True},
     )
     assert r.status_code == 200 and r.json()["id"] == first.json()["id"] and r.json()["active"] is True
-    created = client.put("/Patient", params={"identifier": "x|none"}, json={**PATIENT, "identifier": [
-        {"system": "x", "value": "none"}]})
+    created = client.put(
+        "/Patient", params={"identifier": "x|none"}, json={**PATIENT, "identifier": [{"system": "x", "value": "none"}]}
+    )
     assert created.status_code == 201
     gone = client.delete("/Patient", params={"identifier": "x|none"})
     assert gone.status_code == 200
@@ -94,11 +96,17 @@ def test_json_patch(client):
     r = client.patch(f"/Patient/{p['id']}", json=ops, headers={"content-type": "application/json-patch+json"})
     assert r.status_code == 200, r.text
     assert r.json()["gender"] == "female" and r.json()["meta"]["versionId"] == "2"
-    bad = client.patch(f"/Patient/{p['id']}", json=[{"op": "test", "path": "/gender", "value": "male"}],
-                       headers={"content-type": "application/json-patch+json"})
+    bad = client.patch(
+        f"/Patient/{p['id']}",
+        json=[{"op": "test", "path": "/gender", "value": "male"}],
+        headers={"content-type": "application/json-patch+json"},
+    )
     assert bad.status_code == 422
-    invalid = client.patch(f"/Patient/{p['id']}", json=[{"op": "replace", "path": "/gender", "value": 7}],
-                           headers={"content-type": "application/json-patch+json"})
+    invalid = client.patch(
+        f"/Patient/{p['id']}",
+        json=[{"op": "replace", "path": "/gender", "value": 7}],
+        headers={"content-type": "application/json-patch+json"},
+    )
     assert invalid.status_code == 400  # the patched resource is not valid R4
     assert client.get(f"/Patient/{p['id']}").json()["meta"]["versionId"] == "2"
 
@@ -137,15 +145,27 @@ def test_transaction_is_atomic_and_rewrites_urn_uuid(client):
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a", "resource": PATIENT,
-             "request": {"method": "POST", "url": "Patient"}},
-            {"fullUrl": "urn:uuid:88f151c0-a954-468a-88bd-5ae15c08e059",
-             "resource": {"resourceType": "Observation", "status": "final",
-                          "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
-                          "subject": {"reference": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"},
-                          "valueQuantity": {"value": 130, "unit": "mmHg", "system": "http://unitsofmeasure.org",
-                                            "code": "mm[Hg]"}},
-             "request": {"method": "POST", "url": "Observation"}},
+            {
+                "fullUrl": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a",
+                "resource": PATIENT,
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "fullUrl": "urn:uuid:88f151c0-a954-468a-88bd-5ae15c08e059",
+                "resource": {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"coding": [{"system": "http://loinc.org", "code": "8480-6"}]},
+                    "subject": {"reference": "urn:uuid:61ebe359-bfdc-4613-8bf2-c5e300945f0a"},
+                    "valueQuantity": {
+                        "value": 130,
+                        "unit": "mmHg",
+                        "system": "http://unitsofmeasure.org",
+                        "code": "mm[Hg]",
+                    },
+                },
+                "request": {"method": "POST", "url": "Observation"},
+            },
         ],
     }
     r = client.post("", json=bundle)
@@ -157,8 +177,13 @@ def test_transaction_is_atomic_and_rewrites_urn_uuid(client):
     assert obs["subject"]["reference"] == f"Patient/{pid}"
     assert client.get("/Observation", params={"subject": f"Patient/{pid}"}).json()["total"] == 1
     # a failing entry rolls the whole transaction back and is named
-    bad = {**bundle, "entry": [*bundle["entry"], {"resource": {"resourceType": "Patient", "gender": 5},
-                                                    "request": {"method": "POST", "url": "Patient"}}]}
+    bad = {
+        **bundle,
+        "entry": [
+            *bundle["entry"],
+            {"resource": {"resourceType": "Patient", "gender": 5}, "request": {"method": "POST", "url": "Patient"}},
+        ],
+    }
     r = client.post("", json=bad)
     assert r.status_code == 400
     assert "Bundle.entry[2]" in r.json()["issue"][0]["diagnostics"]
@@ -171,10 +196,15 @@ def test_transaction_resolves_conditional_references_and_order(client):
         "resourceType": "Bundle",
         "type": "transaction",
         "entry": [
-            {"resource": {"resourceType": "Encounter", "status": "finished",
-                          "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
-                          "subject": {"reference": "Patient?identifier=urn:oid:2.16.156.10011.1.3|220102199003071234"}},
-             "request": {"method": "POST", "url": "Encounter"}},
+            {
+                "resource": {
+                    "resourceType": "Encounter",
+                    "status": "finished",
+                    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+                    "subject": {"reference": "Patient?identifier=urn:oid:2.16.156.10011.1.3|220102199003071234"},
+                },
+                "request": {"method": "POST", "url": "Encounter"},
+            },
             {"request": {"method": "GET", "url": "Encounter?subject=Patient/" + existing["id"]}},
             {"request": {"method": "DELETE", "url": f"Patient/{existing['id']}-nothing"}},
         ],
@@ -193,8 +223,10 @@ def test_batch_entries_succeed_or_fail_on_their_own(client):
         "type": "batch",
         "entry": [
             {"resource": PATIENT, "request": {"method": "POST", "url": "Patient"}},
-            {"resource": {"resourceType": "Patient", "birthDate": "1990-13-45"}, "request": {"method": "POST",
-                                                                                            "url": "Patient"}},
+            {
+                "resource": {"resourceType": "Patient", "birthDate": "1990-13-45"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
             {"request": {"method": "GET", "url": "Patient/does-not-exist"}},
         ],
     }
@@ -222,7 +254,8 @@ def test_capability_statement_tells_the_truth(client):
     patient_params = {p["name"] for p in types["Patient"]["searchParam"]}
     assert {"identifier", "name", "birthdate", "_id", "_lastUpdated"} <= patient_params
     assert {"name": "everything", "definition": "http://hl7.org/fhir/OperationDefinition/Patient-everything"} in types[
-        "Patient"]["operation"]
+        "Patient"
+    ]["operation"]
     assert {i["code"] for i in rest["interaction"]} >= {"transaction", "batch", "history-system"}
 
 
@@ -240,10 +273,24 @@ def test_patient_everything_is_the_compartment_paged(client):
     p = create(client, PATIENT)
     other = create(client, {**PATIENT, "name": [{"family": "赵"}]})
     for i in range(3):
-        create(client, {"resourceType": "Observation", "status": "final", "code": {"text": f"obs {i}"},
-                        "subject": {"reference": f"Patient/{p['id']}"}})
-    create(client, {"resourceType": "Observation", "status": "final", "code": {"text": "other"},
-                    "subject": {"reference": f"Patient/{other['id']}"}})
+        create(
+            client,
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": f"obs {i}"},
+                "subject": {"reference": f"Patient/{p['id']}"},
+            },
+        )
+    create(
+        client,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "other"},
+            "subject": {"reference": f"Patient/{other['id']}"},
+        },
+    )
     everything = client.get(f"/Patient/{p['id']}/$everything").json()
     ids = {(e["resource"]["resourceType"], e["resource"]["id"]) for e in everything["entry"]}
     assert ("Patient", p["id"]) in ids and ("Patient", other["id"]) not in ids
@@ -255,7 +302,13 @@ def test_patient_everything_is_the_compartment_paged(client):
 
 def test_compartment_search(client):
     p = create(client, PATIENT)
-    create(client, {"resourceType": "Condition", "subject": {"reference": f"Patient/{p['id']}"},
-                    "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}]}})
+    create(
+        client,
+        {
+            "resourceType": "Condition",
+            "subject": {"reference": f"Patient/{p['id']}"},
+            "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10", "code": "I10"}]},
+        },
+    )
     r = client.get(f"/Patient/{p['id']}/Condition", params={"code": "I10"})
     assert r.status_code == 200 and r.json()["total"] == 1

@@ -1,0 +1,83 @@
+"""Helpers shared by the benchmarks: a platform server in its own process, databases, tables."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+TESTDATA = ROOT.parent / "shared" / "testdata"
+PG_ADMIN = os.environ.get("CHANGBAI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def database(backend: str) -> Iterator[str | None]:
+    """A fresh empty database URL for ``backend`` (None when PostgreSQL is unreachable)."""
+    if backend == "sqlite":
+        with tempfile.TemporaryDirectory(prefix="changbai-bench-") as d:
+            yield f"sqlite:///{d}/bench.db"
+        return
+    import psycopg
+
+    name = f"changbai_bench_{uuid.uuid4().hex[:8]}"
+    try:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+    except psycopg.OperationalError:
+        yield None
+        return
+    try:
+        yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@contextmanager
+def server(database_url: str, **env: str) -> Iterator[str]:
+    """`changbai serve` in its own process; yields the FHIR base URL."""
+    port = free_port()
+    with tempfile.TemporaryDirectory(prefix="changbai-srv-") as d:
+        environ = {**os.environ, "CHANGBAI_LOG_LEVEL": "WARNING", "CHANGBAI_MAX_BODY_BYTES": str(256 << 20), **env}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "changbai.cli", "serve", "--port", str(port), "--database", database_url],
+            cwd=d,
+            env=environ,
+        )
+        base = f"http://127.0.0.1:{port}/fhir"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    httpx.get(f"{base}/metadata", timeout=5)
+                    break
+                except httpx.TransportError:
+                    if proc.poll() is not None or time.monotonic() > deadline:
+                        raise RuntimeError("server did not start") from None
+                    time.sleep(0.2)
+            yield base
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def table(headers: list[str], rows: list[list[object]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "| " + " | ".join("---" for _ in headers) + " |"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
