@@ -226,7 +226,7 @@ class Care:
         unit = drug.get("unit", "片")
         ucode = self.clinical["unit_codes"][unit]
         qty = max(1, math.ceil(drug["daily"] * days))
-        med = {"coding": [coding(systems.ATC, code, drug["name"])], "text": f"{drug['name']} {drug['strength']}"}
+        med = {"coding": [coding(systems.ATC, code, drug["atc"])], "text": f"{drug['name']} {drug['strength']}"}
         per_day = max(1, round(drug["daily"]))
         if drug["daily"] >= 1:
             dosage = {
@@ -290,7 +290,7 @@ class Care:
         self.out.emit(disp)
         v.items.append(drug_item(code, drug, qty))
 
-    def referral(self, v: Visit, target: Facility, reason: str | None) -> str:
+    def referral(self, v: Visit, target: Facility, reason: str | None, on: int | None = None) -> str:
         sid = self.out.new_id("sr-")
         res: dict[str, Any] = {
             "resourceType": "ServiceRequest",
@@ -301,7 +301,7 @@ class Care:
             "priority": "routine",
             "subject": ref("Patient", v.patient),
             "encounter": ref("Encounter", v.id),
-            "authoredOn": self.when(v, 30),
+            "authoredOn": self.when(v, 30) if on is None else instant(on, 9 * 60),
         }
         if v.staff is not None:
             res["requester"] = ref("PractitionerRole", v.staff.role)
@@ -477,17 +477,51 @@ class Care:
             visit_day += step + rng.randint(-10, 10)
         if conds and rng.random() < 1 - (1 - self.clinical["chronic_admission_per_year"]) ** ((hi - lo) / 365):
             d, cid, drug = rng.choice(conds)
-            when = rng.randint(lo, hi)
-            self.admission(
+            when = rng.randint(lo, max(lo, hi - 1))
+            hospital = self.facility(p, "county")
+            based_on = source = None
+            if rng.random() < self.clinical["chronic_admission_referred"] and when + 1 <= hi:
+                # the family doctor sends the resident up to the county hospital (upward referral)
+                r = self.visit(p, fac, when, staff_kind="family_doctor")
+                r.conditions.append((cid, d["icd"]))
+                r.reasons.append(icd10(d["icd"], d["display"]))
+                based_on, source = self.referral(r, hospital, cid), "gp"
+                self.finish(r)
+                when += 1
+            v = self.admission(
                 p,
-                self.facility(p, "county"),
+                hospital,
                 when,
                 d["icd"],
                 d["display"],
                 drug,
                 labs=["cbc", "creatinine"],
                 existing=cid,
+                based_on=based_on,
+                source=source,
             )
+            if rng.random() < self.clinical["chronic_discharge_referred_down"]:
+                self.step_down(p, v, cid, [drug] if drug else [], None)
+
+    def step_down(self, p: Person, v: Visit, cid: str, drugs: list[str], new: tuple[str, str] | None) -> None:
+        """Downward referral after a hospital stay: follow-up at the resident's own primary facility."""
+        if v.disposition != "home":
+            return
+        back = self.facility(p, "primary")
+        follow = v.end + self.rng.randint(7, 21)
+        if follow >= (p.death or self.as_of):
+            return
+        sid = self.referral(v, back, cid, on=v.end)
+        f = self.visit(p, back, follow, staff_kind="family_doctor")
+        f.based_on = sid
+        if new is not None:
+            cid = self.condition(f, p, new[0], new[1], v.end, category="problem-list-item")
+        else:
+            f.conditions.append((cid, v.conditions[0][1]))
+            f.reasons.append(v.reasons[0])
+        for drug in drugs:
+            self.prescribe(f, drug, cid, days=30)
+        self.finish(f)
 
     def admission(
         self,
@@ -584,17 +618,8 @@ class Care:
             if level in ("village", "primary") and d.get("refer_down") is None:
                 fac = self.facility(p, "county") if d["inpatient"] < 1 else fac
             v = self.admission(p, fac, when, d["icd"], d["display"], drugs[0] if drugs else "", d["labs"])
-            if d.get("refer_down") and rng.random() < d["refer_down"] and v.disposition == "home":
-                back = self.facility(p, "primary")
-                sid = self.referral(v, back, v.conditions[0][0])
-                follow = v.end + rng.randint(7, 21)
-                if follow < (p.death or self.as_of):
-                    f = self.visit(p, back, follow, staff_kind="family_doctor")
-                    f.based_on = sid
-                    self.condition(f, p, "I69.3", "脑梗死后遗症", v.end, category="problem-list-item")
-                    for drug in drugs:
-                        self.prescribe(f, drug, f.conditions[0][0], days=30)
-                    self.finish(f)
+            if d.get("refer_down") and rng.random() < d["refer_down"]:
+                self.step_down(p, v, v.conditions[0][0], drugs, ("I69.3", "脑梗死后遗症"))
             return
         v = self.visit(p, fac, when, staff_kind="doctor")
         if (

@@ -180,7 +180,7 @@ def lab_item(loinc: str, display: str, text: str, price: float) -> Item:
 
 def drug_item(code: str, drug: dict[str, Any], quantity: float) -> Item:
     return Item(
-        {"coding": [coding(systems.ATC, code, drug["name"])], "text": drug["name"]}, quantity, drug["price"], code
+        {"coding": [coding(systems.ATC, code, drug["atc"])], "text": drug["name"]}, quantity, drug["price"], code
     )
 
 
