@@ -14,7 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import orjson
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from changbai.errors import NotFound
@@ -94,29 +94,31 @@ class SqlInbox:
         try:
             with self.repo.unit(ctx) as unit:
                 conn = unit.conn
-                done = conn.execute(
-                    select(inbox.c.id).where(
-                        self._key(record.sender, record.control_id, record.digest), inbox.c.status == "accepted"
-                    )
-                ).first()
-                if done:
+                existing = self._existing(conn, record)
+                if existing is not None and existing.status == "accepted" and not record.id:
                     raise Duplicate()
-                entries, skipped = self._in_order(conn, bundle, record.message_time, sources)
+                entries, skipped, clocks = self._in_order(conn, bundle, record.message_time, sources)
                 if entries:
                     self.apply(unit, {**bundle, "entry": entries})
                 make_ack(skipped)
-                self._put(conn, record)
-                self._advance(conn, entries, record)
+                self._put(conn, record, existing)
+                self._advance(conn, entries, record, clocks)
         except IntegrityError as exc:
             raise Duplicate() from exc
         return record
 
     def record(self, record: InboxRecord) -> InboxRecord:
         with self.repo.db.write() as conn:
-            self._put(conn, record)
+            self._put(conn, record, self._existing(conn, record))
         return record
 
-    def _put(self, conn: Any, record: InboxRecord) -> None:
+    def _existing(self, conn: Any, record: InboxRecord) -> Any:
+        """The row this record replaces: by id for a replay, else by idempotency key."""
+        by_key = self._key(record.sender, record.control_id, record.digest)
+        where = (inbox.c.id == record.id) if record.id else by_key
+        return conn.execute(select(inbox.c.id, inbox.c.status, inbox.c.attempts).where(where)).first()
+
+    def _put(self, conn: Any, record: InboxRecord, old: Any) -> None:
         now = int(time.time() * 1000)
         record.updated_at = now
         values = {
@@ -131,9 +133,6 @@ class SqlInbox:
             "problems": orjson.dumps(record.problems).decode(),
             "raw": record.raw,
         }
-        by_key = self._key(record.sender, record.control_id, record.digest)
-        where = (inbox.c.id == record.id) if record.id else by_key
-        old = conn.execute(select(inbox.c.id, inbox.c.attempts).where(where)).first()
         if old is not None:
             record.id, record.attempts = old.id, old.attempts + 1
             conn.execute(
@@ -169,20 +168,19 @@ class SqlInbox:
 
     def _in_order(
         self, conn: Any, bundle: dict[str, Any], message_time: int | None, sources: list[tuple[str, int]]
-    ) -> tuple[list[dict[str, Any]], list[er7.HL7Error]]:
+    ) -> tuple[list[dict[str, Any]], list[er7.HL7Error], dict[str, int]]:
         """Drop updates older than what is stored; references to a dropped entry point to the stored one."""
         entries = bundle["entry"]
         targets = {t for e in entries if (t := self._target(e))}
         if message_time is None or not targets:
-            return entries, []
-        newer = {
-            row.target
-            for row in conn.execute(
-                select(clock.c.target).where(clock.c.target.in_(targets), clock.c.message_time > message_time)
-            )
+            return entries, [], {}
+        clocks = {
+            row.target: row.message_time
+            for row in conn.execute(select(clock.c.target, clock.c.message_time).where(clock.c.target.in_(targets)))
         }
+        newer = {t for t, ms in clocks.items() if ms > message_time}
         if not newer:
-            return entries, []
+            return entries, [], clocks
         kept, skipped, redirect = [], [], {}
         for i, entry in enumerate(entries):
             target = self._target(entry)
@@ -202,22 +200,27 @@ class SqlInbox:
                 kept.append(entry)
         kept = orjson.loads(orjson.dumps(kept))
         _redirect(kept, redirect)
-        return kept, skipped
+        return kept, skipped, clocks
 
-    def _advance(self, conn: Any, entries: list[dict[str, Any]], record: InboxRecord) -> None:
+    def _advance(self, conn: Any, entries: list[dict[str, Any]], record: InboxRecord, clocks: dict[str, int]) -> None:
+        """Record this message's time on every resource it wrote (one statement per kind of change)."""
         if record.message_time is None:
             return
-        for entry in entries:
-            target = self._target(entry)
-            if not target:
-                continue
-            changed = conn.execute(
+        targets = {t for e in entries if (t := self._target(e))}
+        rows = [{"t": t, "ms": record.message_time, "inbox": record.id} for t in sorted(targets)]
+        known = [r for r in rows if r["t"] in clocks]
+        new = [
+            {"target": r["t"], "message_time": r["ms"], "inbox_id": r["inbox"]} for r in rows if r["t"] not in clocks
+        ]
+        if known:
+            conn.execute(
                 update(clock)
-                .where(clock.c.target == target)
-                .values(message_time=record.message_time, inbox_id=record.id)
+                .where(clock.c.target == bindparam("t"))
+                .values(message_time=bindparam("ms"), inbox_id=bindparam("inbox")),
+                known,
             )
-            if changed.rowcount == 0:
-                conn.execute(clock.insert().values(target=target, message_time=record.message_time, inbox_id=record.id))
+        if new:
+            conn.execute(clock.insert(), new)
 
 
 def _redirect(node: Any, mapping: dict[str, str]) -> None:

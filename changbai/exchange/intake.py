@@ -170,9 +170,6 @@ class Intake:
                 )
                 return self._fail(record, header, exc)
             return self._refuse(raw, peer, received, exc, header, key, replaces)
-        previous = self.store.accepted_ack(msg.sender, msg.control_id, key)
-        if previous is not None:
-            return acks.encode(previous, msg)
         record = InboxRecord(
             raw,
             msg.sender,

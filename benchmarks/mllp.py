@@ -1,0 +1,169 @@
+"""Sustained HL7 v2 over MLLP: messages per second and ACK latency, one and four connections.
+
+Run: .venv/bin/python -m benchmarks.mllp [--messages N] [--database URL]
+
+Each scenario runs the listener in its own process (so client and server do not share one GIL) on a
+loopback port, and clients send a mix of ADT^A01/A08 and ORU^R01 messages (distinct control ids, 200
+patients), each waiting for its ACK before sending the next (as MLLP senders do):
+
+- baseline ``echo``: the same sockets and framing, answered with a fixed ACK (no parsing, no store);
+- ``parse+map``: parsed, mapped to FHIR and acknowledged, nothing stored (in-memory inbox);
+- ``store``: end to end: inbox row + FHIR resources committed in one transaction before the ACK
+  (SQLite file by default, or --database, e.g. a PostgreSQL URL).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ECHO_ACK = b"MSH|^~\\&|CHANGBAI||||20260101||ACK|1|P|2.5\rMSA|AA|1\r"
+
+
+def messages(n: int, prefix: str) -> list[bytes]:
+    out = []
+    for i in range(n):
+        mrn = f"B{i % 200:05d}"
+        when = f"202601{1 + i % 28:02d}{8 + i % 10:02d}{i % 60:02d}00+0800"
+        if i % 2 == 0:
+            event = "A01" if i % 4 == 0 else "A08"
+            text = "\r".join([
+                f"MSH|^~\\&|HIS|BENCH|CHANGBAI|PROV|{when}||ADT^{event}^ADT_A01|{prefix}{i}|P|2.5.1",
+                f"EVN|{event}|{when}",
+                f"PID|1||{mrn}^^^BENCH^MR||ZHANG^SAN{i % 200}||19800215|M|||1 RENMIN RD^^CHANGCHUN^JL^130000",
+                f"PV1|1|I|W1^101^2^BENCH||||D01^LI^SI|||MED|||||||||V{i % 400}^^^BENCH^VN"
+                f"|||||||||||||||||||||||||{when}",
+            ])
+        else:
+            text = "\r".join([
+                f"MSH|^~\\&|LIS|BENCH|CHANGBAI|PROV|{when}||ORU^R01^ORU_R01|{prefix}{i}|P|2.5.1",
+                f"PID|1||{mrn}^^^BENCH^MR||ZHANG^SAN{i % 200}||19800215|M",
+                f"OBR|1|P{i}|F{i}^BENCH|24323-8^Metabolic panel^LN|||{when}||||||||||||||{when}||CH|F",
+                f"OBX|1|NM|2345-7^Glucose^LN||{4 + i % 5}.{i % 10}|mmol/L^^UCUM|3.9-6.1|N|||F|||{when}",
+                f"OBX|2|NM|2160-0^Creatinine^LN||{60 + i % 40}|umol/L^^UCUM|44-133|N|||F|||{when}",
+            ])
+        out.append((text + "\r").encode())
+    return out
+
+
+# ------------------------------------------------------------------------------------------ server side
+def serve(mode: str, port: int, database: str) -> None:
+    from changbai.exchange.intake import Intake, MemoryStore
+    from changbai.exchange.mllp import MllpServer
+
+    if mode == "echo":
+
+        def handler(raw: bytes, peer: str) -> bytes:
+            return ECHO_ACK
+    elif mode == "memory":
+        handler = Intake(MemoryStore()).handle
+    else:
+        from changbai.api.app import create_platform
+        from changbai.exchange.service import build_intake
+        from changbai.settings import Settings
+
+        platform = create_platform(Settings(database_url=database, log_level="WARNING"))
+        handler = build_intake(platform).handle
+
+    async def run() -> None:
+        server = await MllpServer(handler, "127.0.0.1", port).start()
+        print("READY", flush=True)
+        assert server.server is not None
+        await server.server.serve_forever()
+
+    asyncio.run(run())
+
+
+# ------------------------------------------------------------------------------------------ client side
+async def client(port: int, batch: list[bytes]) -> list[float]:
+    from changbai.exchange.mllp import MllpClient
+
+    c = await MllpClient("127.0.0.1", port).connect()
+    latencies = []
+    for raw in batch:
+        t = time.perf_counter()
+        ack = await c.send(raw)
+        latencies.append(time.perf_counter() - t)
+        if b"|AA|" not in ack and ack != ECHO_ACK:
+            raise RuntimeError(f"not accepted: {ack[:200]!r}")
+    await c.close()
+    return latencies
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def scenario(mode: str, connections: int, msgs: list[bytes], database: str) -> dict:
+    port = free_port()
+    env = {**os.environ, "CHANGBAI_LOG_LEVEL": "WARNING"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.mllp", "--serve", mode, "--port", str(port), "--database", database],
+        stdout=subprocess.PIPE, env=env, cwd=Path(__file__).resolve().parents[1],
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        if b"READY" not in line:
+            raise RuntimeError(f"{mode} server did not start")
+        batches = [msgs[i::connections] for i in range(connections)]
+
+        async def run() -> list[list[float]]:
+            return await asyncio.gather(*(client(port, b) for b in batches))
+
+        started = time.perf_counter()
+        lat = [x for part in asyncio.run(run()) for x in part]
+        elapsed = time.perf_counter() - started
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+    lat.sort()
+    return {
+        "mode": mode, "connections": connections, "messages": len(lat), "rate": len(lat) / elapsed,
+        "p50": statistics.median(lat) * 1000, "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+    }
+
+
+LABELS = {"echo": "baseline: echo ACK (sockets + framing only)", "memory": "parse + map, no store",
+          "store": "end to end: committed to the store"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks.mllp", description=__doc__.split("\n")[0])
+    parser.add_argument("--messages", type=int, default=1000, help="messages per scenario (default 1000)")
+    parser.add_argument("--database", help="database URL for the store scenario (default: a fresh SQLite file)")
+    parser.add_argument("--serve", choices=["echo", "memory", "store"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.serve:
+        serve(args.serve, args.port, args.database or "")
+        return 0
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in ("echo", "memory", "store"):
+            for connections in (1, 4):
+                database = args.database or f"sqlite:///{tmp}/bench-{connections}.db"
+                prefix = f"{mode[0]}{connections}-"
+                rows.append(scenario(mode, connections, messages(args.messages, prefix), database))
+    print(f"HL7 v2 over MLLP, ADT^A01/A08 + ORU^R01 mix, {args.messages} messages per row, "
+          f"{os.cpu_count()} CPUs, store: {'given database' if args.database else 'SQLite file'}\n")
+    print("| scenario | connections | messages | messages/s | ACK p50 ms | ACK p99 ms |")
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in rows:
+        print(f"| {LABELS[r['mode']]} | {r['connections']} | {r['messages']} | {r['rate']:.0f} | "
+              f"{r['p50']:.2f} | {r['p99']:.2f} |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
