@@ -89,9 +89,21 @@ def _case(care: Care, p: Person, d: dict[str, Any], when: int, outbreak: str = "
     )
 
 
+def _eligible(d: dict[str, Any], p: Person) -> float:
+    """The relative risk of a person for a disease (0 when outside its ages or setting)."""
+    if not d["ages"][0] <= p.age <= d["ages"][1]:
+        return 0.0
+    if d.get("rural_only") and p.township is not None and p.township.urban:
+        return 0.0
+    return float(band_value(d["age_weight"], p.age, 1.0))
+
+
 def baseline(care: Care, people: list[Person]) -> list[Case]:
+    """Sporadic cases: each disease's population-wide incidence spread over the people at risk by age."""
     rng = care.rng
     diseases = load("infectious")["diseases"]
+    # normalise so that the expected number of cases is incidence x population, whatever the age mix
+    scale = {d["key"]: len(people) / (sum(_eligible(d, p) for p in people) or 1.0) for d in diseases}
     cases = []
     for p in people:
         lo, hi = care.window(p)
@@ -99,12 +111,8 @@ def baseline(care: Care, people: list[Person]) -> list[Case]:
             continue
         years = (hi - lo + 1) / 365.25
         for d in diseases:
-            if not d["ages"][0] <= p.age <= d["ages"][1]:
-                continue
-            if d.get("rural_only") and p.township is not None and p.township.urban:
-                continue
-            rate = d["per_100k"] / 100_000 * band_value(d["age_weight"], p.age, 1.0) * years
-            if rng.random() < rate:
+            risk = _eligible(d, p)
+            if risk and rng.random() < d["per_100k"] / 100_000 * risk * scale[d["key"]] * years:
                 when = _season_day(rng, d["season"], lo, hi)
                 if when is not None:
                     cases.append(_case(care, p, d, when))
@@ -130,7 +138,8 @@ def outbreaks(care: Care, people: list[Person], residents: int) -> tuple[list[Ou
         key = rng.choice(sorted(params["diseases"]))
         d = by_key[key]
         town = rng.choice(towns)
-        start = _season_day(rng, d["season"], care.start, care.as_of - 60)
+        # outbreaks cluster in the season's peak: weights squared
+        start = _season_day(rng, [w * w for w in d["season"]], care.start, care.as_of - 60)
         if start is None:
             continue
         duration = rng.randint(*params["duration_days"])

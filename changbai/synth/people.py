@@ -28,7 +28,7 @@ class Person:
     ethnicity: str = "01"
     name: names.Name | None = None
     household: int = 0
-    role: str = "single"  # head | spouse | child | single
+    role: str = "single"  # head | spouse | child | parent (an elder living with the couple) | single
     spouse: Person | None = None
     mother: Person | None = None
     father: Person | None = None
@@ -85,48 +85,60 @@ def sample_people(rng: random.Random, n: int, as_of: int, care_start: int) -> li
 
 
 def form_households(rng: random.Random, people: list[Person], as_of: int) -> list[list[Person]]:
-    """Couples by matched age rank, children attached to a couple of the right age, singles alone."""
+    """Couples by matched age rank; children, unmarried young adults and some widowed elders attached to a
+    couple of the right age; everyone else alone (shares in the population data file)."""
     pop = load("population")
     married = [p for p in people if p.age >= 20 and rng.random() < band_value(pop["married_share_by_age"], p.age)]
     men = sorted((p for p in married if p.sex == "male"), key=lambda p: p.birth)
     women = sorted((p for p in married if p.sex == "female"), key=lambda p: p.birth)
     couples = list(zip(men, women, strict=False))
+    capacity: dict[int, int] = {}
     for h, w in couples:
         h.spouse, w.spouse = w, h
         h.role, w.role = "head", "spouse"
         h.marital = w.marital = "M"
-    # wives by age, to find a mother for each child
-    by_age = sorted(couples, key=lambda c: c[1].age)
+        capacity[w.idx] = 2 if rng.random() < pop["second_child_share"] else 1
+    by_age = sorted(couples, key=lambda c: c[1].age)  # wives by age, to find a mother for each child
     ages = [c[1].age for c in by_age]
     low, high = pop["mother_age_at_birth"]
-    children = sorted((p for p in people if p.age < 18), key=lambda p: p.idx)
-    for child in children:
-        target = child.age + rng.randint(low, high)
+
+    def couple_for(target: int, accept: Any) -> tuple[Person, Person] | None:
         i = bisect.bisect_left(ages, target)
-        chosen = None
-        for step in range(0, 16):
+        for step in range(0, 300):
             for j in (i + step, i - step):
-                if 0 <= j < len(by_age):
-                    h, w = by_age[j]
-                    if len(w.children) < 2 and low <= w.age - child.age <= high + 6 and child.birth > w.birth:
-                        chosen = by_age[j]
-                        break
-            if chosen:
-                break
-        if chosen is None:
+                if 0 <= j < len(by_age) and accept(*by_age[j]):
+                    return by_age[j]
+        return None
+
+    for child in sorted((p for p in people if p.age < 18 or (p.age < 35 and p.spouse is None)), key=lambda p: p.idx):
+        if child.age >= 18 and rng.random() >= pop["adult_child_at_home"]:
             continue
-        h, w = chosen
+        found = couple_for(
+            child.age + rng.randint(low, high),
+            lambda h, w, c=child: (
+                len(w.children) < capacity[w.idx] and low <= w.age - c.age <= high + 6 and c.birth > w.birth
+            ),
+        )
+        if found is None:
+            continue
+        h, w = found
         child.father, child.mother = h, w
         child.role = "child"
         h.children.append(child)
         w.children.append(child)
+    lodgers: dict[int, list[Person]] = {}
+    for elder in (p for p in people if p.age >= 65 and p.spouse is None and p.role == "single"):
+        if rng.random() >= pop["elderly_with_children"]:
+            continue
+        found = couple_for(elder.age - rng.randint(24, 34), lambda h, w: w.idx not in lodgers)
+        if found is not None:
+            elder.role = "parent"
+            lodgers[found[1].idx] = [elder]
     households: list[list[Person]] = []
     seen: set[int] = set()
     for p in people:
-        if p.idx in seen:
-            continue
-        if p.role == "child":
-            continue  # joins the household of the parents
+        if p.idx in seen or p.role in ("child", "parent"):
+            continue  # children and elders join the household of the couple they live with
         members = [p]
         if p.spouse is not None:
             members.append(p.spouse)
@@ -134,15 +146,12 @@ def form_households(rng: random.Random, people: list[Person], as_of: int) -> lis
             for c in m.children:
                 if c not in members:
                     members.append(c)
+            members.extend(lodgers.get(m.idx, []))
         for m in members:
             seen.add(m.idx)
             if m.marital is None and m.age >= 18:
                 m.marital = "W" if m.age >= 65 and rng.random() < 0.6 else "S"
         households.append(members)
-    for p in people:  # children whose parents were not found live alone in the register
-        if p.idx not in seen:
-            households.append([p])
-            seen.add(p.idx)
     # a mother alive when her children were born
     for hh in households:
         for m in hh:
@@ -182,10 +191,8 @@ def settle(
             m.line = line
             m.ethnicity = ethnicity
             year = int(day(m.birth)[:4])
-            if m.role == "spouse":
+            if m.role == "spouse" or (m.role == "parent" and m.sex == "female"):
                 fam = names.surname(rng, ethnicity)
-            elif m.role == "child" and m.father is not None:
-                fam = m.father.name.family if m.father.name else family
             else:
                 fam = family
             m.name = names.person_name(rng, fam, m.sex, year, ethnicity)

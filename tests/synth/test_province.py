@@ -169,10 +169,24 @@ def test_ages_match_birth_dates_and_the_pyramid_is_plausible(province):
         age = as_of.year - born.year - ((as_of.month, as_of.day) < (born.month, born.day))
         assert 0 <= age <= 100
         ages.append(age)
-        if p["household_role"] == "child":
-            assert age < 18
     elderly = sum(a >= 60 for a in ages) / len(ages)
     assert 0.12 < elderly < 0.35  # Jilin 2020 census: 23% aged 60 and over
+
+
+def test_households_put_minors_with_their_parents(province):
+    out, _ = province
+    persons = truth(out, "persons.csv")
+    households: dict[str, list[dict[str, str]]] = {}
+    for p in persons:
+        households.setdefault(p["household"], []).append(p)
+    assert 1.8 < len(persons) / len(households) < 3.0  # Jilin 2020 census: 2.36 per family household
+    minors = [p for p in persons if p["birth_date"] > "2008-01-01"]
+    with_adult = [
+        p for p in minors if any(m["birth_date"] < "2000-01-01" for m in households[p["household"]] if m is not p)
+    ]
+    assert len(with_adult) > 0.9 * len(minors)
+    for members in households.values():
+        assert len({m["township"] for m in members}) == 1
 
 
 def test_no_care_before_birth_or_after_death(province):
