@@ -9,8 +9,11 @@ now) or the committed row (and gets the stored ACK): exactly one result.
 
 from __future__ import annotations
 
+import queue
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -25,6 +28,16 @@ from changbai.store.pipeline import Context
 from changbai.store.repository import Repository, Unit
 
 ApplyTransaction = Callable[[Unit, dict[str, Any]], Any]
+
+
+@dataclass
+class _Job:
+    record: InboxRecord
+    bundle: dict[str, Any]
+    make_ack: Callable[[list[er7.HL7Error]], str]
+    sources: list[tuple[str, int]]
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
 
 
 def router_transaction(router: Any) -> ApplyTransaction:
@@ -46,10 +59,14 @@ def router_transaction(router: Any) -> ApplyTransaction:
 class SqlInbox:
     """IntakeStore on the platform database (SQLite or PostgreSQL)."""
 
-    def __init__(self, repo: Repository, apply: ApplyTransaction, channel: str = "hl7v2") -> None:
+    def __init__(self, repo: Repository, apply: ApplyTransaction, channel: str = "hl7v2", batch: int = 32) -> None:
         self.repo = repo
         self.apply = apply
         self.channel = channel
+        self.batch = batch
+        self._queue: queue.Queue[_Job] = queue.Queue()
+        self._writer: threading.Thread | None = None
+        self._writer_lock = threading.Lock()
         ensure_tables(repo.db)
 
     # ------------------------------------------------------------------------------------ reads
@@ -90,22 +107,71 @@ class SqlInbox:
         make_ack: Callable[[list[er7.HL7Error]], str],
         sources: list[tuple[str, int]],
     ) -> InboxRecord:
-        ctx = Context(source="hl7v2", extras={"sender": record.sender, "control_id": record.control_id})
-        try:
-            with self.repo.unit(ctx) as unit:
-                conn = unit.conn
-                existing = self._existing(conn, record)
-                if existing is not None and existing.status == "accepted" and not record.id:
-                    raise Duplicate()
-                entries, skipped, clocks = self._in_order(conn, bundle, record.message_time, sources)
-                if entries:
-                    self.apply(unit, {**bundle, "entry": entries})
-                make_ack(skipped)
-                self._put(conn, record, existing)
-                self._advance(conn, entries, record, clocks)
-        except IntegrityError as exc:
-            raise Duplicate() from exc
+        """Apply and record one message; returns once it is committed (raises Duplicate or the refusal).
+
+        Messages arriving together (several connections) are committed together: one transaction, each
+        message in its own savepoint, so one refused message does not undo the others and nobody's ACK
+        leaves before the common commit. A lone message is committed at once, without waiting."""
+        job = _Job(record, bundle, make_ack, sources)
+        if self.batch <= 1:
+            self._commit_batch([job])
+        else:
+            self._start_writer()
+            self._queue.put(job)
+            job.done.wait()
+        if job.error is not None:
+            raise job.error
         return record
+
+    def _start_writer(self) -> None:
+        with self._writer_lock:
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_loop, name="hl7v2-inbox-writer", daemon=True)
+                self._writer.start()
+
+    def _write_loop(self) -> None:
+        while True:
+            jobs = [self._queue.get()]
+            while len(jobs) < self.batch:
+                try:
+                    jobs.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            self._commit_batch(jobs)
+
+    def _commit_batch(self, jobs: list[_Job]) -> None:
+        try:
+            with self.repo.db.write() as conn:
+                for job in jobs:
+                    savepoint = conn.begin_nested()
+                    try:
+                        self._commit_one(conn, job)
+                        savepoint.commit()
+                    except Exception as exc:
+                        savepoint.rollback()
+                        job.error = Duplicate() if isinstance(exc, IntegrityError) else exc
+        except Exception as exc:  # the common commit failed: nothing of the batch is stored
+            for job in jobs:
+                if job.error is None:
+                    job.error = exc
+        finally:
+            for job in jobs:
+                job.done.set()
+
+    def _commit_one(self, conn: Any, job: _Job) -> None:
+        record = job.record
+        ctx = Context(source="hl7v2", extras={"sender": record.sender, "control_id": record.control_id})
+        unit = Unit(self.repo, conn, ctx)  # the store's unit of work, on our transaction
+        existing = self._existing(conn, record)
+        if existing is not None and existing.status == "accepted" and not record.id:
+            raise Duplicate()
+        entries, skipped, clocks = self._in_order(conn, job.bundle, record.message_time, job.sources)
+        if entries:
+            self.apply(unit, {**job.bundle, "entry": entries})
+        unit.flush()
+        job.make_ack(skipped)
+        self._put(conn, record, existing)
+        self._advance(conn, entries, record, clocks)
 
     def record(self, record: InboxRecord) -> InboxRecord:
         with self.repo.db.write() as conn:
