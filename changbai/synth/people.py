@@ -196,6 +196,8 @@ def settle(
             else:
                 fam = family
             m.name = names.person_name(rng, fam, m.sex, year, ethnicity)
+            if m.name.korean is not None and rng.random() >= pop["korean_bilingual_share"]:
+                m.name.korean = None  # registered with the Chinese name only
             m.resident_id = _resident_id(rng, m, county, geo, used_ids)
             m.insurance = _insurance(rng, m, town, pop)
         for m in hh:
