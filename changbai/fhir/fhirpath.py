@@ -208,15 +208,25 @@ def _root_type(type_name: str) -> Evaluator:
     return root
 
 
+_NODES: dict[str, Node | None] = {}
+
+
 def _node_of(item_type: str | Node) -> Node | None:
     if isinstance(item_type, Node):
         return item_type
-    if item_type in spec().primitives:
-        return None
     try:
-        return spec().node(item_type)
+        return _NODES[item_type]
     except KeyError:
-        return None
+        pass
+    s = spec()
+    found: Node | None = None
+    if item_type not in s.primitives:
+        try:
+            found = s.node(item_type)
+        except KeyError:
+            found = None
+    _NODES[item_type] = found
+    return found
 
 
 def _child(name: str) -> Evaluator:
@@ -226,12 +236,12 @@ def _child(name: str) -> Evaluator:
             obj = item.value
             if not isinstance(obj, dict):
                 continue
-            node = _node_of(item.type if item.type != "Resource" else obj.get("resourceType", ""))
+            t = item.type
+            node = t if isinstance(t, Node) else _node_of(t if t != "Resource" else obj.get("resourceType", ""))
             if node is None:
                 continue
-            el = node.elements.get(name)
-            if el is not None:
-                names = [name]
+            if name in obj:
+                names: list[str] = [name]
             elif name in node.choices:
                 names = node.choices[name]
             else:
@@ -240,7 +250,9 @@ def _child(name: str) -> Evaluator:
                 value = obj.get(json_name)
                 if value is None:
                     continue
-                e = node.elements[json_name]
+                e = node.elements.get(json_name)
+                if e is None:
+                    continue
                 t: str | Node = e.node if e.node is not None else e.type
                 if t == "Resource" and isinstance(value, dict):
                     t = value.get("resourceType", "Resource")

@@ -83,6 +83,8 @@ def now_instant() -> tuple[str, int]:
 
 def normalise_string(value: str) -> str:
     """Case- and accent-insensitive form used by string search (the spec's default matching)."""
+    if value.isascii():
+        return " ".join(value.lower().split())
     decomposed = unicodedata.normalize("NFKD", value)
     stripped = "".join(c for c in decomposed if not unicodedata.combining(c))
     return " ".join(stripped.casefold().split())

@@ -47,6 +47,7 @@ class WriteOp:
     id: str
     resource: dict[str, Any] | None  # the new content (None for delete)
     previous: dict[str, Any] | None  # the current content, when there is one
+    method: str = "PUT"  # the REST method it came as: POST PUT PATCH DELETE (history shows it)
     version: int = 0  # the version being written (set by the store)
     last_updated: str = ""
     warnings: list[Any] = field(default_factory=list)

@@ -103,7 +103,11 @@ _CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
 _CONTENT = select(t.resource_version.c.content).where(
     t.resource_version.c.rid == bindparam("rid"), t.resource_version.c.version == bindparam("version")
 )
+_CURRENT_MANY = select(_R.rid, _R.id, _R.version, _R.deleted, _R.last_updated).where(
+    _R.rtype == bindparam("rtype"), _R.id.in_(bindparam("ids", expanding=True))
+)
 _INSERT_RESOURCE = insert(t.resource)
+_INSERT_RESOURCE_RETURNING = insert(t.resource).returning(_R.rid, sort_by_parameter_order=True)
 _UPDATE_RESOURCE = (
     update(t.resource)
     .where(and_(_R.rid == bindparam("b_rid"), _R.version == bindparam("b_version")))
@@ -155,20 +159,33 @@ class Unit:
 
     # ------------------------------------------------------------------------------------------ reads
     def flush(self) -> None:
-        """Write buffered version, index and outbox rows (executemany per table)."""
+        """Write buffered version, index and outbox rows (one executemany per table)."""
         if not self._dirty:
             return
         if self._versions:
-            self.conn.execute(insert(t.resource_version), self._versions)
+            self._insert_many(t.resource_version, self._versions)
             self._versions = []
         for kind, rows in self._index.items():
             if rows:
-                self.conn.execute(insert(t.INDEX_TABLES[kind]), rows)
+                self._insert_many(t.INDEX_TABLES[kind], rows)
                 self._index[kind] = []
         if self._outbox:
-            self.conn.execute(insert(t.outbox), self._outbox)
+            self._insert_many(t.outbox, self._outbox)
             self._outbox = []
         self._dirty = False
+
+    def _insert_many(self, table: Any, rows: list[dict[str, Any]]) -> None:
+        """executemany straight on the driver: the hot path of ingest, where SQLAlchemy's per-row parameter
+        processing cost more than the database itself. Column names are ours, values are parameters."""
+        columns = [c.name for c in table.columns if c.name in rows[0]]
+        mark = "?" if self.repo.db.is_sqlite else "%s"
+        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(mark for _ in columns)})"
+        params = [tuple(row.get(c) for c in columns) for row in rows]
+        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            cursor.executemany(sql, params)
+        finally:
+            cursor.close()
 
     def _current(self, rtype: str, id: str, *, lock: bool = False) -> Any:
         """The resource row (rid, version, deleted, last_updated); resource rows are never buffered."""
@@ -256,7 +273,7 @@ class Unit:
             if self._current(rtype, id) is not None:
                 raise Conflict(f"{rtype}/{id} already exists")
         resource = {**resource, "id": new}
-        return self._write(WriteOp("create", rtype, new, resource, None), None)
+        return self._write(WriteOp("create", rtype, new, resource, None, method="POST"), None)
 
     def update(
         self, rtype: str, id: str, resource: dict[str, Any], *, if_match: str | None = None, upsert: bool = True
@@ -281,9 +298,9 @@ class Unit:
         if cur is None:
             if not upsert:
                 raise NotFound(f"{rtype}/{id} is not known")
-            return self._write(WriteOp("create", rtype, id, resource, None), None)
+            return self._write(WriteOp("create", rtype, id, resource, None, method="PUT"), None)
         previous = None if cur.deleted else self._content(cur.rid, cur.version)
-        return self._write(WriteOp("update", rtype, id, resource, previous), cur)
+        return self._write(WriteOp("update", rtype, id, resource, previous, method="PUT"), cur)
 
     def conditional_update(
         self, rtype: str, query: str, resource: dict[str, Any], *, if_match: str | None = None
@@ -319,7 +336,7 @@ class Unit:
         patched = apply_json_patch(previous, operations)
         if patched.get("resourceType") != rtype or patched.get("id") != id:
             raise Unprocessable("A patch may not change the resource type or id")
-        return self._write(WriteOp("patch", rtype, id, patched, previous), cur)
+        return self._write(WriteOp("patch", rtype, id, patched, previous, method="PATCH"), cur)
 
     def delete(self, rtype: str, id: str, *, if_match: str | None = None) -> Outcome:
         check_type(rtype)
@@ -328,7 +345,7 @@ class Unit:
         if cur is None or cur.deleted:
             return Outcome("none", None)
         previous = self._content(cur.rid, cur.version)
-        return self._write(WriteOp("delete", rtype, id, None, previous), cur)
+        return self._write(WriteOp("delete", rtype, id, None, previous, method="DELETE"), cur)
 
     def conditional_delete(self, rtype: str, query: str, *, multiple: bool = False) -> list[Outcome]:
         from changbai.store.search import SearchRequest, match_ids
@@ -375,70 +392,120 @@ class Unit:
         key = int.from_bytes(hashlib.sha256(f"{rtype}?{query}".encode()).digest()[:8], "big", signed=True)
         self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
+    def put_many(self, resources: list[dict[str, Any]]) -> list[Outcome]:
+        """Update-or-create many resources with their own ids in one batch (bulk load, federation):
+        the same pipeline per resource as :meth:`update`, with the SQL done in a few statements."""
+        by_key: dict[tuple[str, str], Any] = {}
+        for rtype in {self._resource_type(r) for r in resources}:
+            ids = [check_id(r.get("id"), f"{rtype}.id") for r in resources if r["resourceType"] == rtype]
+            for i in range(0, len(ids), 500):
+                rows = self.conn.execute(_CURRENT_MANY, {"rtype": rtype, "ids": ids[i : i + 500]})
+                by_key.update({(rtype, row.id): row for row in rows})
+        items: list[tuple[WriteOp, Any]] = []
+        seen: set[tuple[str, str]] = set()
+        for r in resources:
+            key = (r["resourceType"], r["id"])
+            if key in seen:
+                raise InvalidInput(f"{key[0]}/{key[1]} appears twice in one batch")
+            seen.add(key)
+            cur = by_key.get(key)
+            previous = self._content(cur.rid, cur.version) if cur is not None and not cur.deleted else None
+            action = "update" if cur is not None else "create"
+            items.append((WriteOp(action, key[0], key[1], r, previous, method="PUT"), cur))
+        return self._write_many(items)
+
     def _write(self, op: WriteOp, cur: Any) -> Outcome:
-        if op.resource is not None:
-            op.resource["id"] = op.id
-        self.pipeline.run_prepare(self.conn, self.ctx, op)
-        if (
-            op.action in ("update", "patch")
-            and op.previous is not None
-            and op.resource is not None
-            and (content_without_meta_versioning(op.resource) == content_without_meta_versioning(op.previous))
-        ):
-            stored = Stored(op.rtype, op.id, cur.version, cur.last_updated, False, op.previous)
-            return Outcome("unchanged", stored, op.warnings)
+        return self._write_many([(op, cur)])[0]
+
+    def _write_many(self, items: list[tuple[WriteOp, Any]]) -> list[Outcome]:
+        """Store writes: pipeline prepare per op, then resource rows (batched), versions, indexes, outbox
+        (buffered), then the pipeline's commit steps. The one place where rows are written."""
+        outcomes: list[Outcome | None] = [None] * len(items)
+        pending: list[tuple[int, WriteOp, Any, int, bytes | None]] = []
         instant, ms = now_instant()
-        version = 1 if cur is None else cur.version + 1
-        op.version, op.last_updated = version, instant
-        deleted = op.action == "delete"
-        content: bytes | None = None
-        if op.resource is not None:
-            meta = dict(op.resource.get("meta") or {})
-            meta["versionId"] = str(version)
-            meta["lastUpdated"] = instant
-            op.resource = {**op.resource, "meta": meta}
-            content = orjson.dumps(op.resource)
-        if cur is None:
-            rid = self.conn.execute(
-                insert(t.resource).values(rtype=op.rtype, id=op.id, version=version, last_updated=ms, deleted=deleted)
-            ).inserted_primary_key[0]
+        for i, (op, cur) in enumerate(items):
+            if op.resource is not None:
+                op.resource["id"] = op.id
+            self.pipeline.run_prepare(self.conn, self.ctx, op)
+            if (
+                op.action in ("update", "patch")
+                and op.previous is not None
+                and op.resource is not None
+                and content_without_meta_versioning(op.resource) == content_without_meta_versioning(op.previous)
+            ):
+                stored = Stored(op.rtype, op.id, cur.version, cur.last_updated, False, op.previous)
+                outcomes[i] = Outcome("unchanged", stored, op.warnings)
+                continue
+            version = 1 if cur is None else cur.version + 1
+            op.version, op.last_updated = version, instant
+            content: bytes | None = None
+            if op.resource is not None:
+                meta = dict(op.resource.get("meta") or {})
+                meta["versionId"] = str(version)
+                meta["lastUpdated"] = instant
+                op.resource = {**op.resource, "meta": meta}
+                content = orjson.dumps(op.resource)
+            pending.append((i, op, cur, version, content))
+        if not pending:
+            return [o for o in outcomes if o is not None]
+        new = [p for p in pending if p[2] is None]
+        if new:
+            rows = [
+                {"rtype": op.rtype, "id": op.id, "version": v, "last_updated": ms, "deleted": op.action == "delete"}
+                for _, op, _, v, _ in new
+            ]
+            if len(rows) == 1:
+                rids = [self.conn.execute(_INSERT_RESOURCE, rows[0]).inserted_primary_key[0]]
+            else:
+                rids = [r[0] for r in self.conn.execute(_INSERT_RESOURCE_RETURNING, rows)]
+            rid_of = {id(p[1]): rid for p, rid in zip(new, rids, strict=True)}
         else:
-            rid = cur.rid
-            self.flush()
-            result = self.conn.execute(
-                update(t.resource)
-                .where(and_(t.resource.c.rid == rid, t.resource.c.version == cur.version))
-                .values(version=version, last_updated=ms, deleted=deleted)
-            )
-            if result.rowcount != 1:
-                raise Conflict(f"{op.rtype}/{op.id} was changed concurrently; try again")
+            rid_of = {}
+        existing = [p for p in pending if p[2] is not None]
+        if existing:
+            self.flush()  # buffered index rows of these resources must land before they are replaced
+            for _, op, cur, v, _ in existing:
+                result = self.conn.execute(
+                    _UPDATE_RESOURCE,
+                    {
+                        "b_rid": cur.rid,
+                        "b_version": cur.version,
+                        "version": v,
+                        "last_updated": ms,
+                        "deleted": op.action == "delete",
+                    },
+                )
+                if result.rowcount != 1:
+                    raise Conflict(f"{op.rtype}/{op.id} was changed concurrently; try again")
+                rid_of[id(op)] = cur.rid
+            old = [cur.rid for _, _, cur, _, _ in existing]
             for table in t.INDEX_TABLES.values():
-                self.conn.execute(delete(table).where(table.c.rid == rid))
-        method = {"create": "POST" if cur is None else "PUT", "update": "PUT", "patch": "PATCH", "delete": "DELETE"}[
-            op.action
-        ]
-        self._versions.append(
-            {
-                "rid": rid,
-                "rtype": op.rtype,
-                "id": op.id,
-                "version": version,
-                "last_updated": ms,
-                "method": method,
-                "deleted": deleted,
-                "content": content.decode() if content is not None else None,
-            }
-        )
-        if op.resource is not None:
-            for kind, rows in index_rows(op.resource).items():
-                if rows:
-                    for row in rows:
+                self.conn.execute(delete(table).where(table.c.rid.in_(old)))
+        for i, op, cur, version, content in pending:
+            rid = rid_of[id(op)]
+            deleted = op.action == "delete"
+            self._versions.append(
+                {
+                    "rid": rid,
+                    "rtype": op.rtype,
+                    "id": op.id,
+                    "version": version,
+                    "last_updated": ms,
+                    "method": op.method,
+                    "deleted": deleted,
+                    "content": content.decode() if content is not None else None,
+                }
+            )
+            if op.resource is not None:
+                for kind, index in index_rows(op.resource).items():
+                    for row in index:
                         row["rid"] = rid
-                    self._index[kind].extend(rows)
-        action = "delete" if deleted else ("create" if cur is None or cur.deleted else "update")
-        self._outbox.append({"rtype": op.rtype, "id": op.id, "version": version, "action": action, "created": ms})
-        self._dirty = True
-        self.pipeline.run_commit(self.conn, self.ctx, op)
-        stored = Stored(op.rtype, op.id, version, ms, deleted, op.resource)
-        status = "deleted" if deleted else ("created" if cur is None or cur.deleted else "updated")
-        return Outcome(status, stored, op.warnings)
+                    self._index[kind].extend(index)
+            created = cur is None or cur.deleted
+            action = "delete" if deleted else ("create" if created else "update")
+            self._outbox.append({"rtype": op.rtype, "id": op.id, "version": version, "action": action, "created": ms})
+            self._dirty = True
+            self.pipeline.run_commit(self.conn, self.ctx, op)
+            status = "deleted" if deleted else ("created" if created else "updated")
+            outcomes[i] = Outcome(status, Stored(op.rtype, op.id, version, ms, deleted, op.resource), op.warnings)
+        return [o for o in outcomes if o is not None]
