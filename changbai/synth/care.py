@@ -542,7 +542,6 @@ class Care:
         stay = max(2, round(rng.gauss(self.clinical["costs"]["length_of_stay"][lvl], 2.5)))
         split = stay >= 6 and p.coverage is not None and rng.random() < self.clinical["claims_abuse"]["split_admission"]
         first_stay = stay // 2 if split else stay
-        when = max(min(when, self.as_of - 1 - stay), p.birth)
         v = self.visit(p, fac, when, "IMP", first_stay)
         v.based_on, v.admit_source = based_on, source
         if p.death is not None and v.end >= p.death - 1:
@@ -617,7 +616,16 @@ class Care:
                 return
             if level in ("village", "primary") and d.get("refer_down") is None:
                 fac = self.facility(p, "county") if d["inpatient"] < 1 else fac
-            v = self.admission(p, fac, when, d["icd"], d["display"], drugs[0] if drugs else "", d["labs"])
+            existing = source = None
+            if fac.care_level in ("county", "city", "province") and rng.random() < d.get("emergency", 0):
+                # arrives at the emergency department, then is admitted the same day
+                e = self.visit(p, fac, when, "EMER")
+                existing = self.condition(e, p, d["icd"], d["display"], when, category="encounter-diagnosis")
+                self.finish(e)
+                source = "emd"
+            v = self.admission(
+                p, fac, when, d["icd"], d["display"], drugs[0] if drugs else "", d["labs"], existing, source=source
+            )
             if d.get("refer_down") and rng.random() < d["refer_down"]:
                 self.step_down(p, v, v.conditions[0][0], drugs, ("I69.3", "脑梗死后遗症"))
             return

@@ -10,6 +10,7 @@ from typing import Any
 
 from changbai.synth.care import Care
 from changbai.synth.data import band_value, load
+from changbai.synth.elements import icd10
 from changbai.synth.people import Person
 
 
@@ -59,8 +60,7 @@ def _season_day(rng: random.Random, season: list[float], lo: int, hi: int) -> in
 def _case(care: Care, p: Person, d: dict[str, Any], when: int, outbreak: str = "") -> Case:
     fac = care.facility(p, d["level"])
     v = care.visit(p, fac, when)
-    chronic = d["key"] == "tb"
-    resolved = None if chronic or when + 10 >= care.as_of else when + 10
+    resolved = None if d.get("followups") or when + 10 >= care.as_of else when + 10
     cid = care.condition(
         v,
         p,
@@ -73,6 +73,17 @@ def _case(care: Care, p: Person, d: dict[str, Any], when: int, outbreak: str = "
     for drug in d["drugs"]:
         care.prescribe(v, drug, cid)
     care.finish(v)
+    for month in range(1, d.get("followups", 0) + 1):
+        # monthly treatment visits (TB: directly observed treatment, drugs for 30 days at a time)
+        later = when + 30 * month
+        if later >= care.as_of or not p.alive_on(later):
+            break
+        f = care.visit(p, fac, later)
+        f.conditions.append((cid, d["icd"]))
+        f.reasons.append(icd10(d["icd"], d["display"]))
+        for drug in d["drugs"]:
+            care.prescribe(f, drug, cid)
+        care.finish(f)
     town = p.township
     assert town is not None
     return Case(

@@ -346,3 +346,56 @@ def test_cli_writes_a_province(tmp_path, capsys):
 def test_demo_size_gives_a_bounded_volume(tmp_path):
     counts = generate(tmp_path, 2000, 1)
     assert 50_000 <= sum(counts.values()) <= 150_000
+
+
+def test_output_does_not_depend_on_the_interpreters_hash_seed(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    for hash_seed in ("1", "2"):
+        env = dict(os.environ, PYTHONHASHSEED=hash_seed)
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "changbai.cli",
+                "synth",
+                "--residents",
+                "80",
+                "--seed",
+                "4",
+                "--out",
+                str(tmp_path / hash_seed),
+            ],
+            check=True,
+            env=env,
+            capture_output=True,
+        )
+    for path in sorted((tmp_path / "1").rglob("*.*")):
+        assert (tmp_path / "2" / path.relative_to(tmp_path / "1")).read_bytes() == path.read_bytes(), path.name
+
+
+def test_care_flows_up_and_down_the_levels(province):
+    out, _ = province
+    encounters = {e["id"]: e for e in resources(out, "Encounter")}
+    orgs = {o["id"]: o for o in resources(out, "Organization")}
+
+    def level(enc: dict) -> str:
+        org = orgs[enc["serviceProvider"]["reference"].split("/")[1]]
+        return next(
+            (t["coding"][0]["code"] for t in org["type"] if t["coding"][0]["system"] == systems.HOSPITAL_LEVEL), ""
+        )
+
+    referrals = {r["id"]: r for r in resources(out, "ServiceRequest")}
+    assert referrals
+    directions = Counter()
+    for enc in encounters.values():
+        for based in enc.get("basedOn", []):
+            sr = referrals[based["reference"].split("/")[1]]
+            source = encounters[sr["encounter"]["reference"].split("/")[1]]
+            assert sr["performer"][0]["reference"] == enc["serviceProvider"]["reference"]
+            directions["up" if level(enc) > level(source) else "down"] += 1
+    assert directions["up"] and directions["down"]
+    classes = Counter(e["class"]["code"] for e in encounters.values())
+    assert classes["AMB"] > classes["IMP"] > 0
