@@ -102,9 +102,13 @@ class Registry:
         return self.province[0]
 
 
-def build(out: Output, rng: random.Random, geo: Map, townships: dict[str, list[Place]]) -> Registry:
-    """Emit every Organization, Location, Practitioner and PractitionerRole; return the registry."""
+def build(out: Output, rng: random.Random, geo: Map, townships: dict[str, list[Place]], residents: int) -> Registry:
+    """Emit every Organization, Location, Practitioner and PractitionerRole; return the registry.
+
+    Every county keeps its hospitals and CDC whatever the run's size; staff numbers grow with the
+    residents (at least one of each role) up to the data file's full numbers."""
     spec = load("facilities")
+    staff_scale = min(1.0, residents / spec["full_staff_residents"])
     reg = Registry()
     centre = load("population")["city_centre"]
 
@@ -156,7 +160,8 @@ def build(out: Output, rng: random.Random, geo: Map, townships: dict[str, list[P
             }
             out.emit(loc)
         for role, count in k["staff"].items():
-            fac.staff[role] = [_staff(out, rng, fac, role, spec) for _ in range(count)]
+            n = max(1, round(count * staff_scale))
+            fac.staff[role] = [_staff(out, rng, fac, role, spec) for _ in range(n)]
         reg.all.append(fac)
         return fac
 

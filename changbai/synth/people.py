@@ -346,6 +346,7 @@ def related_person(out: Output, subject: Person, other: Person, code: str, geo: 
 
 def coverage_resource(out: Output, p: Person, payer_org: str, payer_name: str, start: int) -> dict[str, Any]:
     types = load("population")["insurance"]["types"]
+    kind = p.insurance or "URRBMI"
     cid = out.new_id("cov-")
     p.coverage = cid
     return {
@@ -353,7 +354,7 @@ def coverage_resource(out: Output, p: Person, payer_org: str, payer_name: str, s
         "id": cid,
         "identifier": [{"system": systems.COVERAGE_ID, "value": f"J{p.resident_id[:6]}{p.idx:09d}"}],
         "status": "active",
-        "type": concept(systems.INSURANCE_TYPE, p.insurance, types[p.insurance]),  # type: ignore[index]
+        "type": concept(systems.INSURANCE_TYPE, kind, types[kind]),
         "subscriberId": p.resident_id,
         "beneficiary": ref("Patient", p.patient),
         "relationship": concept("http://terminology.hl7.org/CodeSystem/subscriber-relationship", "self", "Self"),

@@ -47,7 +47,7 @@ def generate(out_dir: Path, residents: int, seed: int, progress: Callable[[int],
     out = Output(out_dir)
     try:
         townships = choose_townships(stream(seed, "geography"), residents)
-        reg = facilities.build(out, stream(seed, "facilities"), geo, townships)
+        reg = facilities.build(out, stream(seed, "facilities"), geo, townships, residents)
         rng = stream(seed, "people")
         persons = people.sample_people(rng, residents, as_of, start)
         households = people.form_households(rng, persons, as_of)
