@@ -31,6 +31,20 @@ class Settings(BaseSettings):
     mllp_port: int = 2575
     #: Identifier system of the resident ID number (居民身份证号码) in the master patient index.
     resident_id_system: str = "urn:oid:2.16.156.10011.1.3"
+    #: Federation (docs/federation.md): this node's id (empty = not federated), tier, GB/T 2260 region,
+    #: parent FHIR base URL, the shared node secret (until SMART Backend Services), and the upward policy.
+    node_id: str = ""
+    node_tier: str = "county"
+    node_region: str = ""
+    parent_url: str = ""
+    node_secret: str = ""
+    federation_policy: str = "whole-record"
+    federation_poll_seconds: float = 0.2
+    #: Subscriptions: first retry delay, largest backoff, and how long a notification is retried before
+    #: it goes to the dead-letter list (must outlast a receiver's outage).
+    subscription_retry_seconds: float = 1.0
+    subscription_max_backoff_seconds: float = 60.0
+    subscription_give_up_seconds: float = 3 * 86400.0
 
     def resolved_database_url(self) -> str:
         if self.database_url:
@@ -42,7 +56,7 @@ def normalise_database_url(url: str) -> str:
     """Accept plain postgresql:// URLs and use the psycopg 3 driver for them."""
     for prefix in ("postgresql://", "postgres://"):
         if url.startswith(prefix):
-            return "postgresql+psycopg://" + url[len(prefix):]
+            return "postgresql+psycopg://" + url[len(prefix) :]
     return url
 
 

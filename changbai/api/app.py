@@ -86,7 +86,9 @@ def create_platform(
 
 def default_extensions() -> list[Extension]:
     """The modules installed on every node. Each entry is a module's ``install(platform)`` function."""
-    return []
+    from changbai.exchange import federation, subscriptions
+
+    return [federation.install, subscriptions.install]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
