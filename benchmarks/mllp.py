@@ -35,21 +35,25 @@ def messages(n: int, prefix: str) -> list[bytes]:
         when = f"202601{1 + i % 28:02d}{8 + i % 10:02d}{i % 60:02d}00+0800"
         if i % 2 == 0:
             event = "A01" if i % 4 == 0 else "A08"
-            text = "\r".join([
-                f"MSH|^~\\&|HIS|BENCH|CHANGBAI|PROV|{when}||ADT^{event}^ADT_A01|{prefix}{i}|P|2.5.1",
-                f"EVN|{event}|{when}",
-                f"PID|1||{mrn}^^^BENCH^MR||ZHANG^SAN{i % 200}||19800215|M|||1 RENMIN RD^^CHANGCHUN^JL^130000",
-                f"PV1|1|I|W1^101^2^BENCH||||D01^LI^SI|||MED|||||||||V{i % 400}^^^BENCH^VN"
-                f"|||||||||||||||||||||||||{when}",
-            ])
+            text = "\r".join(
+                [
+                    f"MSH|^~\\&|HIS|BENCH|CHANGBAI|PROV|{when}||ADT^{event}^ADT_A01|{prefix}{i}|P|2.5.1",
+                    f"EVN|{event}|{when}",
+                    f"PID|1||{mrn}^^^BENCH^MR||ZHANG^SAN{i % 200}||19800215|M|||1 RENMIN RD^^CHANGCHUN^JL^130000",
+                    f"PV1|1|I|W1^101^2^BENCH||||D01^LI^SI|||MED|||||||||V{i % 400}^^^BENCH^VN"
+                    f"|||||||||||||||||||||||||{when}",
+                ]
+            )
         else:
-            text = "\r".join([
-                f"MSH|^~\\&|LIS|BENCH|CHANGBAI|PROV|{when}||ORU^R01^ORU_R01|{prefix}{i}|P|2.5.1",
-                f"PID|1||{mrn}^^^BENCH^MR||ZHANG^SAN{i % 200}||19800215|M",
-                f"OBR|1|P{i}|F{i}^BENCH|24323-8^Metabolic panel^LN|||{when}||||||||||||||{when}||CH|F",
-                f"OBX|1|NM|2345-7^Glucose^LN||{4 + i % 5}.{i % 10}|mmol/L^^UCUM|3.9-6.1|N|||F|||{when}",
-                f"OBX|2|NM|2160-0^Creatinine^LN||{60 + i % 40}|umol/L^^UCUM|44-133|N|||F|||{when}",
-            ])
+            text = "\r".join(
+                [
+                    f"MSH|^~\\&|LIS|BENCH|CHANGBAI|PROV|{when}||ORU^R01^ORU_R01|{prefix}{i}|P|2.5.1",
+                    f"PID|1||{mrn}^^^BENCH^MR||ZHANG^SAN{i % 200}||19800215|M",
+                    f"OBR|1|P{i}|F{i}^BENCH|24323-8^Metabolic panel^LN|||{when}||||||||||||||{when}||CH|F",
+                    f"OBX|1|NM|2345-7^Glucose^LN||{4 + i % 5}.{i % 10}|mmol/L^^UCUM|3.9-6.1|N|||F|||{when}",
+                    f"OBX|2|NM|2160-0^Creatinine^LN||{60 + i % 40}|umol/L^^UCUM|44-133|N|||F|||{when}",
+                ]
+            )
         out.append((text + "\r").encode())
     return out
 
@@ -109,7 +113,9 @@ def scenario(mode: str, connections: int, msgs: list[bytes], database: str) -> d
     env = {**os.environ, "CHANGBAI_LOG_LEVEL": "WARNING"}
     proc = subprocess.Popen(
         [sys.executable, "-m", "benchmarks.mllp", "--serve", mode, "--port", str(port), "--database", database],
-        stdout=subprocess.PIPE, env=env, cwd=Path(__file__).resolve().parents[1],
+        stdout=subprocess.PIPE,
+        env=env,
+        cwd=Path(__file__).resolve().parents[1],
     )
     try:
         assert proc.stdout is not None
@@ -129,13 +135,20 @@ def scenario(mode: str, connections: int, msgs: list[bytes], database: str) -> d
         proc.wait(timeout=10)
     lat.sort()
     return {
-        "mode": mode, "connections": connections, "messages": len(lat), "rate": len(lat) / elapsed,
-        "p50": statistics.median(lat) * 1000, "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        "mode": mode,
+        "connections": connections,
+        "messages": len(lat),
+        "rate": len(lat) / elapsed,
+        "p50": statistics.median(lat) * 1000,
+        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
     }
 
 
-LABELS = {"echo": "baseline: echo ACK (sockets + framing only)", "memory": "parse + map, no store",
-          "store": "end to end: committed to the store"}
+LABELS = {
+    "echo": "baseline: echo ACK (sockets + framing only)",
+    "memory": "parse + map, no store",
+    "store": "end to end: committed to the store",
+}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,13 +168,17 @@ def main(argv: list[str] | None = None) -> int:
                 database = args.database or f"sqlite:///{tmp}/bench-{connections}.db"
                 prefix = f"{mode[0]}{connections}-"
                 rows.append(scenario(mode, connections, messages(args.messages, prefix), database))
-    print(f"HL7 v2 over MLLP, ADT^A01/A08 + ORU^R01 mix, {args.messages} messages per row, "
-          f"{os.cpu_count()} CPUs, store: {'given database' if args.database else 'SQLite file'}\n")
+    print(
+        f"HL7 v2 over MLLP, ADT^A01/A08 + ORU^R01 mix, {args.messages} messages per row, "
+        f"{os.cpu_count()} CPUs, store: {'given database' if args.database else 'SQLite file'}\n"
+    )
     print("| scenario | connections | messages | messages/s | ACK p50 ms | ACK p99 ms |")
     print("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        print(f"| {LABELS[r['mode']]} | {r['connections']} | {r['messages']} | {r['rate']:.0f} | "
-              f"{r['p50']:.2f} | {r['p99']:.2f} |")
+        print(
+            f"| {LABELS[r['mode']]} | {r['connections']} | {r['messages']} | {r['rate']:.0f} | "
+            f"{r['p50']:.2f} | {r['p99']:.2f} |"
+        )
     return 0
 
 

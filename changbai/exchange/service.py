@@ -48,3 +48,21 @@ async def run_listener(platform: Any, host: str, port: int, ready: asyncio.Event
         await server.server.serve_forever()
     finally:
         await server.stop()
+
+
+def store_bundle(platform: Any, bundle: dict[str, Any], source: str) -> list[Any]:
+    """Write a transaction bundle built here (CDA, CSV) through the platform's one transaction path."""
+    from changbai.store.pipeline import Context
+
+    apply = router_transaction(platform.router)
+    with platform.repo.unit(Context(source=source)) as unit:
+        return apply(unit, bundle)
+
+
+def ingest_cda(platform: Any, data: bytes) -> Any:
+    """Store a CDA document whole (Binary + DocumentReference) with its extracted facts, atomically."""
+    from changbai.exchange import cda
+
+    extracted = cda.to_bundle(data)
+    store_bundle(platform, extracted.bundle, "cda")
+    return extracted

@@ -69,8 +69,8 @@ def vxu(control_id: str = "V1", mrn: str = "MRN002", facility: str = "JLCDC") ->
                 f"MSH|^~\\&|IIS|{facility}|CHANGBAI|PROV|20260301100000+0800||VXU^V04^VXU_V04|{control_id}|P|2.5.1",
                 f"PID|1||{mrn}^^^{facility}^MR||WANG^XIAOMING||20250101|F",
                 f"ORC|RE||IZ-778^{facility}",
-                "RXA|0|1|20260301093000+0800||08^Hep B, adolescent or pediatric^CVX|0.5|mL^mL^UCUM||00^New record^NIP001"
-                "||||||LOT123|20270101|SKB^GlaxoSmithKline^MVX|||CP|A",
+                "RXA|0|1|20260301093000+0800||08^Hep B, adolescent or pediatric^CVX|0.5|mL^mL^UCUM"
+                "||00^New record^NIP001||||||LOT123|20270101|SKB^GlaxoSmithKline^MVX|||CP|A",
                 "RXR|C28161^Intramuscular^NCIT|LD^Left Deltoid^HL70163",
             ]
         )

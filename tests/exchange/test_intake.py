@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (test parameters named after the imported fixture)
 """HL7 v2 intake against the real store (SQLite file; PostgreSQL when reachable) and real sockets."""
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import pytest
 from changbai.exchange.datatypes import local_system
 from changbai.exchange.mllp import MllpClient, MllpServer
 from changbai.exchange.service import build_intake
+from tests.exchange.fixtures import core_platform  # noqa: F401  (a pytest fixture)
 from tests.exchange.messages import SAMPLES, adt, oru
 
 JLH = local_system("JLH")
@@ -23,27 +25,27 @@ def err_segments(ack: bytes) -> list[list[str]]:
     return [s.split("|") for s in ack.decode().split("\r") if s.startswith("ERR")]
 
 
-def find(platform: Any, rtype: str, query: str) -> list[dict[str, Any]]:
-    with platform.repo.unit(write=False) as unit:
+def find(p: Any, rtype: str, query: str) -> list[dict[str, Any]]:
+    with p.repo.unit(write=False) as unit:
         return [unit.read(rtype, id).resource for id, _ in unit.find(rtype, query)]
 
 
-def count(platform: Any, rtype: str, query: str = "") -> int:
-    with platform.repo.unit(write=False) as unit:
+def count(p: Any, rtype: str, query: str = "") -> int:
+    with p.repo.unit(write=False) as unit:
         return len(unit.find(rtype, query))
 
 
-def versions(platform: Any, rtype: str, query: str) -> list[int]:
-    with platform.repo.unit(write=False) as unit:
+def versions(p: Any, rtype: str, query: str) -> list[int]:
+    with p.repo.unit(write=False) as unit:
         return [v for _, v in unit.find(rtype, query)]
 
 
-def test_every_sample_message_through_a_real_mllp_socket_is_acknowledged_and_stored(platform: Any) -> None:
+def test_every_sample_message_through_a_real_mllp_socket_is_acknowledged_and_stored(core_platform: Any) -> None:
     files = sorted((SAMPLES / "messages").glob("*.hl7"))
     assert len(files) == 100
 
     async def run() -> list[bytes]:
-        server = await MllpServer(build_intake(platform).handle, "127.0.0.1", 0).start()
+        server = await MllpServer(build_intake(core_platform).handle, "127.0.0.1", 0).start()
         client = await MllpClient("127.0.0.1", server.port).connect()
         acks = [await client.send(f.read_bytes()) for f in files]
         await client.close()
@@ -55,80 +57,80 @@ def test_every_sample_message_through_a_real_mllp_socket_is_acknowledged_and_sto
     assert set(outcomes.values()) == {"AA"}, {k: v for k, v in outcomes.items() if v != "AA"}
     # every message is in the inbox; the four OUL samples share one sender and control id (1932), so
     # the later three are duplicates of the first and got its ACK
-    intake = build_intake(platform)
+    intake = build_intake(core_platform)
     assert len(intake.store.list(limit=500)) == 100
-    assert count(platform, "Immunization", "vaccine-code=http://hl7.org/fhir/sid/ndc|49281021588") == 1
-    assert count(platform, "Patient", "identifier=10006579") == 1  # LAB-ORU-1 and LAB-ORU-2: one patient
+    assert count(core_platform, "Immunization", "vaccine-code=http://hl7.org/fhir/sid/ndc|49281021588") == 1
+    assert count(core_platform, "Patient", "identifier=10006579") == 1  # LAB-ORU-1 and LAB-ORU-2: one patient
 
 
-def test_duplicate_changes_nothing_and_gets_the_same_ack(platform: Any) -> None:
-    intake = build_intake(platform)
+def test_duplicate_changes_nothing_and_gets_the_same_ack(core_platform: Any) -> None:
+    intake = build_intake(core_platform)
     first = intake.handle(adt(control_id="D1").encode())
     second = intake.handle(adt(control_id="D1").encode())
     assert code(first) == "AA" and first == second
-    assert versions(platform, "Patient", f"identifier={JLH}|MRN001") == [1]
-    assert versions(platform, "Encounter", f"identifier={JLH}|V100") == [1]
+    assert versions(core_platform, "Patient", f"identifier={JLH}|MRN001") == [1]
+    assert versions(core_platform, "Encounter", f"identifier={JLH}|V100") == [1]
 
 
-def test_older_update_arriving_late_does_not_overwrite_newer_data(platform: Any) -> None:
-    intake = build_intake(platform)
+def test_older_update_arriving_late_does_not_overwrite_newer_data(core_platform: Any) -> None:
+    intake = build_intake(core_platform)
     newer = adt("A08", control_id="N", family="WANG", when="20260105120000+0800")
     older = adt("A08", control_id="O", family="LI", when="20260104120000+0800")
     assert code(intake.handle(newer.encode())) == "AA"
     ack = intake.handle(older.encode())
     assert code(ack) == "AA"
-    [patient] = find(platform, "Patient", f"identifier={JLH}|MRN001")
+    [patient] = find(core_platform, "Patient", f"identifier={JLH}|MRN001")
     assert patient["name"][0]["family"] == "WANG"
     assert any(e[4] == "I" for e in err_segments(ack))  # told that it was not applied
 
 
-def test_result_for_an_unknown_patient_registers_the_patient_and_files_the_results(platform: Any) -> None:
-    intake = build_intake(platform)
+def test_result_for_an_unknown_patient_registers_the_patient_and_files_the_results(core_platform: Any) -> None:
+    intake = build_intake(core_platform)
     ack = intake.handle(oru(mrn="NEW999").encode())
     assert code(ack) == "AA"
-    [patient] = find(platform, "Patient", f"identifier={JLH}|NEW999")
-    obs = find(platform, "Observation", "code=http://loinc.org|2345-7")
+    [patient] = find(core_platform, "Patient", f"identifier={JLH}|NEW999")
+    obs = find(core_platform, "Observation", "code=http://loinc.org|2345-7")
     assert obs[0]["subject"]["reference"] == f"Patient/{patient['id']}"
     # a later registration of that patient updates the same Patient, not a second one
     intake.handle(adt(control_id="REG", mrn="NEW999", family="ZHAO").encode())
-    assert count(platform, "Patient", f"identifier={JLH}|NEW999") == 1
+    assert count(core_platform, "Patient", f"identifier={JLH}|NEW999") == 1
 
 
-def test_result_does_not_overwrite_registration_demographics(platform: Any) -> None:
-    intake = build_intake(platform)
+def test_result_does_not_overwrite_registration_demographics(core_platform: Any) -> None:
+    intake = build_intake(core_platform)
     intake.handle(adt(control_id="A", family="ZHANG").encode())
     intake.handle(oru(control_id="B").replace("ZHANG^SAN", "ZHANGG^S").encode())
-    [patient] = find(platform, "Patient", f"identifier={JLH}|MRN001")
+    [patient] = find(core_platform, "Patient", f"identifier={JLH}|MRN001")
     assert patient["name"][0]["family"] == "ZHANG" and patient.get("telecom")
 
 
-def test_malformed_segment_gets_ae_with_location_and_becomes_a_dead_letter(platform: Any) -> None:
-    intake = build_intake(platform)
+def test_malformed_segment_gets_ae_with_location_and_becomes_a_dead_letter(core_platform: Any) -> None:
+    intake = build_intake(core_platform)
     ack = intake.handle((adt(control_id="BAD") + "P!D|oops\r").encode())
     assert code(ack) == "AE"
     assert err_segments(ack)[0][2] == "P!D^5"
     [row] = intake.store.list("error")
     assert row.control_id == "BAD" and row.raw.endswith(b"P!D|oops\r")
-    assert count(platform, "Patient") == 0  # nothing of a refused message is stored
+    assert count(core_platform, "Patient") == 0  # nothing of a refused message is stored
 
 
-def test_wrong_encoding_gets_ae_at_msh_18(platform: Any) -> None:
-    intake = build_intake(platform)
+def test_wrong_encoding_gets_ae_at_msh_18(core_platform: Any) -> None:
+    intake = build_intake(core_platform)
     text = adt(control_id="ENC").replace("|P|2.5.1", "|P|2.5.1|||||CHN|UNICODE UTF-8").replace("ZHANG", "张")
     ack = intake.handle(text.encode("gb18030"))
     assert code(ack) == "AE"
     assert err_segments(ack)[0][2] == "MSH^1^18" and err_segments(ack)[0][3].startswith("102")
 
 
-def test_unsupported_type_gets_ar(platform: Any) -> None:
-    intake = build_intake(platform)
+def test_unsupported_type_gets_ar(core_platform: Any) -> None:
+    intake = build_intake(core_platform)
     ack = intake.handle(b"MSH|^~\\&|A|B|||20260101||QRY^A19|Q1|P|2.5\rQRD|x\r")
     assert code(ack) == "AR"
     assert intake.store.list("rejected")[0].control_id == "Q1"
 
 
-def test_operator_fixes_and_replays_a_dead_letter(platform: Any) -> None:
-    intake = build_intake(platform)
+def test_operator_fixes_and_replays_a_dead_letter(core_platform: Any) -> None:
+    intake = build_intake(core_platform)
     bad = adt(control_id="FIX").replace("19800215", "1980-02-15")
     assert code(intake.handle(bad.encode())) == "AE"
     [row] = intake.store.list("error")
@@ -137,10 +139,10 @@ def test_operator_fixes_and_replays_a_dead_letter(platform: Any) -> None:
     assert code(ack) == "AA"
     fixed = intake.store.get(row.id)
     assert fixed.status == "accepted" and fixed.attempts == 2
-    assert count(platform, "Patient", f"identifier={JLH}|MRN001") == 1
+    assert count(core_platform, "Patient", f"identifier={JLH}|MRN001") == 1
 
 
-def test_crash_between_commit_and_ack_then_resend_gives_exactly_one_result(platform: Any) -> None:
+def test_crash_between_commit_and_ack_then_resend_gives_exactly_one_result(core_platform: Any) -> None:
     """The server dies after the outcome is committed and before the ACK leaves; the sender resends to a
     freshly started server on the same database, which answers from the inbox without writing again."""
     from changbai.api.app import create_platform
@@ -151,7 +153,7 @@ def test_crash_between_commit_and_ack_then_resend_gives_exactly_one_result(platf
         pass
 
     def crashing(raw: bytes, peer: str) -> bytes:
-        build_intake(platform).handle(raw, peer)
+        build_intake(core_platform).handle(raw, peer)
         raise Crash()  # the ACK is never written
 
     async def first_life() -> None:
@@ -164,7 +166,7 @@ def test_crash_between_commit_and_ack_then_resend_gives_exactly_one_result(platf
 
     asyncio.run(first_life())
 
-    restarted = create_platform(platform.settings)  # new process state, same database
+    restarted = create_platform(core_platform.settings, extensions=[])  # new process state, same database
 
     async def second_life() -> bytes:
         server = await MllpServer(build_intake(restarted).handle, "127.0.0.1", 0).start()
@@ -177,12 +179,12 @@ def test_crash_between_commit_and_ack_then_resend_gives_exactly_one_result(platf
     ack = asyncio.run(second_life())
     restarted.db.dispose()
     assert code(ack) == "AA"
-    assert versions(platform, "Observation", "code=http://loinc.org|2345-7") == [1]
-    assert count(platform, "DiagnosticReport") == 1
+    assert versions(core_platform, "Observation", "code=http://loinc.org|2345-7") == [1]
+    assert count(core_platform, "DiagnosticReport") == 1
 
 
-def test_crash_before_commit_then_resend_gives_exactly_one_result(platform: Any) -> None:
-    intake = build_intake(platform)
+def test_crash_before_commit_then_resend_gives_exactly_one_result(core_platform: Any) -> None:
+    intake = build_intake(core_platform)
     message = oru(control_id="EARLY").encode()
 
     async def run() -> bytes:
@@ -206,4 +208,4 @@ def test_crash_before_commit_then_resend_gives_exactly_one_result(platform: Any)
         return ack
 
     assert code(asyncio.run(run())) == "AA"
-    assert versions(platform, "Observation", "code=http://loinc.org|2345-7") == [1]
+    assert versions(core_platform, "Observation", "code=http://loinc.org|2345-7") == [1]
