@@ -1,4 +1,4 @@
-"""Security: accounts, grants, assertion ids, break-the-glass, hash-chained audit trail
+"""Security: accounts, grants, assertion ids, break-the-glass, treatment, hash-chained audit trail
 
 Revision ID: 0003_security
 Revises: 0002_federation
@@ -11,7 +11,7 @@ down_revision = "0002_federation"
 branch_labels = None
 depends_on = None
 
-TABLES = ("sec_account", "sec_grant", "sec_jti", "sec_break_glass", "sec_audit")
+TABLES = ("sec_account", "sec_grant", "sec_jti", "sec_break_glass", "sec_treatment", "sec_audit")
 
 
 def upgrade() -> None:
