@@ -31,6 +31,7 @@ def setup(level: str = "INFO", as_json: bool = True) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))  # migrations report only problems
 
 
 def get(name: str) -> logging.Logger:

@@ -69,6 +69,7 @@ def _root(branch: str) -> str:
     return branch.lstrip("(").split(".", 1)[0].split(" ", 1)[0]
 
 
+_YIELDS_WHEN_ABSENT = re.compile(r"\b(exists|empty|not|count|iif)\(|\s(and|or|xor|implies)\s")
 _FIRST_STEP = re.compile(r"^\(*([A-Za-z]+)\.([a-z][A-Za-z0-9]*)\b")
 
 
@@ -76,6 +77,8 @@ def root_keys(expression: str, resource_type: str) -> frozenset[str] | None:
     """The top-level JSON keys every branch of ``expression`` starts from (choice types expanded)."""
     from changbai.fhir.spec import spec
 
+    if _YIELDS_WHEN_ABSENT.search(expression):  # e.g. "deceased.exists() and ...": false when absent
+        return None
     node = spec().node(resource_type)
     keys: set[str] = set()
     for branch in split_union(expression):

@@ -11,8 +11,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from changbai.errors import InvalidInput
-from changbai.fhir.fhirpath import Item, reference_type
-from changbai.fhir.searchparams import registry
+from changbai.fhir.fhirpath import Item, Unsupported, compile_relative, reference_type
+from changbai.fhir.searchparams import SearchParam, registry
 from changbai.fhir.values import date_range, normalise_string, number_range
 from changbai.store import ucum
 
@@ -89,10 +89,15 @@ def token_rows(items: list[Item]) -> Iterable[Row]:
         elif isinstance(v, dict):
             if t == "CodeableConcept" or "coding" in v:
                 text = v.get("text")
+                displays = set()
                 for c in v.get("coding", ()):
-                    yield _coding_row(c, text)
-                if not v.get("coding") and isinstance(text, str):
-                    yield {"system": None, "code": None, "text": _clip(normalise_string(text))}
+                    row = _coding_row(c, text)
+                    displays.add(row["text"])
+                    yield row
+                if isinstance(text, str):  # :text searches CodeableConcept.text as well as each display
+                    folded = _clip(normalise_string(text))
+                    if folded not in displays:
+                        yield {"system": None, "code": None, "text": folded}
             elif t in ("Identifier", "ContactPoint") or "value" in v:
                 value = v.get("value")
                 if isinstance(value, str):
@@ -249,7 +254,11 @@ def index_rows(resource: dict[str, Any]) -> dict[str, list[Row]]:
     """All index rows of a resource, by parameter type (table). ``rid`` is added by the caller."""
     rtype = resource["resourceType"]
     out: dict[str, list[Row]] = {k: [] for k in STRATEGIES}
+    group = 0
     for code, param in registry().params(rtype).items():
+        if param.type == "composite":
+            group = _composite_rows(resource, param, out, group)
+            continue
         strategy = STRATEGIES.get(param.type)
         if strategy is None or code in COLUMN_PARAMS:
             continue
@@ -274,3 +283,49 @@ def index_rows(resource: dict[str, Any]) -> dict[str, list[Row]]:
             row["param"] = code
             out[param.type].append(row)
     return out
+
+
+def _composite_rows(resource: dict[str, Any], param: SearchParam, out: dict[str, list[Row]], group: int) -> int:
+    """Rows of each component, evaluated on each element the composite expression yields, tagged with
+    that element's group number and named ``<code>$<component index>``."""
+    if param.roots is not None and resource.keys().isdisjoint(param.roots):
+        return group
+    components = component_params(param)
+    if components is None:
+        return group
+    for item in param.evaluate(resource):
+        rows_per_component = []
+        for comp_type, evaluate in components:
+            found = STRATEGIES[comp_type](_unwrap_extension(evaluate(item)))
+            rows = [r for r in found if not r.pop("_identifier", False)]
+            if not rows:  # a composite value needs every component
+                break
+            rows_per_component.append((comp_type, rows))
+        else:
+            group += 1
+            for i, (comp_type, rows) in enumerate(rows_per_component):
+                for row in rows:
+                    row.update(rtype=param.resource_type, param=f"{param.code}${i}", grp=group)
+                    out[comp_type].append(row)
+    return group
+
+
+_COMPONENTS: dict[tuple[str, str], list[tuple[str, Callable[[Item], list[Item]]]] | None] = {}
+
+
+def component_params(param: SearchParam) -> list[tuple[str, Callable[[Item], list[Item]]]] | None:
+    """(component parameter type, compiled relative expression) per component; None if unusable."""
+    key = (param.resource_type, param.code)
+    if key not in _COMPONENTS:
+        comps: list[tuple[str, Callable[[Item], list[Item]]]] | None = []
+        for comp in param.components:
+            definition = registry().by_url.get(comp.definition_url)
+            if definition is None or definition.get("type") not in STRATEGIES or comps is None:
+                comps = None
+                continue
+            try:
+                comps.append((definition["type"], compile_relative(comp.expression)))
+            except Unsupported:
+                comps = None
+        _COMPONENTS[key] = comps
+    return _COMPONENTS[key]

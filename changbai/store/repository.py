@@ -177,7 +177,7 @@ class Unit:
     def _insert_many(self, table: Any, rows: list[dict[str, Any]]) -> None:
         """executemany straight on the driver: the hot path of ingest, where SQLAlchemy's per-row parameter
         processing cost more than the database itself. Column names are ours, values are parameters."""
-        columns = [c.name for c in table.columns if c.name in rows[0]]
+        columns = [c.name for c in table.columns if not c.primary_key]  # the keys are generated
         mark = "?" if self.repo.db.is_sqlite else "%s"
         sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(mark for _ in columns)})"
         params = [tuple(row.get(c) for c in columns) for row in rows]

@@ -71,6 +71,9 @@ def _index_table(name: str, *columns: Column, indexes: tuple[tuple[str, ...], ..
         Column("rtype", String(64), nullable=False),
         Column("param", String(100), nullable=False),
         *columns,
+        # For the components of a composite parameter ("code-value-quantity$1"): which element they came
+        # from, so that a composite search matches components of the same element (null otherwise).
+        Column("grp", Integer, nullable=True),
         Index(f"ix_{name}_rid", "rid"),
     )
     for cols in indexes:

@@ -293,8 +293,10 @@ def _last_updated_builder(modifier: str, value: str) -> Callable[[], ColumnEleme
     return lambda: or_(*conds)
 
 
-def _string_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
-    c = t.idx_string.c
+def _string_cond(
+    types: list[str], code: str, modifier: str, value: str, name: str, table: Any = None
+) -> ColumnElement[bool]:
+    c = (table if table is not None else t.idx_string).c
     raw = unescape(value)
     if modifier == "exact":
         return c.exact == raw
@@ -306,8 +308,10 @@ def _string_cond(types: list[str], code: str, modifier: str, value: str, name: s
     raise InvalidInput(f"Modifier ':{modifier}' is not allowed on string parameter '{code}'", expression=name)
 
 
-def _token_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
-    c = t.idx_token.c
+def _token_cond(
+    types: list[str], code: str, modifier: str, value: str, name: str, table: Any = None
+) -> ColumnElement[bool]:
+    c = (table if table is not None else t.idx_token).c
     if modifier == "text":
         return c.text.like(f"{_like_escape(normalise_string(unescape(value)))}%", escape="\\")
     if modifier == "of-type":
@@ -332,8 +336,10 @@ def _token_cond(types: list[str], code: str, modifier: str, value: str, name: st
     return and_(c.system == system, c.code == tok)
 
 
-def _reference_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
-    c = t.idx_reference.c
+def _reference_cond(
+    types: list[str], code: str, modifier: str, value: str, name: str, table: Any = None
+) -> ColumnElement[bool]:
+    c = (table if table is not None else t.idx_reference).c
     raw = unescape(value)
     if modifier == "identifier":
         tc = t.idx_token.c
@@ -388,10 +394,10 @@ def _date_condition(low: Any, high: Any, value: str, name: str) -> ColumnElement
         return high > ph
     if prefix == "lt":
         return low < pl
-    if prefix == "ge":
-        return or_(high > ph, eq)
-    if prefix == "le":
-        return or_(low < pl, eq)
+    if prefix == "ge":  # some of the target is at or after the start of the value
+        return high >= pl
+    if prefix == "le":  # some of the target is at or before the end of the value
+        return low <= ph
     if prefix == "sa":
         return low > ph
     if prefix == "eb":
@@ -402,10 +408,12 @@ def _date_condition(low: Any, high: Any, value: str, name: str) -> ColumnElement
     return and_(low <= ph + slack, high >= pl - slack)
 
 
-def _date_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
+def _date_cond(
+    types: list[str], code: str, modifier: str, value: str, name: str, table: Any = None
+) -> ColumnElement[bool]:
     if modifier:
         raise InvalidInput(f"Modifier ':{modifier}' is not allowed on date parameter '{code}'", expression=name)
-    c = t.idx_date.c
+    c = (table if table is not None else t.idx_date).c
     return _date_condition(c.low, c.high, value, name)
 
 
@@ -433,18 +441,22 @@ def _number_condition(
     return and_(col >= v - slack, col <= v + slack)
 
 
-def _number_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
+def _number_cond(
+    types: list[str], code: str, modifier: str, value: str, name: str, table: Any = None
+) -> ColumnElement[bool]:
     if modifier:
         raise InvalidInput(f"Modifier ':{modifier}' is not allowed on number parameter '{code}'", expression=name)
-    c = t.idx_number.c
+    c = (table if table is not None else t.idx_number).c
     prefix, text = _prefix(value)
     return _number_condition(c.value, c.low, c.high, prefix, text, name)
 
 
-def _quantity_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
+def _quantity_cond(
+    types: list[str], code: str, modifier: str, value: str, name: str, table: Any = None
+) -> ColumnElement[bool]:
     if modifier:
         raise InvalidInput(f"Modifier ':{modifier}' is not allowed on quantity parameter '{code}'", expression=name)
-    c = t.idx_quantity.c
+    c = (table if table is not None else t.idx_quantity).c
     parts = split_unescaped(value, "|")
     if len(parts) not in (1, 3):
         raise InvalidInput(f"A quantity is number, or number|system|code, not '{value}'", expression=name)
@@ -480,8 +492,10 @@ def _scale_text(text: str, factor: float) -> str:
     return str(value.quantize(quant)) if abs(exponent + shift) < 20 else str(value)
 
 
-def _uri_cond(types: list[str], code: str, modifier: str, value: str, name: str) -> ColumnElement[bool]:
-    c = t.idx_uri.c
+def _uri_cond(
+    types: list[str], code: str, modifier: str, value: str, name: str, table: Any = None
+) -> ColumnElement[bool]:
+    c = (table if table is not None else t.idx_uri).c
     raw = unescape(value)
     if modifier == "below":
         return or_(c.uri == raw, c.uri.like(f"{_like_escape(raw.rstrip('/'))}/%", escape="\\"))
@@ -497,7 +511,7 @@ def _uri_cond(types: list[str], code: str, modifier: str, value: str, name: str)
     return c.uri == raw
 
 
-_BUILDERS: dict[str, Callable[[list[str], str, str, str, str], ColumnElement[bool]]] = {
+_BUILDERS: dict[str, Callable[..., ColumnElement[bool]]] = {
     "string": _string_cond,
     "token": _token_cond,
     "reference": _reference_cond,
@@ -511,29 +525,29 @@ _BUILDERS: dict[str, Callable[[list[str], str, str, str, str], ColumnElement[boo
 def _composite_builder(
     types: list[str], param: SearchParam, modifier: str, value: str, name: str
 ) -> Callable[[], ColumnElement[bool]]:
-    """Composite ``a$b``: each component must match (on the same resource)."""
+    """Composite ``a$b``: every component must match on the same element (rows of one group)."""
+    from changbai.store.indexer import component_params
+
     if modifier:
         raise InvalidInput(f"Modifier ':{modifier}' is not allowed on composite parameter", expression=name)
-    ors = []
+    comps = component_params(param)
+    if comps is None:
+        raise NotSupported(f"Composite parameter '{param.code}' is not supported", expression=name)
+    alternatives = []
     for alternative in split_or(value):
         pieces = split_unescaped(alternative, "$")
-        if len(pieces) != len(param.components):
-            raise InvalidInput(f"'{param.code}' takes {len(param.components)} values separated by $", expression=name)
-        conds = []
-        for comp, piece in zip(param.components, pieces, strict=True):
-            comp_def = registry().by_url.get(comp.definition_url)
-            if comp_def is None:
-                raise NotSupported(f"Component {comp.definition_url} of '{param.code}' is unknown", expression=name)
-            comp_param = registry().get(param.resource_type, comp_def["code"])
-            if comp_param is None:
-                raise NotSupported(f"Component '{comp_def['code']}' of '{param.code}' is not indexed", expression=name)
-            table = t.INDEX_TABLES[comp_param.type]
-            cond = _BUILDERS[comp_param.type](types, comp_param.code, "", piece, name)
-            conds.append(
-                R.rid.in_(select(table.c.rid).where(table.c.rtype.in_(types), table.c.param == comp_param.code, cond))
-            )
-        ors.append(and_(*conds))
-    return lambda: or_(*ors)
+        if len(pieces) != len(comps):
+            raise InvalidInput(f"'{param.code}' takes {len(comps)} values separated by $", expression=name)
+        tables = [t.INDEX_TABLES[comp_type].alias(f"c{i}") for i, (comp_type, _) in enumerate(comps)]
+        conds: list[ColumnElement[bool]] = []
+        for i, ((comp_type, _), piece, table) in enumerate(zip(comps, pieces, tables, strict=True)):
+            conds.append(table.c.rtype.in_(types))
+            conds.append(table.c.param == f"{param.code}${i}")
+            conds.append(_BUILDERS[comp_type](types, param.code, "", piece, name, table))
+            if i:
+                conds += [table.c.rid == tables[0].c.rid, table.c.grp == tables[0].c.grp]
+        alternatives.append(select(tables[0].c.rid).where(*conds))
+    return lambda: or_(*(R.rid.in_(sub) for sub in alternatives))
 
 
 def _chain_builder(
@@ -624,6 +638,18 @@ def _where(request: SearchRequest) -> list[ColumnElement[bool]]:
     return conds
 
 
+#: The column a parameter type sorts by; dates sort by the start of their range ascending, the end descending.
+_SORT_COLUMN = {
+    "date": "range",
+    "string": "value",
+    "token": "code",
+    "number": "value",
+    "quantity": "value",
+    "reference": "target_id",
+    "uri": "uri",
+}
+
+
 def _order(request: SearchRequest) -> list[Any]:
     order: list[Any] = []
     for key, desc in request.sort:
@@ -636,15 +662,8 @@ def _order(request: SearchRequest) -> list[Any]:
             if param is None or param.type not in t.INDEX_TABLES:
                 raise InvalidInput(f"Cannot sort by '{key}'", expression="_sort")
             table = t.INDEX_TABLES[param.type]
-            col = {
-                "date": table.c.low if not desc else table.c.high,
-                "string": table.c.get("value"),
-                "token": table.c.get("code"),
-                "number": table.c.get("value"),
-                "quantity": table.c.get("value"),
-                "reference": table.c.get("target_id"),
-                "uri": table.c.get("uri"),
-            }[param.type]
+            column = _SORT_COLUMN[param.type]
+            col = table.c[("high" if desc else "low") if column == "range" else column]
             agg = func.max(col) if desc else func.min(col)
             expr = select(agg).where(table.c.rid == R.rid, table.c.param == key).scalar_subquery()
         order.append(expr.desc() if desc else expr.asc())
