@@ -40,7 +40,11 @@ def generate(out_dir: Path, residents: int, seed: int, progress: Callable[[int],
     if not 1 <= residents <= MAX_RESIDENTS:
         raise InvalidInput(f"residents must be between 1 and {MAX_RESIDENTS}", expression="residents")
     out_dir = Path(out_dir)
-    _clear(out_dir)
+    try:
+        _clear(out_dir)
+        (out_dir / GROUND_TRUTH).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InvalidInput(f"cannot write the province to {out_dir}: {exc.strerror or exc}", expression="out") from exc
     pop = load("population")
     as_of, start = ordinal(pop["as_of"]), ordinal(pop["care_start"])
     geo = jilin()

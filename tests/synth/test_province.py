@@ -333,6 +333,17 @@ def test_bad_resident_count_is_refused(tmp_path):
         generate(tmp_path, 0, 1)
 
 
+def test_an_unusable_output_directory_is_a_clear_error(tmp_path, capsys):
+    from changbai.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    with pytest.raises(InvalidInput):
+        generate(blocker, 10, 1)
+    assert main(["synth", "--residents", "10", "--out", str(blocker / "sub")]) == 2
+    assert "cannot write the province" in capsys.readouterr().err
+
+
 def test_cli_writes_a_province(tmp_path, capsys):
     from changbai.cli import main
 
