@@ -86,7 +86,13 @@ def make_record(
         if (t_family, t_given) != (family, given):
             family, given = t_family, t_given
             applied.append("traditional")
-    if rng.random() < err["pinyin"]:
+    korean = [n for n in rec["name"][1:] if n.get("extension")]
+    if korean and not applied and rng.random() < err["hangul_only"]:
+        # a Yanbian desk typed the Korean name only
+        k = korean[0]
+        rec["name"] = [{"use": "official", "text": k["text"], "family": k["family"], "given": k["given"]}]
+        applied.append("hangul_only")
+    elif rng.random() < err["pinyin"]:
         family, given = _pinyin(family), _pinyin(given)
         rec["name"] = [{"use": "official", "text": f"{family} {given}", "family": family, "given": [given]}]
         applied.append("pinyin")

@@ -244,7 +244,7 @@ def test_duplicate_records_carry_the_errors_the_ground_truth_names(province):
             assert ids != [true_id] and not gb11643.is_valid(ids[0])
         else:
             assert ids == [true_id]
-        if not errors & {"homophone", "typo_char", "nickname", "traditional", "pinyin"}:
+        if not errors & {"homophone", "typo_char", "nickname", "traditional", "pinyin", "hangul_only"}:
             assert rec["name"][0]["text"] == persons[row["person_id"]]["name"]
 
 
