@@ -31,6 +31,7 @@ def blocking_row(p: NormalisedPatient) -> dict[str, Any]:
     row["fuzzy_canon"] = min(n.fuzzy, n.fuzzy_alt) if n else None
     row["birth_year"] = p.birth_date[:4] if p.birth_date else None
     row["place"] = p.county or p.postal_code
+    row["initial"] = n.plain[:1] if n else None
     return row
 
 

@@ -84,3 +84,11 @@ def fuzzy_word(word: str) -> str:
     """Fuzzy form of a romanised word, syllable by syllable when it is pinyin, else unchanged."""
     parts = split_pinyin(word)
     return "".join(fuzzy_syllable(p) for p in parts) if parts else word
+
+
+def ascii_key(text: str) -> str:
+    """Toneless pinyin of the Han characters with letters and digits kept ("光明街12号" ->
+    "guangmingjie12hao"): string similarity then means the same in Python and in SQL engines that
+    measure bytes, and a homophone slip in an address costs nothing."""
+    out = lazy_pinyin(to_simplified(text), style=Style.NORMAL, errors="default")
+    return "".join(ch for ch in "".join(out).lower() if ch.isascii() and ch.isalnum())

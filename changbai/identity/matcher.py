@@ -132,15 +132,28 @@ class Matcher:
             without = list(vector)
             without[_ID] = MISSING
             deciding = float(model.probability(model.weight(without)))
-        t = model.thresholds
-        if deciding >= t.auto_link:
-            decision = "auto-link"
-            grade = "certain" if vector[_ID] == _ID_LEVELS.index("exact-valid") else "probable"
-        elif probability >= t.review:
-            decision, grade = "review", "possible"
-        else:
-            decision, grade = "no-match", "certainly-not"
         levels = {
             c.field: ("missing" if g == MISSING else c.levels[g].name) for c, g in zip(COMPARISONS, vector, strict=True)
         }
+        decision = decide(model, probability, deciding, levels, (a.get("name_script"), b.get("name_script")))
+        grade = {"auto-link": "probable", "review": "possible", "no-match": "certainly-not"}[decision]
+        if decision == "auto-link" and levels["id_number"] == "exact-valid":
+            grade = "certain"
         return MatchResult(str(b["unique_id"]), probability, weight, decision, grade, levels)
+
+
+def decide(
+    model: MatchModel,
+    probability: float,
+    deciding: float,
+    levels: dict[str, str],
+    scripts: tuple[str | None, str | None] = (None, None),
+) -> str:
+    """auto-link | review | no-match from the thresholds, then capped by the model's guards."""
+    t = model.thresholds
+    decision = "auto-link" if deciding >= t.auto_link else "review" if probability >= t.review else "no-match"
+    rank = {"no-match": 0, "review": 1, "auto-link": 2}
+    for guard in model.guards:
+        if guard.applies(levels, scripts) and rank[guard.cap] < rank[decision]:
+            decision = guard.cap
+    return decision

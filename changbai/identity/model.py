@@ -40,9 +40,43 @@ class FieldParams:
     levels: list[str]
     m: list[float]
     u: list[float]
+    #: level -> m fixed by domain knowledge (EM leaves it; the other levels share the rest).
+    fixed_m: dict[str, float] = field(default_factory=dict)
+
+    def set_m(self, m: list[float]) -> None:
+        if not self.fixed_m:
+            self.m = m
+            return
+        fixed = {self.levels.index(k): v for k, v in self.fixed_m.items()}
+        free = sum(x for i, x in enumerate(m) if i not in fixed)
+        rest = 1.0 - sum(fixed.values())
+        self.m = [fixed[i] if i in fixed else max(x / free * rest, _FLOOR) for i, x in enumerate(m)]
 
     def weights(self) -> list[float]:
         return [math.log2(max(m, _FLOOR) / max(u, _FLOOR)) for m, u in zip(self.m, self.u, strict=True)]
+
+
+@dataclass
+class Guard:
+    """A pattern of levels that caps the decision (e.g. possible twins go to review, never auto-link).
+
+    It applies when, for every field in ``when``, the pair's level is one of those listed, and for no
+    field in ``unless`` it is one of those listed."""
+
+    name: str
+    when: dict[str, list[str]]
+    unless: dict[str, list[str]]
+    cap: str  # review | no-match
+    why: str = ""
+    #: When set, the guard applies only if both records' name scripts are listed (None = no name).
+    name_scripts: list[str | None] | None = None
+
+    def applies(self, levels: dict[str, str], scripts: tuple[str | None, str | None] = (None, None)) -> bool:
+        if self.name_scripts is not None and not all(s in self.name_scripts for s in scripts):
+            return False
+        return all(levels.get(f) in allowed for f, allowed in self.when.items()) and not any(
+            levels.get(f) in listed for f, listed in self.unless.items()
+        )
 
 
 @dataclass
@@ -51,6 +85,7 @@ class MatchModel:
     prior: float
     fields: list[FieldParams]
     thresholds: Thresholds = field(default_factory=Thresholds)
+    guards: list[Guard] = field(default_factory=list)
     description: str = ""
     trained_on: dict[str, Any] = field(default_factory=dict)
 
@@ -90,34 +125,46 @@ class MatchModel:
             f.u = _frequencies(vectors[:, j], len(f.levels), np.ones(len(vectors)))
         self._tables = None
 
-    def fit_em(self, vectors: np.ndarray, *, fix_u: bool = True, max_iter: int = 100, tol: float = 1e-6) -> int:
-        """Estimate m (and u unless ``fix_u``) and the share of matches among ``vectors`` by EM.
+    def fit_em(
+        self,
+        vectors: np.ndarray,
+        *,
+        fix_u: bool = True,
+        fix_m: bool = False,
+        ignore: frozenset[str] = frozenset(),
+        max_iter: int = 100,
+        tol: float = 1e-6,
+    ) -> tuple[float, int]:
+        """Estimate m (unless ``fix_m``), u (unless ``fix_u``) and the share of matches among ``vectors``.
 
-        ``vectors`` are the comparison vectors of the blocked candidate pairs. Returns the iterations
-        run. The prior learned is the share among candidate pairs; the model's ``prior`` is then set to
-        the share among all pairs, ``λ_blocked * n_blocked / n_all`` when ``trained_on`` says n_all.
+        ``vectors`` are comparison vectors of blocked pairs; fields in ``ignore`` (those the blocking
+        rule made agree) neither inform nor get estimated. Returns (share of matches, iterations).
         """
+        active = [j for j, f in enumerate(self.fields) if f.field not in ignore]
         lam = 0.5
         iterations = 0
         while iterations < max_iter:
             iterations += 1
-            self._tables = None
-            w = self.weights(vectors) - self.prior_weight + math.log2(lam / (1 - lam))
+            tables = self.weight_tables()
+            w = np.full(len(vectors), math.log2(lam / (1 - lam)))
+            for j in active:
+                w += tables[j][vectors[:, j]]
             resp = 1.0 / (1.0 + np.power(2.0, -w))
-            new_lam = float(resp.mean())
+            new_lam = min(max(float(resp.mean()), 1e-9), 1 - 1e-9)
             delta = abs(new_lam - lam)
-            for j, f in enumerate(self.fields):
-                new_m = _frequencies(vectors[:, j], len(f.levels), resp)
-                delta = max(delta, max(abs(a - b) for a, b in zip(new_m, f.m, strict=True)))
-                f.m = new_m
+            lam = new_lam
+            for j in active:
+                f = self.fields[j]
+                if not fix_m:
+                    old_m = f.m
+                    f.set_m(_frequencies(vectors[:, j], len(f.levels), resp))
+                    delta = max(delta, max(abs(a - b) for a, b in zip(old_m, f.m, strict=True)))
                 if not fix_u:
                     f.u = _frequencies(vectors[:, j], len(f.levels), 1.0 - resp)
-            lam = min(max(new_lam, 1e-9), 1 - 1e-9)
+            self._tables = None
             if delta < tol:
                 break
-        self._tables = None
-        self.trained_on["lambda_blocked"] = lam
-        return iterations
+        return lam, iterations
 
     # -- file form ---------------------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
@@ -126,12 +173,18 @@ class MatchModel:
             "description": self.description,
             "prior": self.prior,
             "thresholds": {"auto_link": self.thresholds.auto_link, "review": self.thresholds.review},
+            "guards": [
+                {"name": g.name, "why": g.why, "when": g.when, "unless": g.unless, "cap": g.cap}
+                | ({"name_scripts": g.name_scripts} if g.name_scripts is not None else {})
+                for g in self.guards
+            ],
             "trained_on": self.trained_on,
             "fields": [
                 {
                     "field": f.field,
                     "levels": [
                         {"name": n, "m": round(m, 8), "u": round(u, 8), "weight": round(w, 3)}
+                        | ({"fixed_m": True} if n in f.fixed_m else {})
                         for n, m, u, w in zip(f.levels, f.m, f.u, f.weights(), strict=True)
                     ],
                 }
@@ -161,9 +214,24 @@ def from_json(data: dict[str, Any]) -> MatchModel:
                 [lv["name"] for lv in f["levels"]],
                 [float(lv["m"]) for lv in f["levels"]],
                 [float(lv["u"]) for lv in f["levels"]],
+                {lv["name"]: float(lv["m"]) for lv in f["levels"] if lv.get("fixed_m")},
             )
             for f in data["fields"]
         ]
+        guards = [
+            Guard(
+                g["name"],
+                dict(g.get("when") or {}),
+                dict(g.get("unless") or {}),
+                g["cap"],
+                g.get("why", ""),
+                g.get("name_scripts"),
+            )
+            for g in data.get("guards") or []
+        ]
+        for g in guards:
+            if g.cap not in ("review", "no-match"):
+                raise InvalidInput(f"match model: guard {g.name!r} caps at {g.cap!r}, not review or no-match")
         expected = [(c.field, [lv.name for lv in c.levels]) for c in COMPARISONS]
         if [(f.field, f.levels) for f in fields] != expected:
             raise InvalidInput(f"match model {data.get('version')!r}: fields/levels differ from the comparisons")
@@ -179,6 +247,7 @@ def from_json(data: dict[str, Any]) -> MatchModel:
             prior=prior,
             fields=fields,
             thresholds=thresholds,
+            guards=guards,
             description=str(data.get("description", "")),
             trained_on=dict(data.get("trained_on") or {}),
         )
@@ -195,16 +264,42 @@ def load(path: Path | str | None = None) -> MatchModel:
     return from_json(json.loads(text))
 
 
+def policy() -> dict[str, Any]:
+    """The hand-edited part of the model: description, thresholds, guards, m values fixed by knowledge."""
+    text = resources.files("changbai.identity").joinpath("data/model_policy.json").read_text(encoding="utf-8")
+    return dict(json.loads(text))
+
+
 def blank(version: str = "untrained", prior: float = 1e-4) -> MatchModel:
-    """A model with neutral starting values for EM: m favours the first levels, u the last."""
+    """The policy with neutral starting values for EM: m favours the first levels, u the last."""
+    rules = policy()
     fields = []
     for c in COMPARISONS:
         n = len(c.levels)
-        m = [0.9 * (0.5**i) for i in range(n)]
+        names = [lv.name for lv in c.levels]
         u = [0.01 * (2**i) for i in range(n)]
         u[-1] = 1.0
-        fields.append(FieldParams(c.field, [lv.name for lv in c.levels], _norm(m), _norm(u)))
-    return MatchModel(version=version, prior=prior, fields=fields)
+        params = FieldParams(c.field, names, [], _norm(u), dict(rules.get("fixed_m", {}).get(c.field, {})))
+        params.set_m(_norm([0.9 * (0.5**i) for i in range(n)]))
+        fields.append(params)
+    data = {
+        "version": version,
+        "prior": prior,
+        "description": rules.get("description", ""),
+        "thresholds": rules.get("thresholds", {}),
+        "guards": rules.get("guards", []),
+        "fields": [
+            {
+                "field": f.field,
+                "levels": [
+                    {"name": n, "m": m, "u": u} | ({"fixed_m": True} if n in f.fixed_m else {})
+                    for n, m, u in zip(f.levels, f.m, f.u, strict=True)
+                ],
+            }
+            for f in fields
+        ],
+    }
+    return from_json(data)
 
 
 def _norm(values: list[float]) -> list[float]:
