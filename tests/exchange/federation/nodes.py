@@ -46,6 +46,10 @@ class NodeProcess:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> NodeProcess:
+        return self.launch().ready()
+
+    def launch(self) -> NodeProcess:
+        """Start the process without waiting (several nodes boot in parallel); then call :meth:`ready`."""
         log = (self.workdir / "stderr.log").open("ab")
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "changbai.cli", "serve", "--port", str(self.port), "--database", self.database],
@@ -54,6 +58,10 @@ class NodeProcess:
             stdout=subprocess.DEVNULL,
             stderr=log,
         )
+        return self
+
+    def ready(self) -> NodeProcess:
+        assert self.proc is not None
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
@@ -107,6 +115,8 @@ class CuttableLink:
     def cut(self) -> None:
         server, self._server = self._server, None
         if server is not None:
+            with contextlib.suppress(OSError):
+                server.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked in accept()
             server.close()
         with self._lock:
             conns, self._conns = self._conns, []
