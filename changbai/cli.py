@@ -13,9 +13,12 @@ from changbai import __version__, logs
 from changbai.errors import ChangbaiError
 
 COMMAND_MODULES = [
+    "changbai.store.cli",
     "changbai.api.cli",
     "changbai.exchange.cli",
     "changbai.synth.cli",
+    "changbai.demo",
+    "changbai.identity.cli",
 ]
 
 
@@ -45,6 +48,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+    except Exception as exc:  # a bug: say so plainly; the traceback goes to the debug log only
+        logs.get("changbai.cli").debug("unhandled error", exc_info=True)
+        print(f"changbai: internal error: {type(exc).__name__}: {exc} (run with CHANGBAI_LOG_LEVEL=DEBUG for "
+              "details)", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":
