@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "changbai.api.cli",
     "changbai.exchange.cli",
     "changbai.synth.cli",
+    "changbai.exchange.subscriptions.cli",
     "changbai.demo",
     "changbai.identity.cli",
 ]
