@@ -179,7 +179,7 @@ def test_households_put_minors_with_their_parents(province):
     households: dict[str, list[dict[str, str]]] = {}
     for p in persons:
         households.setdefault(p["household"], []).append(p)
-    assert 1.8 < len(persons) / len(households) < 3.0  # Jilin 2020 census: 2.36 per family household
+    assert 1.8 < len(persons) / len(households) < 3.0  # Jilin 2020 census: about 2.4 per family household
     minors = [p for p in persons if p["birth_date"] > "2008-01-01"]
     with_adult = [
         p for p in minors if any(m["birth_date"] < "2000-01-01" for m in households[p["household"]] if m is not p)
