@@ -1,0 +1,417 @@
+"""ValueSet expansion: compose include/exclude, concept lists, filters, imports, text filter, paging.
+
+The expander resolves each include's code system through the source (honouring the version rules of
+force-system-version / system-version / check-system-version), evaluates it against the cached
+:class:`CodeSystemIndex`, and returns entries in the code system's definition order.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from changbai.terminology.codesystem import INDEXES, CodeSystemIndex, Concept
+from changbai.terminology.params import TxError, TxIssue, not_found
+from changbai.terminology.source import (
+    TerminologySource,
+    is_wildcard,
+    split_canonical,
+    version_matches,
+)
+
+Resource = dict[str, Any]
+
+#: Largest expansion returned without paging (tx servers refuse rather than truncate silently).
+MAX_EXPANSION = 10_000
+_DESIGNATION_USE_PREFERRED = {
+    "system": "http://terminology.hl7.org/CodeSystem/hl7TermMaintInfra",
+    "code": "preferredForLanguage",
+}
+
+
+@dataclass
+class Options:
+    """Expansion / validation parameters that shape the answer."""
+
+    active_only: bool = False
+    display_languages: list[str] = field(default_factory=list)
+    include_designations: bool = False
+    designation_filters: list[str] = field(default_factory=list)
+    properties: list[str] = field(default_factory=list)
+    text_filter: str | None = None
+    offset: int = 0
+    count: int | None = None
+    exclude_nested: bool = True
+    include_definition: bool = False
+    force_versions: dict[str, str] = field(default_factory=dict)
+    default_versions: dict[str, str] = field(default_factory=dict)
+    check_versions: dict[str, str] = field(default_factory=dict)
+    default_vs_versions: dict[str, str] = field(default_factory=dict)
+    echo: list[dict[str, Any]] = field(default_factory=list)
+    limit: int = MAX_EXPANSION
+
+
+@dataclass
+class Entry:
+    system: str
+    version: str | None
+    code: str
+    display: str | None
+    concept: Concept | None = None
+    index: CodeSystemIndex | None = None
+    designations: list[dict[str, Any]] = field(default_factory=list)
+    inactive: bool = False
+    abstract: bool = False
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return (self.system, self.code)
+
+
+class Resolution:
+    """Which version of a code system an include (or a coding) ends up using, and why."""
+
+    def __init__(self, url: str, spec: str | None, source_of_spec: str, index: CodeSystemIndex | None) -> None:
+        self.url = url
+        self.spec = spec
+        self.source_of_spec = source_of_spec  # include | force | default | check | latest
+        self.index = index
+
+    @property
+    def version(self) -> str | None:
+        return self.index.version if self.index else self.spec
+
+
+def load_index(source: TerminologySource, url: str, version: str | None) -> CodeSystemIndex | None:
+    resource = source.code_system(url, version)
+    if resource is None:
+        return None
+    supplements = [
+        s
+        for s in source.supplements(url)
+        if not split_canonical(s.get("supplements", ""))[1]
+        or version_matches(split_canonical(s["supplements"])[1] or "", resource.get("version") or "")
+    ]
+    return INDEXES.get(resource, supplements if supplements else None)
+
+
+def resolve_include(source: TerminologySource, url: str, include_version: str | None, opts: Options) -> Resolution:
+    """Pick the code system version an include uses: force > include > default/check > newest."""
+    if url in opts.force_versions:
+        spec, why = opts.force_versions[url], "force"
+    elif include_version:
+        spec, why = include_version, "include"
+    elif url in opts.default_versions:
+        spec, why = opts.default_versions[url], "default"
+    elif url in opts.check_versions:
+        spec, why = opts.check_versions[url], "check"
+    else:
+        spec, why = None, "latest"
+    return Resolution(url, spec, why, load_index(source, url, spec))
+
+
+def valid_versions(source: TerminologySource, url: str) -> str:
+    versions = source.versions("CodeSystem", url)
+    return " or ".join(versions) if versions else ""
+
+
+def unknown_system_text(source: TerminologySource, url: str, version: str | None, purpose: str) -> str:
+    """The tx wording for a code system that cannot be found (purpose: 'the code cannot be validated')."""
+    versions = source.versions("CodeSystem", url)
+    if version and versions:
+        return (
+            f"A definition for CodeSystem '{url}' version '{version}' could not be found, so {purpose}. "
+            f"Valid versions: {' or '.join(versions)}"
+        )
+    if version:
+        return f"A definition for CodeSystem '{url}' version '{version}' could not be found, so {purpose}"
+    return f"A definition for CodeSystem '{url}' could not be found, so {purpose}"
+
+
+class Expander:
+    """Evaluates a ValueSet's compose into entries; one instance per operation call."""
+
+    def __init__(self, source: TerminologySource, opts: Options) -> None:
+        self.source = source
+        self.opts = opts
+        self.used_systems: dict[str, str] = {}
+        self.used_valuesets: list[str] = []
+        self.warnings: list[TxIssue] = []
+
+    # resolution
+    def value_set(self, canonical: str, pathway: tuple[str, ...] = ()) -> Resource:
+        url, version = split_canonical(canonical)
+        if version is None and url in self.opts.default_vs_versions:
+            version = self.opts.default_vs_versions[url]
+        vs = self.source.value_set(url, version)
+        if vs is None:
+            if pathway:
+                shown = f"'{url}' version '{version}'" if version else f"'{url}'"
+                raise not_found(f"Unable to find included value set {shown}", "Unable_to_resolve_value_Set_")
+            shown = f"{url}|{version}" if version else url
+            raise not_found(f"A definition for the value Set '{shown}' could not be found")
+        return vs
+
+    def entries(self, vs: Resource, pathway: tuple[str, ...] = ()) -> list[Entry]:
+        """All entries of a value set (before text filter and paging), deduplicated, in order."""
+        ident = f"{vs.get('url', '')}|{vs.get('version', '')}" if vs.get("url") else str(id(vs))
+        if ident in pathway:
+            raise TxError(
+                TxIssue(
+                    "error",
+                    "processing",
+                    "vs-invalid",
+                    f"Found a circularity pointing to {ident} processing ValueSet with pathway [{', '.join(pathway)}]",
+                )
+            )
+        pathway = (*pathway, ident)
+        compose = vs.get("compose") or {}
+        if not compose and vs.get("expansion"):
+            return [
+                Entry(c.get("system", ""), c.get("version"), c["code"], c.get("display"))
+                for c in _flatten(vs["expansion"].get("contains", []))
+            ]
+        inactive_ok = compose.get("inactive", True) is not False
+        out: dict[tuple[str, str], Entry] = {}
+        for inc in compose.get("include", []):
+            for e in self._include(inc, pathway):
+                out.setdefault(e.key, e)
+        if compose.get("exclude") and out:
+            for exc in compose["exclude"]:
+                for e in self._include(exc, pathway, excluding=True):
+                    out.pop(e.key, None)
+        result = list(out.values())
+        if not inactive_ok or self.opts.active_only:
+            result = [e for e in result if not e.inactive]
+        return result
+
+    def _include(self, inc: dict[str, Any], pathway: tuple[str, ...], excluding: bool = False) -> list[Entry]:
+        system = inc.get("system")
+        imported: list[set[tuple[str, str]]] = []
+        imported_entries: list[Entry] = []
+        for i, canonical in enumerate(inc.get("valueSet", [])):
+            vs = self.value_set(canonical, pathway)
+            self.used_valuesets.append(f"{vs.get('url')}|{vs.get('version')}" if vs.get("version") else vs["url"])
+            found = self.entries(vs, pathway)
+            imported.append({e.key for e in found})
+            if i == 0:
+                imported_entries = found
+        if system is None:
+            if not imported:
+                return []
+            keep = set.intersection(*imported)
+            return [e for e in imported_entries if e.key in keep]
+        res = resolve_include(self.source, system, inc.get("version"), self.opts)
+        index = res.index
+        if index is None:
+            if excluding:
+                return []
+            purpose = "the value set cannot be expanded"
+            raise TxError(
+                TxIssue(
+                    "error",
+                    "not-found",
+                    "not-found",
+                    unknown_system_text(self.source, system, res.spec, purpose),
+                    message_id="UNKNOWN_CODESYSTEM_VERSION" if res.spec else "UNKNOWN_CODESYSTEM",
+                ),
+                status=404,
+            )
+        if index.content == "supplement":
+            raise TxError(
+                TxIssue(
+                    "error",
+                    "business-rule",
+                    "vs-invalid",
+                    f"CodeSystem {index.url}|{index.version} is a supplement, so can't be used as a value in "
+                    "ValueSet.compose.include.system",
+                )
+            )
+        self.used_systems[index.url] = f"{index.url}|{index.version}" if index.version else index.url
+        if inc.get("concept"):
+            entries = []
+            for c in inc["concept"]:
+                concept = index.get(c["code"])
+                if concept is None:
+                    continue
+                entry = self._entry(index, concept)
+                if c.get("display"):
+                    entry.display = c["display"]
+                entry.designations = list(c.get("designation", [])) + entry.designations
+                entries.append(entry)
+        else:
+            codes: list[str] | None = None
+            for f in inc.get("filter", []):
+                if "value" not in f:
+                    raise TxError(
+                        TxIssue(
+                            "error",
+                            "invalid",
+                            "vs-invalid",
+                            f"The system {system} filter with property = {f.get('property')}, op = "
+                            f"{f.get('op')} has no value",
+                        )
+                    )
+                found = index.filter(f.get("property", ""), f.get("op", ""), f["value"])
+                codes = found if codes is None else [c for c in codes if c in set(found)]
+            if codes is None:
+                codes = index.order
+            entries = [self._entry(index, index.concepts[c]) for c in codes]
+        if imported:
+            keep = set.intersection(*imported)
+            entries = [e for e in entries if e.key in keep]
+        return entries
+
+    def _entry(self, index: CodeSystemIndex, concept: Concept) -> Entry:
+        return Entry(
+            system=index.url,
+            version=index.version,
+            code=concept.code,
+            display=concept.display,
+            concept=concept,
+            index=index,
+            inactive=concept.inactive,
+            abstract=concept.abstract,
+        )
+
+
+def _flatten(contains: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = []
+    for c in contains:
+        if "code" in c:
+            out.append(c)
+        out.extend(_flatten(c.get("contains", [])))
+    return out
+
+
+def text_matches(entry: Entry, words: list[str]) -> bool:
+    hay = [entry.code.lower(), (entry.display or "").lower()]
+    if entry.concept:
+        hay.extend(d.get("value", "").lower() for d in entry.concept.designations)
+    return all(any(w in h for h in hay) for w in words)
+
+
+def pick_display(entry: Entry, languages: list[str]) -> str | None:
+    """The display in the first requested language the concept has (designations), else the default."""
+    if not languages or entry.index is None or entry.concept is None:
+        return entry.display
+    cs_lang = entry.index.language
+    for lang in languages:
+        if lang == "*":
+            return entry.display
+        if cs_lang and _lang_match(lang, cs_lang) and entry.display:
+            return entry.display
+        for d in entry.designations + entry.concept.designations:
+            if d.get("language") and _lang_match(lang, d["language"]) and _usable_as_display(d):
+                return d.get("value")
+    return entry.display
+
+
+def _usable_as_display(d: dict[str, Any]) -> bool:
+    use = d.get("use")
+    return not use or use.get("code") in ("display", "preferredForLanguage") or use.get("code") == "900000000000013009"
+
+
+def _lang_match(wanted: str, have: str) -> bool:
+    wanted, have = wanted.lower(), have.lower()
+    return have == wanted or have.startswith(wanted + "-") or wanted.startswith(have + "-")
+
+
+def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
+    """$expand: the ValueSet with an ``expansion`` (flat; ``contains`` paged by offset/count)."""
+    expander = Expander(source, opts)
+    entries = expander.entries(vs)
+    if opts.text_filter:
+        words = [w.lower() for w in opts.text_filter.split() if w]
+        entries = [e for e in entries if text_matches(e, words)]
+    total = len(entries)
+    if opts.count is None and total > opts.limit:
+        raise TxError(
+            TxIssue(
+                "error",
+                "too-costly",
+                "too-costly",
+                f"The value set '{vs.get('url')}|{vs.get('version')}' expansion has too many codes to display "
+                f"(>{opts.limit})",
+                message_id="VALUESET_TOO_COSTLY",
+            ),
+            status=422,
+        )
+    page = entries[opts.offset : opts.offset + opts.count if opts.count is not None else None]
+    out = {k: v for k, v in vs.items() if k not in ("text", "expansion", "meta")}
+    expansion: dict[str, Any] = {
+        "identifier": f"urn:uuid:{uuid.uuid4()}",
+        "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
+        "total": total,
+    }
+    if opts.offset or opts.count is not None:
+        expansion["offset"] = opts.offset
+    parameters = list(opts.echo)
+    for canonical in expander.used_systems.values():
+        parameters.append({"name": "used-codesystem", "valueUri": canonical})
+    for canonical in dict.fromkeys(expander.used_valuesets):
+        parameters.append({"name": "used-valueset", "valueUri": canonical})
+    for url, ver in opts.force_versions.items():
+        parameters.append({"name": "force-system-version", "valueUri": f"{url}|{ver}"})
+    if parameters:
+        expansion["parameter"] = parameters
+    if opts.properties:
+        expansion["property"] = [{"code": p} for p in opts.properties]
+    contains = [_contains(e, opts) for e in page]
+    if contains:
+        expansion["contains"] = contains
+    out["expansion"] = expansion
+    return out
+
+
+def _contains(e: Entry, opts: Options) -> dict[str, Any]:
+    item: dict[str, Any] = {"system": e.system}
+    if e.abstract:
+        item["abstract"] = True
+    if e.inactive:
+        item["inactive"] = True
+    item["code"] = e.code
+    display = pick_display(e, opts.display_languages)
+    if display:
+        item["display"] = display
+    if opts.include_designations and e.concept is not None:
+        designations = []
+        lang = e.index.language if e.index else None
+        for d in e.designations + e.concept.designations:
+            if d.get("value") == display and (not d.get("language") or d.get("language") == lang):
+                continue
+            designations.append(d)
+        if designations:
+            item["designation"] = designations
+    if opts.properties and e.concept is not None:
+        props = []
+        for p in e.concept.properties:
+            if p.get("code") in opts.properties:
+                props.append(p)
+        if "definition" in opts.properties and e.concept.definition:
+            props.append({"code": "definition", "valueString": e.concept.definition})
+        if props:
+            item["property"] = props
+    if opts.include_definition and e.concept is not None and e.concept.definition:
+        item.setdefault("extension", []).append(
+            {
+                "url": "http://hl7.org/fhir/StructureDefinition/valueset-concept-definition",
+                "valueString": e.concept.definition,
+            }
+        )
+    return item
+
+
+__all__ = [
+    "Entry",
+    "Expander",
+    "Options",
+    "Resolution",
+    "expand",
+    "is_wildcard",
+    "load_index",
+    "pick_display",
+    "resolve_include",
+]

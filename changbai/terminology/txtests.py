@@ -1,0 +1,327 @@
+"""Runner for the HL7 terminology ecosystem test suite (tx-ecosystem tests/test-cases.json).
+
+Each suite's setup resources are loaded into an :class:`InMemorySource`; each test's request is sent to
+the matching operation handler (in process, or through any callable with the same shape, e.g. an HTTP
+client); the answer is compared with the expected response by the suite's own rules: expected files are
+templates ($id$, $uuid$, $instant$, $choice:..$, $fragments:..$, $external:..$ ...), objects may list
+``$optional-properties$`` and ``$count-arrays$``, array entries may be ``$optional$`` (true, a mode, a
+negated mode, ``version:N`` or ``warning:..``), and array order never matters.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from changbai.errors import ChangbaiError
+from changbai.terminology import operations
+from changbai.terminology.source import InMemorySource
+
+Resource = dict[str, Any]
+#: The FHIR version the platform speaks (for $version$ and version:N filters).
+SERVER_VERSION = "4.0.1"
+#: general: every test for all servers; flat: we return flat expansions (no nested contains).
+MODES = frozenset({"general", "flat"})
+
+#: (operation, source, parameters, accept_language, header) -> response resource (raises ChangbaiError).
+Handler = Callable[[str, InMemorySource, Resource, str | None, dict[str, str]], Resource]
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text(encoding="utf-8-sig"))
+
+
+# comparison --------------------------------------------------------------------------------------------
+
+
+_PATTERNS = {
+    "$instant$": re.compile(
+        r"([0-9]{4})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:([0-5][0-9]|60)"
+        r"(\.[0-9]{1,9})?(Z|[+-]((0[0-9]|1[0-3]):[0-5][0-9]|14:00))"
+    ),
+    "$uuid$": re.compile(r"urn:uuid:[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"),
+    "$id$": re.compile(r"[A-Za-z0-9\-.]{1,64}"),
+    "$url$": re.compile(r"(https?|urn):\S+"),
+    "$token$": re.compile(r"\S+( \S+)*"),
+    "$date$": re.compile(r"[0-9]{4}(-(0[1-9]|1[0-2])(-(0[1-9]|[12][0-9]|3[01]))?)?(T\S+)?"),
+    "$semver$": re.compile(r"[0-9]+\.[0-9]+\.[0-9]+(-[0-9A-Za-z.-]+)?(\+[0-9A-Za-z.-]+)?"),
+}
+
+
+@dataclass
+class Comparer:
+    modes: frozenset[str] = MODES
+    version: str = SERVER_VERSION
+    externals: dict[str, str] | None = None
+
+    def string_matches(self, expected: str, actual: str) -> bool:
+        if "$version$" in expected and expected != "$version$":
+            expected = expected.replace("$version$", self.version)
+        if not (expected.startswith("$") and expected.endswith("$") and len(expected) > 1):
+            return expected == actual
+        if expected == "$$":
+            return True
+        if expected == "$version$":
+            return actual == self.version
+        if expected == "$string$":
+            return actual == actual.strip() and bool(actual)
+        if expected.startswith("$choice:"):
+            return actual in expected[8:-1].split("|")
+        if expected.startswith("$fragments:"):
+            return all(f.lower() in actual.lower() for f in expected[11:-1].split("|"))
+        if expected.startswith("$external:"):
+            cmd = expected[1:-1].split(":", 2)
+            if self.externals is not None and cmd[1] in self.externals:
+                return actual == self.externals[cmd[1]]
+            if len(cmd) <= 2:
+                return True
+            return all(f.lower() in actual.lower() for f in cmd[2].split("|"))
+        pattern = _PATTERNS.get(expected)
+        if pattern is None:
+            return expected == actual
+        return pattern.fullmatch(actual) is not None
+
+    def is_optional(self, item: Any) -> bool:
+        if not isinstance(item, dict) or "$optional$" not in item:
+            return False
+        flag = item["$optional$"]
+        if flag is True:
+            return True
+        if not isinstance(flag, str):
+            return False
+        if flag.startswith("warning:"):
+            return True
+        if flag.startswith("version:"):
+            return self.version.startswith(flag[8:])
+        if flag.startswith("!"):
+            return flag[1:] not in self.modes
+        return flag not in self.modes
+
+    def compare(self, expected: Any, actual: Any, path: str = "") -> str | None:
+        """None when actual matches the expected template, else the first difference."""
+        if isinstance(expected, dict):
+            if not isinstance(actual, dict):
+                return f"{path}: expected an object, got {type(actual).__name__}"
+            optional = set(expected.get("$optional-properties$", []))
+            count_only = set(expected.get("$count-arrays$", []))
+            for key in actual:
+                if key not in expected and key != "fhir_comments":
+                    return f"{path}: unexpected property '{key}'"
+            for key, value in expected.items():
+                if key.startswith("$") and key.endswith("$"):
+                    continue
+                if key not in actual:
+                    if key in optional or "*" in optional:
+                        continue
+                    return f"{path}: missing property '{key}'"
+                if key in count_only:
+                    if len(actual[key]) != len(value):
+                        return f"{path}.{key}: expected {len(value)} items, got {len(actual[key])}"
+                    continue
+                diff = self.compare(value, actual[key], f"{path}.{key}")
+                if diff:
+                    return diff
+            return None
+        if isinstance(expected, list):
+            if not isinstance(actual, list):
+                return f"{path}: expected an array"
+            return self._compare_lists(expected, actual, path)
+        if isinstance(expected, str):
+            if not isinstance(actual, str):
+                return f"{path}: expected string {expected!r}, got {actual!r}"
+            return None if self.string_matches(expected, actual) else f"{path}: expected {expected!r}, got {actual!r}"
+        if isinstance(expected, bool) or isinstance(actual, bool):
+            return None if expected is actual else f"{path}: expected {expected!r}, got {actual!r}"
+        if expected != actual:
+            return f"{path}: expected {expected!r}, got {actual!r}"
+        return None
+
+    def _compare_lists(self, expected: list[Any], actual: list[Any], path: str) -> str | None:
+        required = [i for i, e in enumerate(expected) if not self.is_optional(e)]
+        if len(actual) > len(expected) or len(actual) < len(required):
+            return f"{path}: expected {len(required)}..{len(expected)} items, got {len(actual)}"
+        # fast path: same order
+        if len(actual) == len(expected) and all(
+            self.compare(e, a, path) is None for e, a in zip(expected, actual, strict=True)
+        ):
+            return None
+        ok = [[self.compare(e, a, path) is None for a in actual] for e in expected]
+        match_of_actual: dict[int, int] = {}
+
+        def assign(ei: int, seen: set[int]) -> bool:
+            for ai, good in enumerate(ok[ei]):
+                if good and ai not in seen:
+                    seen.add(ai)
+                    if ai not in match_of_actual or assign(match_of_actual[ai], seen):
+                        match_of_actual[ai] = ei
+                        return True
+            return False
+
+        for ei in required:
+            if not assign(ei, set()):
+                detail = ""
+                for a in actual:
+                    d = self.compare(expected[ei], a, f"{path}[{ei}]")
+                    if d and (not detail or len(d) > len(detail)):
+                        detail = d
+                return f"{path}[{ei}]: no matching item ({detail})"
+        for ei, e in enumerate(expected):
+            if ei not in required:
+                assign(ei, set())
+        for ai in range(len(actual)):
+            if ai not in match_of_actual:
+                return f"{path}: unexpected item {json.dumps(actual[ai], ensure_ascii=False)[:300]}"
+        return None
+
+
+# running -----------------------------------------------------------------------------------------------
+
+
+def in_process(
+    operation: str, source: InMemorySource, params: Resource, accept_language: str | None, header: dict[str, str]
+) -> Resource:
+    """Run one tx-suite operation against the engine directly."""
+    if operation == "expand":
+        limit = int(header.get("X-TOO-COSTLY-THRESHOLD", "1000"))
+        return operations.expand(source, params, accept_language=accept_language, limit=limit)
+    if operation == "validate-code":
+        return operations.validate_code(source, params, accept_language=accept_language)
+    if operation == "cs-validate-code":
+        return operations.validate_code_cs(source, params, accept_language=accept_language)
+    if operation == "lookup":
+        return operations.lookup(source, params, accept_language=accept_language)
+    if operation == "translate":
+        return operations.translate(source, params)
+    if operation == "subsumes":
+        return operations.subsumes(source, params)
+    if operation == "batch-validate":
+        return operations.batch_validate(source, params)
+    if operation == "term-caps":
+        return operations.terminology_capabilities()
+    if operation == "metadata":
+        return operations.capability_statement()
+    raise ChangbaiError(f"operation {operation} is not supported")
+
+
+@dataclass
+class Outcome:
+    suite: str
+    test: str
+    passed: bool
+    message: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.suite}/{self.test}"
+
+
+def selected(entry: dict[str, Any], modes: frozenset[str]) -> bool:
+    mode = entry.get("mode")
+    if entry.get("disabled"):
+        return False
+    if entry.get("version") and not SERVER_VERSION.startswith(entry["version"].lstrip("!")) != entry[
+        "version"
+    ].startswith("!"):
+        return False
+    return mode is None or mode in modes
+
+
+def run_suite(
+    root: Path, handler: Handler = in_process, modes: frozenset[str] = MODES, only: str | None = None
+) -> list[Outcome]:
+    """Run every selected test; ``root`` is the suite's tests/ folder."""
+    cases = read_json(root / "test-cases.json")
+    comparer = Comparer(modes=modes)
+    defaults = read_json(root / "parameters-default.json") if (root / "parameters-default.json").exists() else None
+    results: list[Outcome] = []
+    for suite in cases["suites"]:
+        if not selected(suite, modes):
+            continue
+        source = InMemorySource(read_json(root / f) for f in suite.get("setup", []))
+        for test in suite["tests"]:
+            if not selected(test, modes) or (only and only not in test["name"]):
+                continue
+            results.append(_run_test(root, suite["name"], test, source, handler, comparer, modes, defaults))
+    return results
+
+
+def _run_test(
+    root: Path,
+    suite: str,
+    test: dict[str, Any],
+    source: InMemorySource,
+    handler: Handler,
+    comparer: Comparer,
+    modes: frozenset[str],
+    defaults: Resource | None,
+) -> Outcome:
+    params: Resource = read_json(root / test["request"]) if test.get("request") else {}
+    if params and params.get("resourceType") == "Parameters":
+        params = {"resourceType": "Parameters", "parameter": list(params.get("parameter", []))}
+        if test.get("profile"):
+            params["parameter"].extend(read_json(root / test["profile"]).get("parameter", []))
+        if test.get("lenient-display"):
+            params["parameter"].append({"name": "lenient-display-validation", "valueBoolean": True})
+    response_key = next((f"response:{m}" for m in sorted(modes) if f"response:{m}" in test), "response")
+    if not (root / test[response_key]).exists():
+        return Outcome(suite, test["name"], False, f"the suite lacks the file {test[response_key]}")
+    expected = read_json(root / test[response_key])
+    header = {}
+    if test.get("header"):
+        header[test["header"]["name"]] = test["header"]["value"]
+    try:
+        actual = handler(test["operation"], source, params, test.get("Accept-Language"), header)
+        error = False
+    except ChangbaiError as exc:
+        actual = exc.outcome()
+        error = True
+    except Exception as exc:  # a crash is a failed test, with its reason recorded
+        return Outcome(suite, test["name"], False, f"crash: {type(exc).__name__}: {exc}")
+    wants_error = bool(test.get("http-code")) or expected.get("resourceType") == "OperationOutcome"
+    if wants_error != error:
+        got = "an error" if error else "success"
+        detail = json.dumps(actual, ensure_ascii=False)[:300]
+        return Outcome(
+            suite, test["name"], False, f"expected {'an error' if wants_error else 'success'}, got {got}: {detail}"
+        )
+    diff = comparer.compare(expected, scrub(actual))
+    return Outcome(suite, test["name"], diff is None, diff or "")
+
+
+def scrub(resource: Any) -> Any:
+    """Drop what the suite's runner drops before comparing: narrative and server diagnostics."""
+    if isinstance(resource, dict):
+        return {k: scrub(v) for k, v in resource.items() if k not in ("text", "meta") or "resourceType" not in resource}
+    if isinstance(resource, list):
+        return [scrub(v) for v in resource]
+    return resource
+
+
+def summary(results: list[Outcome]) -> str:
+    passed = sum(r.passed for r in results)
+    return f"{passed} passed, {len(results) - passed} failed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Run the HL7 tx-ecosystem tests against the engine")
+    parser.add_argument("root", type=Path, help="the suite's tests/ folder")
+    parser.add_argument("--filter", default=None)
+    parser.add_argument("--failures", action="store_true", help="list failing tests with reasons")
+    args = parser.parse_args(argv)
+    results = run_suite(args.root, only=args.filter)
+    if args.failures:
+        for r in results:
+            if not r.passed:
+                print(f"{r.name}: {r.message[:400]}")
+    print(summary(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

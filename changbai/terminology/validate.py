@@ -1,0 +1,578 @@
+"""$validate-code against a ValueSet or a CodeSystem, with the issue wording of the tx ecosystem.
+
+Membership is checked include by include against the cached code system index (no full expansion), so a
+validation costs a few dict lookups. Version rules follow the tx test suite: force-system-version beats
+the ValueSet include, which beats system-version (default) and check-system-version; a coding's own
+version must agree with the one the include resolves to.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from changbai.terminology.codesystem import CodeSystemIndex, Concept
+from changbai.terminology.expand import (
+    Entry,
+    Expander,
+    Options,
+    load_index,
+    pick_display,
+    resolve_include,
+    unknown_system_text,
+)
+from changbai.terminology.params import TxIssue, outcome
+from changbai.terminology.source import TerminologySource, split_canonical, version_matches
+
+Resource = dict[str, Any]
+CANNOT_VALIDATE = "the code cannot be validated"
+
+
+@dataclass
+class CodingResult:
+    valid: bool = False
+    issues: list[TxIssue] = field(default_factory=list)
+    concept: Concept | None = None
+    index: CodeSystemIndex | None = None
+    system: str | None = None
+    version: str | None = None
+    code: str | None = None
+    display: str | None = None
+    inactive: bool = False
+    unknown_systems: list[str] = field(default_factory=list)
+    in_vs: bool = False
+
+
+def _p(prefix: str, leaf: str) -> str:
+    return f"{prefix}.{leaf}" if prefix else leaf
+
+
+class Validator:
+    def __init__(
+        self, source: TerminologySource, opts: Options, *, lenient_display: bool = False, abstract_ok: bool = True
+    ) -> None:
+        self.source = source
+        self.opts = opts
+        self.lenient_display = lenient_display
+        self.abstract_ok = abstract_ok
+        self.expander = Expander(source, opts)
+
+    # membership
+    def includes_for(self, vs: Resource, system: str, pathway: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+        """The include entries (recursively through imports) that name this system."""
+        out = []
+        for inc in (vs.get("compose") or {}).get("include", []):
+            if inc.get("system") == system:
+                out.append(inc)
+            for canonical in inc.get("valueSet", []):
+                if canonical in pathway:
+                    continue
+                try:
+                    imported = self.expander.value_set(canonical, (*pathway, canonical))
+                except Exception:
+                    continue
+                out.extend(self.includes_for(imported, system, (*pathway, canonical)))
+        return out
+
+    def systems_of(self, vs: Resource) -> list[str]:
+        found = []
+        for inc in (vs.get("compose") or {}).get("include", []):
+            if inc.get("system"):
+                found.append(inc["system"])
+            for canonical in inc.get("valueSet", []):
+                try:
+                    found.extend(self.systems_of(self.expander.value_set(canonical, ("x",))))
+                except Exception:
+                    continue
+        return list(dict.fromkeys(found))
+
+    def in_value_set(self, vs: Resource, system: str, code: str, index: CodeSystemIndex | None) -> bool:
+        compose = vs.get("compose") or {}
+        if not compose and vs.get("expansion"):
+            return any(e.system == system and e.code == code for e in self.expander.entries(vs))
+        inactive_ok = compose.get("inactive", True) is not False
+        found = any(self._include_has(inc, system, code, index) for inc in compose.get("include", []))
+        if found and any(self._include_has(exc, system, code, index) for exc in compose.get("exclude", [])):
+            return False
+        if found and not inactive_ok and index is not None:
+            c = index.get(code)
+            if c is not None and c.inactive:
+                return False
+        return found
+
+    def _include_has(self, inc: dict[str, Any], system: str, code: str, index: CodeSystemIndex | None) -> bool:
+        if inc.get("system") is not None:
+            if inc["system"] != system:
+                return False
+            idx = index
+            if idx is None or (inc.get("version") and not version_matches(inc["version"], idx.version or "")):
+                res = resolve_include(self.source, system, inc.get("version"), self.opts)
+                idx = res.index if res.index is not None else index
+            if idx is None:
+                return False
+            concept = idx.get(code)
+            if concept is None:
+                return False
+            if inc.get("concept"):
+                if not any(c.get("code") == concept.code for c in inc["concept"]):
+                    return False
+            for f in inc.get("filter", []):
+                if "value" not in f:
+                    return False
+                if concept.code not in _filter_set(idx, f):
+                    return False
+        for canonical in inc.get("valueSet", []):
+            try:
+                imported = self.expander.value_set(canonical, ("import",))
+            except Exception:
+                return False
+            if not self.in_value_set(imported, system, code, index):
+                return False
+        return inc.get("system") is not None or bool(inc.get("valueSet"))
+
+    # one coding
+    def check_coding(
+        self,
+        coding: dict[str, Any],
+        prefix: str,
+        vs: Resource | None,
+        *,
+        cs_url: str | None = None,
+        in_cc: bool = False,
+        infer_system: bool = False,
+    ) -> CodingResult:
+        r = CodingResult()
+        system = coding.get("system") or cs_url
+        code = coding.get("code")
+        display = coding.get("display")
+        coding_version = coding.get("version")
+        vs_label = _vs_label(vs) if vs is not None else ""
+        r.code = code
+        if code is None:
+            r.issues.append(TxIssue("error", "required", "invalid-data", "No code provided", _p(prefix, "code")))
+            return r
+        if not system and vs is not None and infer_system:
+            candidates = [s for s in self.systems_of(vs) if self._system_has(s, code)]
+            if len(candidates) == 1:
+                system = candidates[0]
+            else:
+                r.issues.append(
+                    TxIssue(
+                        "error",
+                        "not-found",
+                        "cannot-infer",
+                        f"The System URI could not be determined for the code '{code}' in the ValueSet '{vs_label}'",
+                        _p(prefix, "code"),
+                    )
+                )
+                r.issues.append(_not_in_vs(f"#{code}", vs_label, _p(prefix, "code"), in_cc))
+                return r
+        if not system:
+            r.issues.append(
+                TxIssue(
+                    "warning",
+                    "invalid",
+                    "invalid-data",
+                    "Coding has no system. A code with no system has no defined meaning, and it cannot be validated. "
+                    "A system should be provided",
+                    prefix or "code",
+                )
+            )
+            if vs is not None:
+                r.issues.append(_not_in_vs(f"#{code}", vs_label, _p(prefix, "code"), in_cc))
+            return r
+        r.system = system
+        # which version
+        includes = self.includes_for(vs, system) if vs is not None else []
+        include_version = next((i.get("version") for i in includes if i.get("version")), None)
+        res = resolve_include(self.source, system, include_version, self.opts)
+        coding_index = load_index(self.source, system, coding_version) if coding_version else None
+        index = res.index
+        if coding_version and coding_index is None:
+            r.issues.append(
+                TxIssue(
+                    "error",
+                    "not-found",
+                    "not-found",
+                    unknown_system_text(self.source, system, coding_version, CANNOT_VALIDATE),
+                    _p(prefix, "system"),
+                    "UNKNOWN_CODESYSTEM_VERSION",
+                )
+            )
+            r.unknown_systems.append(f"{system}|{coding_version}")
+            if index is not None and res.source_of_spec in ("latest",) and vs is not None:
+                r.issues.append(
+                    TxIssue(
+                        "error",
+                        "invalid",
+                        "vs-invalid",
+                        f"The code system '{system}' version '{index.version}' for the versionless include in the "
+                        f"ValueSet include is different to the one in the value ('{coding_version}')",
+                        _p(prefix, "version"),
+                        "VALUESET_VALUE_MISMATCH_DEFAULT",
+                    )
+                )
+        if res.spec and index is None and res.source_of_spec != "latest":
+            if not (coding_version and coding_version == res.spec):
+                r.issues.append(
+                    TxIssue(
+                        "error",
+                        "not-found",
+                        "not-found",
+                        unknown_system_text(self.source, system, res.spec, CANNOT_VALIDATE),
+                        _p(prefix, "system"),
+                        "UNKNOWN_CODESYSTEM_VERSION",
+                    )
+                )
+                r.unknown_systems.append(f"{system}|{res.spec}")
+        if res.source_of_spec in ("latest", "default", "check") and coding_index is not None:
+            index = coding_index
+        mismatch_spec = None
+        if coding_version and res.spec and res.source_of_spec != "latest" and vs is not None:
+            resolved = index.version if index is not None else res.spec
+            if (
+                (res.source_of_spec == "include" and not version_matches(res.spec, coding_version))
+                or (res.source_of_spec != "include" and (coding_index is None) and resolved != coding_version)
+                or (res.source_of_spec == "force" and not version_matches(res.spec, coding_version))
+            ):
+                mismatch_spec = res.spec
+        if mismatch_spec is not None:
+            if res.source_of_spec == "include":
+                text = (
+                    f"The code system '{system}' version '{mismatch_spec}' in the ValueSet include is different to "
+                    f"the one in the value ('{coding_version}')"
+                )
+            else:
+                shown = index.version if res.source_of_spec == "default" and index is not None else mismatch_spec
+                text = (
+                    f"The code system '{system}' version '{shown}' resulting from the version "
+                    f"'{include_version or ''}' in the ValueSet include is different to the one in the value "
+                    f"('{coding_version}')"
+                )
+            r.issues.append(
+                TxIssue("error", "invalid", "vs-invalid", text, _p(prefix, "version"), "VALUESET_VALUE_MISMATCH")
+            )
+        if index is None:
+            index = coding_index or load_index(self.source, system, self.opts.default_versions.get(system))
+            if index is None and (res.spec or coding_version):
+                index = load_index(self.source, system, None)
+        if index is None:
+            if not r.unknown_systems:
+                r.issues.append(
+                    TxIssue(
+                        "error",
+                        "not-found",
+                        "not-found",
+                        unknown_system_text(self.source, system, None, CANNOT_VALIDATE),
+                        _p(prefix, "system"),
+                        "UNKNOWN_CODESYSTEM",
+                    )
+                )
+                r.unknown_systems.append(system)
+            if vs is not None:
+                r.issues.append(
+                    _not_in_vs(_shown_code(system, coding_version, code, None), vs_label, _p(prefix, "code"), in_cc)
+                )
+            return r
+        r.index = index
+        r.version = index.version
+        check = self.opts.check_versions.get(system)
+        if check and index.version and not version_matches(check, index.version):
+            r.issues.append(
+                TxIssue(
+                    "error",
+                    "exception",
+                    "version-error",
+                    f"The version '{index.version}' is not allowed for system '{system}': required to be '{check}' "
+                    "by a version-check parameter",
+                    _p(prefix, "version"),
+                    "VALUESET_VERSION_CHECK",
+                )
+            )
+        concept = index.get(code)
+        if concept is None:
+            if index.content in ("fragment",):
+                r.issues.append(
+                    TxIssue(
+                        "warning",
+                        "code-invalid",
+                        "invalid-code",
+                        f"Unknown Code '{code}' in the CodeSystem '{system}' version '{index.version}' - note that "
+                        "the code system is labeled as a fragment, so the code may be valid in some other fragment",
+                        _p(prefix, "code"),
+                        "Unknown_Code_in_Fragment",
+                    )
+                )
+            else:
+                r.issues.append(
+                    TxIssue(
+                        "error",
+                        "code-invalid",
+                        "invalid-code",
+                        f"Unknown code '{code}' in the CodeSystem '{system}' version '{index.version}'",
+                        _p(prefix, "code"),
+                        "Unknown_Code_in_Version",
+                    )
+                )
+            if vs is not None:
+                r.issues.append(
+                    _not_in_vs(_shown_code(system, coding_version, code, None), vs_label, _p(prefix, "code"), in_cc)
+                )
+            return r
+        r.concept = concept
+        r.code = concept.code
+        entry = Entry(system, index.version, concept.code, concept.display, concept, index)
+        r.display = pick_display(entry, self.opts.display_languages) or concept.display
+        r.inactive = concept.inactive
+        ok = True
+        if vs is not None:
+            r.in_vs = self.in_value_set(vs, system, concept.code, index)
+            inactive_blocked = concept.inactive and (
+                self.opts.active_only or (vs.get("compose") or {}).get("inactive") is False
+            )
+            if inactive_blocked:
+                r.in_vs = False
+                r.issues.append(
+                    TxIssue(
+                        "error",
+                        "business-rule",
+                        "code-rule",
+                        f"The concept '{concept.code}' is valid but is not active",
+                        _p(prefix, "code"),
+                        "STATUS_CODE_WARNING_CODE",
+                    )
+                )
+            if not r.in_vs and mismatch_spec is None:
+                ok = False
+                r.issues.append(
+                    _not_in_vs(_shown_code(system, coding_version, code, display), vs_label, _p(prefix, "code"), in_cc)
+                )
+        if concept.inactive:
+            status = concept.status if concept.status and concept.status != "inactive" else None
+            text = (
+                f"The concept '{concept.code}' has a status of {status} and its use should be reviewed"
+                if status
+                else f"The concept '{concept.code}' has a status of inactive and its use should be reviewed"
+            )
+            r.issues.append(
+                TxIssue("warning", "business-rule", "code-comment", text, prefix or "code", "INACTIVE_CONCEPT_FOUND")
+            )
+        elif concept.status == "deprecated":
+            r.issues.append(
+                TxIssue(
+                    "warning",
+                    "business-rule",
+                    "code-comment",
+                    f"The concept '{concept.code}' is deprecated and its use should be reviewed",
+                    prefix or "code",
+                    "DEPRECATED_CONCEPT_FOUND",
+                )
+            )
+        if concept.abstract and not self.abstract_ok:
+            r.issues.append(
+                TxIssue(
+                    "error",
+                    "business-rule",
+                    "code-rule",
+                    f"The code '{concept.code}' is abstract, and not allowed in this context",
+                    _p(prefix, "code"),
+                    "ABSTRACT_CODE_NOT_ALLOWED",
+                )
+            )
+        if display is not None:
+            issue = self._check_display(entry, display, prefix)
+            if issue is not None:
+                r.issues.append(issue)
+        r.valid = ok and not any(i.severity == "error" for i in r.issues)
+        return r
+
+    def _system_has(self, system: str, code: str) -> bool:
+        idx = load_index(self.source, system, None)
+        return idx is not None and idx.get(code) is not None
+
+    def _check_display(self, entry: Entry, display: str, prefix: str) -> TxIssue | None:
+        concept, index = entry.concept, entry.index
+        assert concept is not None and index is not None
+        langs = self.opts.display_languages
+        choices: list[tuple[str, str | None]] = []
+        if concept.display:
+            choices.append((concept.display, index.language))
+        for d in concept.designations:
+            if d.get("value"):
+                choices.append((d["value"], d.get("language")))
+        if langs:
+            wanted = [c for c in choices if c[1] is None or any(_lang_ok(l, c[1]) for l in langs)]
+        else:
+            wanted = choices
+        if any(v == display for v, _ in wanted) or (
+            not index.case_sensitive and any(v.lower() == display.lower() for v, _ in wanted)
+        ):
+            return None
+        if not wanted and any(v == display for v, _ in choices):
+            return None
+        severity = "warning" if self.lenient_display else "error"
+        norm = _ws(display)
+        lang_label = ",".join(langs) if langs else "--"
+        shown = wanted or choices
+        if any(_ws(v) == norm for v, _ in shown):
+            head = f"Wrong whitespace in Display Name '{display}' for {entry.system}#{concept.code}."
+        else:
+            head = f"Wrong Display Name '{display}' for {entry.system}#{concept.code}."
+        if not wanted:
+            text = (
+                f"{head} There are no valid display names found for language(s) '{lang_label}'. Default display is "
+                f"'{concept.display}'"
+            )
+        elif len(wanted) == 1:
+            v, lang = wanted[0]
+            text = (
+                f"{head} Valid display is '{v}' ({lang or index.language or '--'}) (for the language(s) '{lang_label}')"
+            )
+        else:
+            parts = " or ".join(f"'{v}' ({lang or index.language or '--'})" for v, lang in wanted)
+            text = f"{head} Valid display is one of {len(wanted)} choices: {parts} (for the language(s) '{lang_label}')"
+        return TxIssue(
+            severity,
+            "invalid",
+            "invalid-display",
+            text,
+            _p(prefix, "display"),
+            "Display_Name_for__should_be_one_of__instead_of",
+        )
+
+
+def _lang_ok(wanted: str, have: str) -> bool:
+    wanted, have = wanted.lower(), have.lower()
+    return wanted == "*" or have == wanted or have.startswith(wanted + "-") or wanted.startswith(have + "-")
+
+
+def _ws(s: str) -> str:
+    return re.sub(r"\s+", " ", s.strip())
+
+
+def _vs_label(vs: Resource) -> str:
+    return f"{vs.get('url')}|{vs.get('version')}" if vs.get("version") else str(vs.get("url"))
+
+
+def _shown_code(system: str, version: str | None, code: str, display: str | None) -> str:
+    out = f"{system}|{version}#{code}" if version else f"{system}#{code}"
+    return f"{out} ('{display}')" if display else out
+
+
+def _not_in_vs(shown: str, vs_label: str, path: str, in_cc: bool) -> TxIssue:
+    return TxIssue(
+        "information" if in_cc else "error",
+        "code-invalid",
+        "this-code-not-in-vs" if in_cc else "not-in-vs",
+        f"The provided code '{shown}' was not found in the value set '{vs_label}'",
+        path,
+        "None_of_the_provided_codes_are_in_the_value_set_one",
+    )
+
+
+_FILTER_CACHE_ATTR = "_filter_sets"
+
+
+def _filter_set(index: CodeSystemIndex, f: dict[str, Any]) -> frozenset[str]:
+    cache = index.__dict__.setdefault(_FILTER_CACHE_ATTR, {})
+    key = (f.get("property"), f.get("op"), f.get("value"))
+    found = cache.get(key)
+    if found is None:
+        found = frozenset(index.filter(f.get("property", ""), f.get("op", ""), f["value"]))
+        cache[key] = found
+    return found
+
+
+def validate(
+    source: TerminologySource,
+    vs: Resource | None,
+    *,
+    coding: dict[str, Any] | None = None,
+    codeable_concept: dict[str, Any] | None = None,
+    mode: str = "coding",
+    opts: Options,
+    cs_url: str | None = None,
+    lenient_display: bool = False,
+    abstract_ok: bool = True,
+    infer_system: bool = False,
+    membership_only: bool = False,
+) -> Resource:
+    """The Parameters answer of $validate-code for one code / Coding / CodeableConcept."""
+    v = Validator(source, opts, lenient_display=lenient_display, abstract_ok=abstract_ok)
+    out: list[dict[str, Any]] = []
+    issues: list[TxIssue] = []
+    unknown: list[str] = []
+    if codeable_concept is not None:
+        results = []
+        for i, c in enumerate(codeable_concept.get("coding", [])):
+            results.append(v.check_coding(c, f"CodeableConcept.coding[{i}]", vs, cs_url=cs_url, in_cc=True))
+        good = next((r for r in results if r.valid), None)
+        chosen = good or next((r for r in results if r.concept is not None), None)
+        for r in results:
+            if good is not None and r is not good and r.valid:
+                continue
+            issues.extend(r.issues)
+            unknown.extend(r.unknown_systems)
+        if good is None and vs is not None and results:
+            issues.insert(
+                0,
+                TxIssue(
+                    "error",
+                    "code-invalid",
+                    "not-in-vs",
+                    f"No valid coding was found for the value set '{_vs_label(vs)}'",
+                    None,
+                    "None_of_the_provided_codes_are_in_the_value_set_one",
+                ),
+            )
+        if good is not None:
+            issues = [i for i in issues if i.tx_code != "this-code-not-in-vs"]
+        result = (
+            good is not None
+            and not any(
+                i.severity == "error"
+                for i in issues
+                if i not in (good.issues if good else []) and i.tx_code != "this-code-not-in-vs"
+            )
+            and good.valid
+        )
+        if chosen is not None:
+            _describe(out, chosen)
+        out.append({"name": "codeableConcept", "valueCodeableConcept": codeable_concept})
+    else:
+        prefix = "Coding" if mode == "coding" else ""
+        r = v.check_coding(coding or {}, prefix, vs, cs_url=cs_url, infer_system=infer_system)
+        issues = r.issues
+        unknown = r.unknown_systems
+        result = r.valid
+        if r.concept is not None or r.code:
+            out.append({"name": "code", "valueCode": r.code})
+        if r.concept is not None or r.system:
+            _describe(out, r, code=False)
+    out.append({"name": "result", "valueBoolean": bool(result)})
+    if issues:
+        messages = sorted({i.text for i in issues if i.severity in ("error", "warning") or not result})
+        messages = sorted({i.text for i in issues if i.severity != "information"}) or messages
+        if messages:
+            out.append({"name": "message", "valueString": "; ".join(messages)})
+        out.append({"name": "issues", "resource": outcome(issues)})
+    for u in dict.fromkeys(unknown):
+        out.append({"name": "x-caused-by-unknown-system", "valueCanonical": u})
+    return {"resourceType": "Parameters", "parameter": out}
+
+
+def _describe(out: list[dict[str, Any]], r: CodingResult, code: bool = True) -> None:
+    if code and r.code:
+        out.append({"name": "code", "valueCode": r.code})
+    if r.system:
+        out.append({"name": "system", "valueUri": r.system})
+    if r.version:
+        out.append({"name": "version", "valueString": r.version})
+    if r.display:
+        out.append({"name": "display", "valueString": r.display})
+    if r.inactive:
+        out.append({"name": "inactive", "valueBoolean": True})
+
+
+__all__ = ["Validator", "split_canonical", "validate"]
