@@ -410,3 +410,14 @@ def test_care_flows_up_and_down_the_levels(province):
     assert directions["up"] and directions["down"]
     classes = Counter(e["class"]["code"] for e in encounters.values())
     assert classes["AMB"] > classes["IMP"] > 0
+
+
+def test_recorded_chronic_disease_is_near_surveyed_prevalence_times_diagnosis(province):
+    out, _ = province
+    adults = [p for p in truth(out, "persons.csv") if p["birth_date"] < "2007-01-01"]
+    share = Counter(code for p in adults for code in p["chronic"].split(";") if code)
+    # China Hypertension Survey: ~28 % of adults, about half diagnosed; diabetes ~12.8 %, ~40 % diagnosed
+    assert 0.07 < share["I10"] / len(adults) < 0.25
+    assert 0.015 < share["E11.9"] / len(adults) < 0.11
+    conditions = [c for c in resources(out, "Condition") if c["code"]["coding"][0]["code"] == "I10"]
+    assert len({c["subject"]["reference"] for c in conditions}) == share["I10"]
