@@ -66,3 +66,13 @@ def ingest_cda(platform: Any, data: bytes) -> Any:
     extracted = cda.to_bundle(data)
     store_bundle(platform, extracted.bundle, "cda")
     return extracted
+
+
+def upload_csv(platform: Any, kind: str, data: bytes, facility: str, mode: str = "valid-rows") -> Any:
+    """Check a CSV upload row by row and store what the mode allows, in one transaction."""
+    from changbai.exchange import csvupload
+
+    upload = csvupload.read(kind, data, facility, mode, platform.settings.resident_id_system)
+    if upload.bundle["entry"]:
+        store_bundle(platform, upload.bundle, "csv")
+    return upload

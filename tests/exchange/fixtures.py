@@ -20,3 +20,12 @@ def core_platform(settings: Settings) -> Iterator[Any]:
     p = create_platform(settings, extensions=[])
     yield p
     p.db.dispose()
+
+
+def search(platform: Any, rtype: str, query: str = "") -> list[tuple[str, int, dict[str, Any]]]:
+    """(id, version, resource) of every match of a FHIR search (all pages' worth, up to 1000)."""
+    from urllib.parse import parse_qsl
+
+    params = [*parse_qsl(query, keep_blank_values=True), ("_count", "1000")]
+    with platform.repo.unit(write=False) as unit:
+        return [(m.id, m.version, m.resource) for m in unit.search(rtype, params).matches]

@@ -12,7 +12,7 @@ import pytest
 from changbai.errors import InvalidInput
 from changbai.exchange import cda, mhd
 from changbai.exchange.service import ingest_cda
-from tests.exchange.fixtures import core_platform  # noqa: F401  (a pytest fixture)
+from tests.exchange.fixtures import core_platform, search  # noqa: F401  (core_platform: a pytest fixture)
 from tests.exchange.messages import SAMPLES
 
 CCDA = SAMPLES.parent / "ccda" / "documents"
@@ -113,8 +113,8 @@ def test_every_sample_document_is_stored_with_its_facts(core_platform: Any, path
     # storing the same document again changes nothing new (same ids)
     again = ingest_cda(core_platform, path.read_bytes())
     assert [e["fullUrl"] for e in again.bundle["entry"]] == [e["fullUrl"] for e in x.bundle["entry"]]
-    with core_platform.repo.unit(write=False) as unit:
-        assert len(unit.find("DocumentReference", "")) == 1 and len(unit.find("Patient", "")) == 1
+    assert len(search(core_platform, "DocumentReference")) == 1 and len(search(core_platform, "Patient")) == 1
+    assert len(search(core_platform, "Binary")) == 1
 
 
 def test_mhd_provide_bundle_shape() -> None:

@@ -11,7 +11,7 @@ import pytest
 from changbai.exchange.datatypes import local_system
 from changbai.exchange.mllp import MllpClient, MllpServer
 from changbai.exchange.service import build_intake
-from tests.exchange.fixtures import core_platform  # noqa: F401  (a pytest fixture)
+from tests.exchange.fixtures import core_platform, search  # noqa: F401  (core_platform: a pytest fixture)
 from tests.exchange.messages import SAMPLES, adt, oru
 
 JLH = local_system("JLH")
@@ -26,18 +26,15 @@ def err_segments(ack: bytes) -> list[list[str]]:
 
 
 def find(p: Any, rtype: str, query: str) -> list[dict[str, Any]]:
-    with p.repo.unit(write=False) as unit:
-        return [unit.read(rtype, id).resource for id, _ in unit.find(rtype, query)]
+    return [r for _, _, r in search(p, rtype, query)]
 
 
 def count(p: Any, rtype: str, query: str = "") -> int:
-    with p.repo.unit(write=False) as unit:
-        return len(unit.find(rtype, query))
+    return len(search(p, rtype, query))
 
 
 def versions(p: Any, rtype: str, query: str) -> list[int]:
-    with p.repo.unit(write=False) as unit:
-        return [v for _, v in unit.find(rtype, query)]
+    return [v for _, v, _ in search(p, rtype, query)]
 
 
 def test_every_sample_message_through_a_real_mllp_socket_is_acknowledged_and_stored(core_platform: Any) -> None:
