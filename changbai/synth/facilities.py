@@ -165,7 +165,6 @@ def build(out: Output, rng: random.Random, geo: Map, townships: dict[str, list[P
         reg.all.append(fac)
         return fac
 
-    province = geo.places["220000"]
     seat = geo.places["220102"]  # provincial institutions sit in Changchun
     changchun = geo.places["220100"]
     reg.payer["220000"] = make("insurance_bureau", "吉林省医疗保障局", seat, changchun)
@@ -202,7 +201,6 @@ def build(out: Output, rng: random.Random, geo: Map, townships: dict[str, list[P
                     reg.village[town.code] = make(
                         "village_clinic", f"{town.name}{village}村卫生室", town, city, centre_fac
                     )
-    del province
     return reg
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from changbai.synth import gb11643, names, systems
 from changbai.synth.data import band_value, load
 from changbai.synth.elements import concept, day, ref
-from changbai.synth.facilities import Registry, address
+from changbai.synth.facilities import address
 from changbai.synth.geography import Map, Place, county_weights
 from changbai.synth.output import Output
 
@@ -84,7 +84,7 @@ def sample_people(rng: random.Random, n: int, as_of: int, care_start: int) -> li
     return people
 
 
-def form_households(rng: random.Random, people: list[Person], as_of: int) -> list[list[Person]]:
+def form_households(rng: random.Random, people: list[Person]) -> list[list[Person]]:
     """Couples by matched age rank; children, unmarried young adults and some widowed elders attached to a
     couple of the right age; everyone else alone (shares in the population data file)."""
     pop = load("population")
@@ -163,9 +163,7 @@ def form_households(rng: random.Random, people: list[Person], as_of: int) -> lis
     return households
 
 
-def settle(
-    rng: random.Random, households: list[list[Person]], geo: Map, townships: dict[str, list[Place]], reg: Registry
-) -> None:
+def settle(rng: random.Random, households: list[list[Person]], geo: Map, townships: dict[str, list[Place]]) -> None:
     """Place each household in a township, give it an ethnicity, names, IDs, phones and insurance."""
     pop = load("population")
     weights = county_weights()

@@ -54,8 +54,8 @@ def generate(out_dir: Path, residents: int, seed: int, progress: Callable[[int],
         reg = facilities.build(out, stream(seed, "facilities"), geo, townships, residents)
         rng = stream(seed, "people")
         persons = people.sample_people(rng, residents, as_of, start)
-        households = people.form_households(rng, persons, as_of)
-        people.settle(rng, households, geo, townships, reg)
+        households = people.form_households(rng, persons)
+        people.settle(rng, households, geo, townships)
         records = _register(out, stream(seed, "registration"), persons, reg, geo, townships, start)
         care = Care(out, stream(seed, "care"), reg, geo, as_of, start, Claims(out, stream(seed, "claims")))
         for p in persons:
