@@ -131,6 +131,8 @@ def apply_bundle(unit: Unit, node: Node, sender: str, bundle: Any) -> dict[str, 
             continue
         try:
             local_id = _local_id(unit, origin, rtype, id, first=last is None)
+            if local_id != id:
+                mapped_origins.add(origin)
             if request.get("method") == "DELETE":
                 outcome = unit.delete(rtype, local_id)
             else:

@@ -7,6 +7,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ from tests.exchange.federation.nodes import wait_until
 from tests.exchange.subscriptions.receiver import Receiver
 
 
+@contextmanager
 def _server(tmp_path: Path, database_url: str, **values: Any) -> Iterator[tuple[LiveServer, httpx.Client]]:
     from changbai.api.app import create_platform
 
@@ -41,7 +43,8 @@ def _server(tmp_path: Path, database_url: str, **values: Any) -> Iterator[tuple[
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[tuple[LiveServer, httpx.Client]]:
-    yield from _server(tmp_path, f"sqlite:///{tmp_path / 'sub.db'}")
+    with _server(tmp_path, f"sqlite:///{tmp_path / 'sub.db'}") as pair:
+        yield pair
 
 
 @pytest.fixture
@@ -129,7 +132,7 @@ def test_notifications_survive_failing_slow_and_down_receiver(node, receiver) ->
 
 def test_dead_letters_are_listed_and_replayed(tmp_path: Path, receiver: Receiver) -> None:
     db = f"sqlite:///{tmp_path / 'dead.db'}"
-    for live, c in _server(tmp_path, db, subscription_give_up_seconds=0.5):
+    with _server(tmp_path, db, subscription_give_up_seconds=0.5) as (live, c):
         sub = c.post("/Subscription", json=rest_hook(receiver, "Observation?code=http://loinc.org|8480-6")).json()
         receiver.down()
         obs = {
@@ -155,11 +158,17 @@ def test_dead_letters_are_listed_and_replayed(tmp_path: Path, receiver: Receiver
     env = {"CHANGBAI_LOG_LEVEL": "WARNING", "PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
         [sys.executable, "-m", "changbai.cli", "subscriptions", "--database", db, "dead-letters"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert out.returncode == 0 and "2 dead letter(s)" in out.stdout, out.stderr
     out = subprocess.run(
         [sys.executable, "-m", "changbai.cli", "subscriptions", "--database", db, "replay"],
-        capture_output=True, text=True, env=env, timeout=60,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
     )
     assert out.returncode == 0 and "2 notification(s)" in out.stdout, out.stderr
