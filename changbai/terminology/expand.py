@@ -31,6 +31,25 @@ _DESIGNATION_USE_PREFERRED = {
 }
 
 
+#: The ValueSet metadata repeated in an expansion (tx servers leave out compose and descriptive text).
+_EXPANSION_KEEPS = (
+    "resourceType",
+    "id",
+    "extension",
+    "url",
+    "identifier",
+    "version",
+    "name",
+    "title",
+    "status",
+    "experimental",
+    "date",
+    "language",
+    "contained",
+    "immutable",
+)
+
+
 @dataclass
 class Options:
     """Expansion / validation parameters that shape the answer."""
@@ -340,7 +359,7 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
             status=422,
         )
     page = entries[opts.offset : opts.offset + opts.count if opts.count is not None else None]
-    out = {k: v for k, v in vs.items() if k not in ("text", "expansion", "meta")}
+    out = {k: v for k, v in vs.items() if k in _EXPANSION_KEEPS}
     expansion: dict[str, Any] = {
         "identifier": f"urn:uuid:{uuid.uuid4()}",
         "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
@@ -358,7 +377,13 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
     if parameters:
         expansion["parameter"] = parameters
     if opts.properties:
-        expansion["property"] = [{"code": p} for p in opts.properties]
+        declared: list[dict[str, Any]] = []
+        for p in opts.properties:
+            uri = next(
+                (e.index.property_defs[p].get("uri") for e in entries if e.index and p in e.index.property_defs), None
+            )
+            declared.append({"code": p, "uri": uri} if uri else {"code": p})
+        expansion["property"] = declared
     contains = [_contains(e, opts) for e in page]
     if contains:
         expansion["contains"] = contains

@@ -29,7 +29,6 @@ _ECHO = (
     "filter",
     "count",
     "offset",
-    "property",
     "designation",
     "excludeNotForUI",
     "excludePostCoordinated",

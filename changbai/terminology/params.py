@@ -87,8 +87,6 @@ class TxIssue:
 
     def to_fhir(self) -> dict[str, Any]:
         issue: dict[str, Any] = {}
-        if self.message_id:
-            issue["extension"] = [{"url": MESSAGE_ID, "valueString": self.message_id}]
         issue["severity"] = self.severity
         issue["code"] = self.code
         issue["details"] = {"coding": [{"system": TX_ISSUE_TYPE, "code": self.tx_code}], "text": self.text}

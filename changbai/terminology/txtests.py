@@ -112,11 +112,13 @@ class Comparer:
                 if key not in expected and key != "fhir_comments":
                     return f"{path}: unexpected property '{key}'"
             for key, value in expected.items():
-                if key.startswith("$") and key.endswith("$"):
-                    continue
+                if key.startswith("$"):
+                    continue  # template directives ($optional$, and the odd misspelt "$optional")
                 if key not in actual:
                     if key in optional or "*" in optional:
                         continue
+                    if isinstance(value, list) and all(self.is_optional(v) for v in value):
+                        continue  # an array of optional entries may be left out entirely
                     return f"{path}: missing property '{key}'"
                 if key in count_only:
                     if len(actual[key]) != len(value):

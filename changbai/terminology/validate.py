@@ -204,7 +204,7 @@ class Validator:
             if index is not None and res.source_of_spec in ("latest",) and vs is not None:
                 r.issues.append(
                     TxIssue(
-                        "error",
+                        "warning",
                         "invalid",
                         "vs-invalid",
                         f"The code system '{system}' version '{index.version}' for the versionless include in the "
@@ -226,7 +226,10 @@ class Validator:
                     )
                 )
                 r.unknown_systems.append(f"{system}|{res.spec}")
-        if res.source_of_spec in ("latest", "default", "check") and coding_index is not None:
+        if coding_index is not None and (
+            res.source_of_spec in ("latest", "default", "check")
+            or (res.source_of_spec == "include" and version_matches(res.spec or "", coding_version or ""))
+        ):
             index = coding_index
         mismatch_spec = None
         if coding_version and res.spec and res.source_of_spec != "latest" and vs is not None:
@@ -507,14 +510,14 @@ def validate(
         results = []
         for i, c in enumerate(codeable_concept.get("coding", [])):
             results.append(v.check_coding(c, f"CodeableConcept.coding[{i}]", vs, cs_url=cs_url, in_cc=True))
-        good = next((r for r in results if r.valid), None)
-        chosen = good or next((r for r in results if r.concept is not None), None)
+        found = [r for r in results if (r.in_vs if vs is not None else r.concept is not None)]
+        chosen = found[0] if found else next((r for r in results if r.concept is not None), None)
         for r in results:
-            if good is not None and r is not good and r.valid:
-                continue
             issues.extend(r.issues)
             unknown.extend(r.unknown_systems)
-        if good is None and vs is not None and results:
+        if found:
+            issues = [i for i in issues if i.tx_code != "this-code-not-in-vs"]
+        elif vs is not None and results:
             issues.insert(
                 0,
                 TxIssue(
@@ -522,21 +525,9 @@ def validate(
                     "code-invalid",
                     "not-in-vs",
                     f"No valid coding was found for the value set '{_vs_label(vs)}'",
-                    None,
-                    "None_of_the_provided_codes_are_in_the_value_set_one",
                 ),
             )
-        if good is not None:
-            issues = [i for i in issues if i.tx_code != "this-code-not-in-vs"]
-        result = (
-            good is not None
-            and not any(
-                i.severity == "error"
-                for i in issues
-                if i not in (good.issues if good else []) and i.tx_code != "this-code-not-in-vs"
-            )
-            and good.valid
-        )
+        result = bool(found) and not any(i.severity == "error" for i in issues)
         if chosen is not None:
             _describe(out, chosen)
         out.append({"name": "codeableConcept", "valueCodeableConcept": codeable_concept})
