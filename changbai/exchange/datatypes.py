@@ -14,7 +14,10 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from changbai.exchange.er7 import Rep
-from changbai.exchange.maps import coding_system, ucum_unit, v2_map
+from changbai.exchange.maps import coding_system, identifier_system, ucum_unit, v2_map
+
+#: The resident ID (居民身份证号码) system unless the platform's settings name another.
+RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
 
 #: ``translate(system, code, facility) -> Coding | None``: the ConceptMap hook for local codes.
 Translate = Callable[[str, str, str], "dict[str, Any] | None"]
@@ -159,19 +162,24 @@ def authority_system(hd_ns: str, hd_uid: str, hd_type: str) -> str:
     return local_system(hd_ns or hd_uid)
 
 
-def cx_identifier(rep: Rep, default_authority: str = "") -> dict[str, Any] | None:
-    """CX -> Identifier: value CX.1, system from the assigning authority CX.4 (or CX.6), type CX.5."""
+def cx_identifier(
+    rep: Rep, default_authority: str = "", resident_id_system: str = RESIDENT_ID_SYSTEM
+) -> dict[str, Any] | None:
+    """CX -> Identifier: value CX.1, system from the assigning authority CX.4 (or CX.6), type CX.5.
+
+    National identifiers known by type or authority (data/identifier_systems.csv: the resident ID
+    number, ...) get their national system, so that the master index can match on them."""
     value = c(rep, 1)
     if not value:
         return None
     ns, uid, uidt = c(rep, 4, 1), c(rep, 4, 2), c(rep, 4, 3)
     if not (ns or uid):
         ns, uid, uidt = c(rep, 6, 1), c(rep, 6, 2), c(rep, 6, 3)
-    ident: dict[str, Any] = {
-        "value": value,
-        "system": authority_system(ns, uid, uidt) if (ns or uid) else authority_system(default_authority, "", ""),
-    }
     id_type = c(rep, 5)
+    system = identifier_system(id_type, ns, resident_id_system)
+    if system is None:
+        system = authority_system(ns, uid, uidt) if (ns or uid) else authority_system(default_authority, "", "")
+    ident: dict[str, Any] = {"value": value, "system": system}
     if id_type:
         display = v2_map("0203", id_type)
         coding = {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": id_type}

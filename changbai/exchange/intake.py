@@ -29,7 +29,7 @@ from changbai import logs
 from changbai.errors import ChangbaiError
 from changbai.exchange import ack as acks
 from changbai.exchange import er7, v2fhir
-from changbai.exchange.datatypes import Translate
+from changbai.exchange.datatypes import RESIDENT_ID_SYSTEM, Translate
 
 log = logs.get(__name__)
 _ENTRY = re.compile(r"Bundle\.entry\[(\d+)\]")
@@ -140,10 +140,17 @@ def sniff_control_id(raw: bytes) -> tuple[str, str]:
 class Intake:
     """Turns one raw HL7 v2 message into a durable outcome and its ACK. Thread-safe."""
 
-    def __init__(self, store: IntakeStore, translate: Translate | None = None, default_tz: str = "+08:00") -> None:
+    def __init__(
+        self,
+        store: IntakeStore,
+        translate: Translate | None = None,
+        default_tz: str = "+08:00",
+        resident_id_system: str = RESIDENT_ID_SYSTEM,
+    ) -> None:
         self.store = store
         self.translate = translate
         self.default_tz = default_tz
+        self.resident_id_system = resident_id_system
 
     def handle(self, raw: bytes, peer: str = "", replaces: int | None = None) -> bytes:
         """Process one message; ``replaces`` is the inbox row an operator's replay updates."""
@@ -184,7 +191,7 @@ class Intake:
             id=replaces,
         )
         try:
-            mapped = v2fhir.to_bundle(msg, self.translate, self.default_tz)
+            mapped = v2fhir.to_bundle(msg, self.translate, self.default_tz, self.resident_id_system)
         except er7.HL7Error as exc:
             return self._fail(record, msg, exc)
         record.message_time = instant_ms(mapped.bundle.get("timestamp"))

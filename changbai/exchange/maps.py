@@ -90,6 +90,18 @@ def v2_coding(table: str, code: str) -> dict[str, str] | None:
 
 
 @cache
+def _identifier_systems() -> dict[tuple[str, str], str]:
+    return {(row["by"], row["value"].upper()): row["system"] for row in _csv("identifier_systems.csv")}
+
+
+def identifier_system(id_type: str, authority: str, resident_id_system: str) -> str | None:
+    """The system for an identifier known by its type (CX.5) or authority name (CX.4.1), or None."""
+    table = _identifier_systems()
+    found = table.get(("type", id_type.upper())) or table.get(("authority", authority.upper()))
+    return found.replace("{resident_id_system}", resident_id_system) if found else None
+
+
+@cache
 def _units() -> dict[str, str]:
     return {row["sent"]: row["ucum"] for row in _csv("units.csv")}
 

@@ -17,7 +17,12 @@ from changbai.exchange.mllp import MllpServer
 
 
 def build_intake(platform: Any, translate: Translate | None = None) -> Intake:
-    return Intake(SqlInbox(platform.repo, router_transaction(platform.router)), translate)
+    settings = platform.settings
+    return Intake(
+        SqlInbox(platform.repo, router_transaction(platform.router)),
+        translate,
+        resident_id_system=settings.resident_id_system,
+    )
 
 
 def install(platform: Any) -> None:

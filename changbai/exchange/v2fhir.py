@@ -70,15 +70,23 @@ def check_supported(msg: Message) -> str:
     return kind
 
 
-def to_bundle(msg: Message, translate: dt.Translate | None = None, default_tz: str = "+08:00") -> Mapped:
+def to_bundle(
+    msg: Message,
+    translate: dt.Translate | None = None,
+    default_tz: str = "+08:00",
+    resident_id_system: str = dt.RESIDENT_ID_SYSTEM,
+) -> Mapped:
     """Map a parsed message to a FHIR transaction Bundle. Raises HL7Error naming segment and field."""
     kind = check_supported(msg)
-    return _Mapper(msg, kind, translate, default_tz).run()
+    return _Mapper(msg, kind, translate, default_tz, resident_id_system).run()
 
 
 class _Mapper:
-    def __init__(self, msg: Message, kind: str, translate: dt.Translate | None, default_tz: str) -> None:
+    def __init__(
+        self, msg: Message, kind: str, translate: dt.Translate | None, default_tz: str, resident_id_system: str
+    ) -> None:
         self.msg = msg
+        self.resident_id_system = resident_id_system
         self.kind = kind
         self.rules = event_rules(msg.event)
         self.segment_map: dict[str, str] = events()["segments"][kind]
@@ -194,11 +202,17 @@ class _Mapper:
     def patient(self, pid: Segment) -> None:
         if self.patient_ref is not None:
             return
-        identifiers = [i for n in (3, 2, 4) for r in pid.reps(n) if (i := dt.cx_identifier(r, self.facility))]
+        identifiers = [
+            i
+            for n in (3, 2, 4)
+            for r in pid.reps(n)
+            if (i := dt.cx_identifier(r, self.facility, self.resident_id_system))
+        ]
         for n, id_type in ((19, "SS"), (20, "DL")):
             if pid.get(n):
                 rep = [[pid.get(n)], [""], [""], [pid.get(n, 2) or id_type], [id_type]]
-                identifiers.append(dt.cx_identifier(rep, self.facility) or {})
+                identifiers.append(dt.cx_identifier(rep, self.facility, self.resident_id_system) or {})
+        self._check_resident_ids(pid, identifiers)
         if not identifiers:
             raise HL7Error("no patient identifier (PID-3)", segment="PID", seq=pid.index, field_no=3, hl7_code="101")
         patient: dict[str, Any] = {"resourceType": "Patient", "identifier": identifiers}
@@ -256,6 +270,25 @@ class _Mapper:
             request = {"method": "POST", "url": "Patient", "ifNoneExist": query}
         self.patient_ref = self.add(patient, request, rid)
 
+    def _check_resident_ids(self, pid: Segment, identifiers: list[dict[str, Any]]) -> None:
+        """A resident ID number that fails its check is kept as sent, and the sender is told (ERR W)."""
+        from changbai.identity.residentid import parse
+
+        for ident in identifiers:
+            if ident.get("system") == self.resident_id_system:
+                checked = parse(ident["value"])
+                if not checked.valid:
+                    self.warnings.append(
+                        HL7Error(
+                            f"resident ID {ident['value']}: {'; '.join(checked.problems)}",
+                            segment="PID",
+                            seq=pid.index,
+                            field_no=3,
+                            hl7_code="102",
+                            severity="W",
+                        )
+                    )
+
     def merge(self, mrg: Segment) -> None:
         """A40-style merge: the prior patient (MRG-1) becomes inactive and points to the survivor.
 
@@ -263,7 +296,7 @@ class _Mapper:
         visits or accounts, not a prior patient, and are left alone here."""
         if not self.rules.get("merge"):
             return
-        prior = [i for r in mrg.reps(1) if (i := dt.cx_identifier(r, self.facility))]
+        prior = [i for r in mrg.reps(1) if (i := dt.cx_identifier(r, self.facility, self.resident_id_system))]
         if not prior or self.patient_ref is None:
             raise HL7Error(
                 "merge without prior patient identifier", segment="MRG", seq=mrg.index, field_no=1, hl7_code="101"

@@ -160,3 +160,22 @@ def test_a40_merge_retires_the_prior_patient() -> None:
     _, old = mapped(text).resources("Patient")
     assert old["active"] is False and old["identifier"][0]["value"] == "OLD1"
     assert old["link"][0]["type"] == "replaced-by"
+
+
+def test_resident_id_numbers_get_the_national_system_and_a_bad_check_digit_is_reported() -> None:
+    good = adt(mrn="MRN9~220102198002151239^^^CHN^NNCHN")
+    ids = mapped(good, resident_id_system="urn:oid:2.16.156.10011.1.3").resources("Patient")[0]["identifier"]
+    assert {"system": "urn:oid:2.16.156.10011.1.3", "value": "220102198002151239"}.items() <= ids[1].items()
+    bad = mapped(adt(mrn="MRN9~220102198002151238^^^CHN^NNCHN"))
+    assert bad.resources("Patient")[0]["identifier"][1]["value"] == "220102198002151238"  # kept as sent
+    [warning] = bad.warnings
+    assert (warning.segment, warning.field_no, warning.severity) == ("PID", 3, "W")
+    assert "check digit" in warning.message
+
+
+def test_gb18030_message_maps_chinese_names_and_division_codes() -> None:
+    text = adt(family="张", given="三丰").replace("|P|2.5.1", "|P|2.5.1|||||CHN|GB 18030-2000")
+    m = v2fhir.to_bundle(er7.parse(text.encode("gb18030")))
+    [patient] = m.resources("Patient")
+    assert patient["name"][0] == {"family": "张", "given": ["三丰"]}
+    assert patient["address"][0]["district"] == "220102"
