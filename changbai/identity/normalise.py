@@ -31,6 +31,7 @@ class NormalisedPatient:
     id_problems: tuple[str, ...] = ()
     name: NameKeys | None = None
     other_names: tuple[NameKeys, ...] = ()
+    name_ko: str | None = None  # the name in hangul, when one is recorded (Korean-Chinese residents)
     birth_date: str | None = None  # YYYY-MM-DD (or YYYY-MM / YYYY when partial)
     sex: str | None = None  # male | female
     phone: str | None = None
@@ -76,6 +77,7 @@ def normalise_patient(
         id_problems=rid.problems if rid else (),
         name=names[0] if names else None,
         other_names=tuple(names[1:]),
+        name_ko=next((k.text for k in names if k.script == "hangul"), None),
         birth_date=birth[:10] if birth else None,
         sex=sex,
         phone=phones[0] if phones else None,

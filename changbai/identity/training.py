@@ -117,6 +117,7 @@ _COLUMN_FIELD = {
     "address": "household",
     "place": "household",
     "name_canon": "name",
+    "name_ko": "name",
     "fuzzy_canon": "name",
     "surname": "name",
     "initial": "name",
