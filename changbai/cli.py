@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "changbai.exchange.subscriptions.cli",
     "changbai.demo",
     "changbai.identity.cli",
+    "changbai.security.cli",
 ]
 
 

@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     mllp_port: int = 2575
     #: Identifier system of the resident ID number (居民身份证号码) in the master patient index.
     resident_id_system: str = "urn:oid:2.16.156.10011.1.3"
+    #: Sign-in, access policies, consent and audit (CHANGBAI_SECURITY=off to switch off). The `changbai`
+    #: command turns it on unless told otherwise; a platform built as a library has it off by default.
+    security: bool = False
+    #: Requests per minute that one address may make to the token endpoint before a 429.
+    token_rate_per_minute: int = 60
     #: Federation (docs/federation.md): this node's id (empty = not federated), tier, GB/T 2260 region,
     #: parent FHIR base URL, the shared node secret (until SMART Backend Services), and the upward policy.
     node_id: str = ""

@@ -1,0 +1,234 @@
+"""The audit trail: one row per access, write, sign-in and denial, chained by a keyed hash.
+
+Each row's ``hash`` is HMAC-SHA256(audit key, previous row's hash + the row's fields). Editing a row,
+deleting one or swapping two breaks the chain at that row, and without the key (kept in data_dir/keys,
+not in the database) nobody can rebuild a consistent chain. Rows are rendered as BALP-shaped AuditEvent
+resources (IHE Basic Audit Log Patterns) for the FHIR API; they are never stored as FHIR resources, so
+the trail cannot be changed through the API.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from sqlalchemy import Connection, func, insert, select, text
+
+from changbai.fhir.values import ms_to_instant
+from changbai.security import tables as st
+from changbai.security.policy import now_ms
+from changbai.store.database import Database
+
+FIELDS = (
+    "recorded",
+    "category",
+    "action",
+    "outcome",
+    "username",
+    "role",
+    "organization",
+    "address",
+    "purpose",
+    "patients",
+    "entities",
+    "query",
+    "detail",
+    "flagged",
+)
+CHAIN_LOCK = 0x63686169  # PostgreSQL advisory lock that serialises appends
+GENESIS = "0" * 64
+ACTIONS = {"create": "C", "read": "R", "vread": "R", "search": "E", "update": "U", "patch": "U", "delete": "D"}
+
+
+def event(category: str, outcome: str = "0", **fields: Any) -> dict[str, Any]:
+    """A new audit row (not yet chained). ``outcome``: 0 success, 4 refused, 8 failed."""
+    row: dict[str, Any] = {
+        "recorded": now_ms(),
+        "category": category[:16],
+        "action": ACTIONS.get(category, "E"),
+        "outcome": outcome,
+        "username": "",
+        "role": "",
+        "organization": "",
+        "address": "",
+        "purpose": "",
+        "patients": "",
+        "entities": "",
+        "query": "",
+        "detail": "",
+        "flagged": False,
+    }
+    for key, value in fields.items():
+        if key in ("patients", "entities"):
+            value = " ".join(sorted(set(value)))[:20000] if not isinstance(value, str) else value
+        row[key] = value if not isinstance(value, str) else value[:20000]
+    row["username"] = (row["username"] or "")[:100]
+    row["address"] = (row["address"] or "")[:64]
+    row["purpose"] = (row["purpose"] or "")[:40]
+    row["role"] = (row["role"] or "")[:40]
+    row["organization"] = (row["organization"] or "")[:64]
+    return row
+
+
+class AuditTrail:
+    def __init__(self, db: Database, key: bytes) -> None:
+        self.db = db
+        self.key = key
+
+    def digest(self, prev: str, row: dict[str, Any]) -> str:
+        body = orjson.dumps([prev, *(row[f] if f != "flagged" else bool(row[f]) for f in FIELDS)])
+        return hmac.new(self.key, body, hashlib.sha256).hexdigest()
+
+    def _lock(self, conn: Connection) -> None:
+        if not self.db.is_sqlite:
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK})
+
+    def append(self, conn: Connection, rows: list[dict[str, Any]], state: dict[str, Any] | None = None) -> None:
+        """Chain and insert ``rows`` in the caller's transaction. ``state`` carries the chain head between
+        calls in one transaction (a bundle's writes) so the head is read and locked once."""
+        if not rows:
+            return
+        key = id(conn)
+        if state is not None and state.get("conn") == key:
+            prev = state["prev"]
+        else:
+            self._lock(conn)
+            prev = conn.execute(select(st.audit.c.hash).order_by(st.audit.c.seq.desc()).limit(1)).scalar()
+            prev = prev or GENESIS
+        for row in rows:
+            row["prev"] = prev
+            row["hash"] = prev = self.digest(prev, row)
+        conn.execute(insert(st.audit), rows)
+        if state is not None:
+            state.update(conn=key, prev=prev)
+
+    def record(self, rows: list[dict[str, Any]]) -> None:
+        """Append in a transaction of its own, durably, before the caller answers."""
+        if rows:
+            with self.db.write() as conn:
+                self.append(conn, rows)
+
+    def verify(self) -> VerifyResult:
+        prev = GENESIS
+        count = 0
+        with self.db.read() as conn:
+            result = conn.execution_options(yield_per=2000).execute(select(st.audit).order_by(st.audit.c.seq))
+            for row in result:
+                data = row._mapping
+                if data["prev"] != prev:
+                    return VerifyResult(False, count, data["seq"], "it does not follow the row before it")
+                if self.digest(prev, dict(data)) != data["hash"]:
+                    return VerifyResult(False, count, data["seq"], "its content does not match its hash")
+                prev = data["hash"]
+                count += 1
+        return VerifyResult(True, count, None, "")
+
+    def search(self, conds: list[Any], count: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+        a = st.audit.c
+        with self.db.read() as conn:
+            total = conn.execute(select(func.count()).select_from(st.audit).where(*conds)).scalar_one()
+            rows = conn.execute(select(st.audit).where(*conds).order_by(a.seq.desc()).limit(count).offset(offset)).all()
+        return [dict(r._mapping) for r in rows], total
+
+
+@dataclass
+class VerifyResult:
+    ok: bool
+    rows: int
+    broken_at: int | None
+    reason: str
+
+
+def to_audit_event(row: dict[str, Any]) -> dict[str, Any]:
+    """One audit row as a BALP-shaped AuditEvent."""
+    category = row["category"]
+    if category in ("login", "token"):
+        type_ = {
+            "system": "http://dicom.nema.org/resources/ontology/DCM",
+            "code": "110114",
+            "display": "User Authentication",
+        }
+    else:
+        type_ = {
+            "system": "http://terminology.hl7.org/CodeSystem/audit-event-type",
+            "code": "rest",
+            "display": "RESTful Operation",
+        }
+    event: dict[str, Any] = {
+        "resourceType": "AuditEvent",
+        "id": str(row["seq"]),
+        "type": type_,
+        "subtype": [{"system": "https://changbai.example/fhir/CodeSystem/audit-category", "code": category}],
+        "action": row["action"],
+        "recorded": ms_to_instant(row["recorded"]),
+        "outcome": row["outcome"],
+        "agent": [
+            {
+                "type": {
+                    "coding": [
+                        {
+                            "system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType",
+                            "code": "IRCP",
+                            "display": "information recipient",
+                        }
+                    ]
+                },
+                "who": {"identifier": {"value": row["username"] or "(anonymous)"}},
+                "requestor": True,
+                "role": [{"text": row["role"]}] if row["role"] else [],
+                **({"network": {"address": row["address"], "type": "2"}} if row["address"] else {}),
+            }
+        ],
+        "source": {
+            "observer": {"display": "Changbai"},
+            "type": [{"system": "http://terminology.hl7.org/CodeSystem/security-source-type", "code": "4"}],
+        },
+    }
+    if not event["agent"][0]["role"]:
+        del event["agent"][0]["role"]
+    if row["organization"]:
+        event["agent"][0]["location"] = {"reference": f"Organization/{row['organization']}"}
+    if row["detail"]:
+        event["outcomeDesc"] = row["detail"]
+    if row["purpose"]:
+        event["purposeOfEvent"] = [
+            {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": row["purpose"]}]}
+        ]
+    entities: list[dict[str, Any]] = []
+    for pid in row["patients"].split():
+        entities.append(
+            {
+                "what": {"reference": f"Patient/{pid}"},
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "1"},
+                "role": {"system": "http://terminology.hl7.org/CodeSystem/object-role", "code": "1"},
+            }
+        )
+    for ref in row["entities"].split():
+        entities.append(
+            {
+                "what": {"reference": ref},
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
+            }
+        )
+    if row["query"]:
+        entities.append(
+            {
+                "type": {"system": "http://terminology.hl7.org/CodeSystem/audit-entity-type", "code": "2"},
+                "query": base64.b64encode(row["query"].encode()).decode(),
+            }
+        )
+    if row["flagged"]:
+        event.setdefault("meta", {})["tag"] = [
+            {
+                "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
+                "code": "BTG",
+                "display": "break the glass",
+            }
+        ]
+    if entities:
+        event["entity"] = entities
+    return event

@@ -1,0 +1,769 @@
+"""Enforcement: the security module's steps on the store's pipeline and its guard around the router.
+
+- ``prepare`` step ``authorise``: scope and write rule of the principal, access labels, field protection;
+- ``commit`` step ``audit``: the write's audit row, in the write's transaction; treatment rows;
+- ``read`` step ``authorise``: scope, grants (labels, consent, break-the-glass), audit, reveal or mask;
+- ``search`` step ``authorise``: scope, the grants as SQL (``request.restrictions``, also inside chains
+  and ``_has``) so that matches, includes and counts only ever see what the reader may see;
+- the router guard: interactions the pipeline does not see (history, AuditEvent, system operations),
+  and one durable audit row per request for reads and refusals.
+
+A context whose principal is None is the platform itself (CLI, HL7 v2 intake, federation); HTTP requests
+always carry a principal (see :mod:`changbai.security.oauth`).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from sqlalchemy import Connection, and_, false, insert, or_, select, tuple_
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+from changbai import logs
+from changbai.errors import ChangbaiError, Forbidden, InvalidInput, MethodNotAllowed, NotFound
+from changbai.security import audit as au
+from changbai.security import policy as pol
+from changbai.security import tables as st
+from changbai.security.fields import FieldProtector
+from changbai.security.keys import KeyStore
+from changbai.security.policy import Grants, Principal, now_ms
+from changbai.security.tokens import Tokens
+from changbai.store import schema as t
+from changbai.store.pipeline import Context, WriteOp
+
+if TYPE_CHECKING:
+    from changbai.api.app import Platform
+    from changbai.api.router import FhirRequest, FhirResponse
+    from changbai.store.search import SearchRequest
+
+log = logs.get(__name__)
+R = t.resource.c
+LETTER = {"create": "c", "update": "u", "patch": "u", "delete": "d"}
+PROTECTED_PARAMS = {"identifier": "id", "phone": "phone", "telecom": "phone"}
+BREAK_GLASS_MINUTES = 60
+_PURPOSE = re.compile(r"^[A-Za-z0-9\-]{1,40}$")
+
+
+class Security:
+    """Everything the module holds for one platform: keys, policy, tokens, audit trail, caches."""
+
+    def __init__(self, platform: Platform) -> None:
+        settings = platform.settings
+        self.platform = platform
+        self.db = platform.db
+        self.keys = KeyStore(settings.data_dir / "keys")
+        self.policy = pol.load_policy()
+        self.protector = FieldProtector(self.keys.field_key, settings.resident_id_system)
+        self.trail = au.AuditTrail(self.db, self.keys.audit_key)
+        self.tokens = Tokens(self.db, self.keys)
+        self.org_region: dict[str, str | None] = {}
+        self.patient_region: dict[str, str | None] = {}
+        self.treated: set[tuple[str, str]] = set()
+
+    # ---------------------------------------------------------------------------------- principals
+    def principal(self, claims: dict[str, Any]) -> Principal:
+        from changbai.security import scopes as sc
+
+        role = self.policy.role(str(claims.get("role")))
+        resource_scopes, _ = sc.parse(str(claims.get("scope", "")))
+        return Principal(
+            username=str(claims.get("sub")),
+            role=role,
+            scopes=resource_scopes,
+            kind=str(claims.get("kind", "user")),
+            organization=claims.get("organization"),
+            practitioner=claims.get("practitioner"),
+            patient=claims.get("patient"),
+            region=claims.get("region"),
+            client_id=str(claims.get("client_id", "")),
+            jti=str(claims.get("jti", "")),
+        )
+
+    # ------------------------------------------------------------------------------------- denials
+    def _deny(self, ctx: Context, exc: ChangbaiError, entity: str = "", patient: str = "") -> ChangbaiError:
+        ctx.extras.setdefault("sec_denied", []).append((entity, patient, exc.message))
+        return exc
+
+    # --------------------------------------------------------------------------------------- writes
+    def prepare(self, conn: Connection, ctx: Context, op: WriteOp) -> None:
+        p: Principal | None = ctx.principal
+        if p is not None:
+            self._authorise_write(conn, ctx, p, op)
+        if op.resource is not None:
+            labels = self._labels(conn, p, op.rtype, op.resource)
+            pol.apply_labels(op.resource, labels)
+            self.protector.protect(op.resource)
+
+    def _authorise_write(self, conn: Connection, ctx: Context, p: Principal, op: WriteOp) -> None:
+        entity = f"{op.rtype}/{op.id}"
+        if not p.may(op.rtype, LETTER[op.action]):
+            raise self._deny(ctx, Forbidden(f"Your scopes do not allow {op.action} on {op.rtype}"), entity)
+        rule = p.role.write
+        if rule == "all":
+            return
+        if rule == "none":
+            raise self._deny(ctx, Forbidden(f"The role {p.role.name} does not write records"), entity)
+        previous = pol.read_labels(op.previous) if op.previous is not None else None
+        new_patient = pol.patient_of(op.resource, op.rtype) if op.resource is not None else None
+        if op.rtype == "Consent" and not (rule == "own-consent" and p.patient):
+            raise self._deny(
+                ctx,
+                Forbidden("Only the resident (or a platform operator) records the resident's authorisations"),
+                entity,
+            )
+        if rule == "own-consent":
+            own = p.patient
+            if op.rtype != "Consent":
+                raise self._deny(ctx, Forbidden("Residents write only their own authorisations (Consent)"), entity)
+            if op.resource is not None and new_patient != own:
+                raise self._deny(ctx, Forbidden("A resident authorises access to their own record only"), entity)
+            if previous is not None and own not in previous.get(pol.SYS_PATIENT, set()):
+                raise self._deny(ctx, NotFound(f"{entity} is not known"), entity)
+            return
+        # facility: records the principal's facility holds
+        if not p.organization:
+            raise self._deny(ctx, Forbidden("Your account acts for no facility, so it cannot write records"), entity)
+        if previous is not None and p.organization not in previous.get(pol.SYS_FACILITY, set()):
+            raise self._deny(ctx, Forbidden(f"{entity} is held by another facility"), entity)
+
+    def _labels(self, conn: Connection, p: Principal | None, rtype: str, resource: dict[str, Any]) -> pol.Labels:
+        if rtype == "Organization" and resource.get("id"):
+            self.org_region[resource["id"]] = pol.division_of(resource)
+        acting = p.organization if p is not None and p.organization and p.role.write == "facility" else None
+        facility = acting or pol.holder_of(resource, rtype)
+        patient = pol.patient_of(resource, rtype)
+        regions = set(pol.region_codes(self._org_region(conn, facility))) if facility else set()
+        care: list[str] = []
+        if rtype == "Patient":
+            county = pol.division_of(resource)
+            self.patient_region[resource["id"]] = county
+            regions |= set(pol.region_codes(county))
+            for path in pol.label_rules()["care_paths"]:
+                for ref in resource.get(path) or []:
+                    for kind in ("Practitioner", "Organization"):
+                        found = pol.ref_id(ref, kind)
+                        if found:
+                            care.append(f"{kind}/{found}")
+        elif patient:
+            regions |= set(pol.region_codes(self._patient_region(conn, patient)))
+        personal = rtype in pol.personal_types()
+        return pol.Labels(
+            personal, patient if personal else None, facility, sorted(regions), care, pol.sensitivity(resource)
+        )
+
+    def _current_content(self, conn: Connection, rtype: str, id: str) -> dict[str, Any] | None:
+        v = t.resource_version.c
+        row = conn.execute(
+            select(v.content)
+            .join_from(t.resource, t.resource_version, and_(v.rid == R.rid, v.version == R.version))
+            .where(R.rtype == rtype, R.id == id)
+        ).first()
+        return orjson.loads(row[0]) if row and row[0] else None
+
+    def _org_region(self, conn: Connection, org: str) -> str | None:
+        if org not in self.org_region:
+            content = self._current_content(conn, "Organization", org)
+            self.org_region[org] = pol.division_of(content) if content else None
+        return self.org_region[org]
+
+    def _patient_region(self, conn: Connection, patient: str) -> str | None:
+        if patient not in self.patient_region:
+            content = self._current_content(conn, "Patient", patient)
+            self.patient_region[patient] = pol.division_of(content) if content else None
+        return self.patient_region[patient]
+
+    def commit(self, conn: Connection, ctx: Context, op: WriteOp) -> None:
+        labels = pol.read_labels(op.resource or op.previous or {})
+        patients = labels.get(pol.SYS_PATIENT, set())
+        for org in labels.get(pol.SYS_FACILITY, set()):
+            for pid in patients:
+                if (org, pid) not in self.treated:
+                    self._insert_treatment(conn, org, pid)
+                    self.treated.add((org, pid))
+        p: Principal | None = ctx.principal
+        row = au.event(
+            op.action,
+            patients=patients,
+            entities=[f"{op.rtype}/{op.id}/_history/{op.version}"],
+            detail=f"{ctx.source}",
+            purpose=ctx.purpose or "",
+            address=ctx.client_address or "",
+            **_who(p),
+        )
+        self.trail.append(conn, [row], ctx.extras.setdefault("sec_chain", {}))
+        if op.resource is not None:
+            shown = copy.deepcopy(op.resource)
+            self.protector.reveal(shown, True)
+            op.resource = shown
+
+    def _insert_treatment(self, conn: Connection, org: str, pid: str) -> None:
+        values = {"organization": org, "patient": pid, "since": now_ms()}
+        if self.db.is_sqlite:
+            conn.execute(insert(st.treatment).prefix_with("OR IGNORE").values(**values))
+        else:
+            conn.execute(pg_insert(st.treatment).values(**values).on_conflict_do_nothing())
+
+    # ---------------------------------------------------------------------------------------- grants
+    def grants(self, conn: Connection, ctx: Context, p: Principal) -> Grants:
+        cached = ctx.extras.get("sec_grants")
+        if cached is not None and cached[0] is p:
+            return cached[1]
+        g = Grants()
+        reach = p.reach
+        if "all" in reach:
+            g.all = True
+        if "facility" in reach and p.organization:
+            g.facilities.add(p.organization)
+        if "treated" in reach and p.organization:
+            g.treated_by = p.organization
+        if "care" in reach:
+            g.care = [f"Practitioner/{p.practitioner}"] if p.practitioner else []
+            if p.organization:
+                g.care.append(f"Organization/{p.organization}")
+        if "region" in reach and p.region:
+            g.regions.add(p.region)
+        if "own" in reach and p.patient:
+            g.add_patient(p.patient, frozenset())
+        if "consent" in reach:
+            self._consent_grants(conn, ctx, p, g)
+        if "break_glass" in reach:
+            b = st.break_glass.c
+            rows = conn.execute(select(b.patient).where(b.username == p.username, b.expires > now_ms())).all()
+            g.break_glass = {r.patient for r in rows}
+        ctx.extras["sec_grants"] = (p, g)
+        return g
+
+    def _consent_grants(self, conn: Connection, ctx: Context, p: Principal, g: Grants) -> None:
+        actors = []
+        if p.practitioner:
+            actors.append(("Practitioner", p.practitioner))
+        if p.organization:
+            actors.append(("Organization", p.organization))
+        if not actors:
+            return
+        c = t.idx_reference.c
+        v = t.resource_version.c
+        refs = select(c.rid).where(
+            c.rtype == "Consent", c.param == "actor", tuple_(c.target_type, c.target_id).in_(actors)
+        )
+        rows = conn.execute(
+            select(v.content)
+            .join_from(t.resource, t.resource_version, and_(v.rid == R.rid, v.version == R.version))
+            .where(R.rtype == "Consent", R.deleted == false(), R.rid.in_(refs))
+        ).all()
+        now = now_ms()
+        for (content,) in rows:
+            consent = orjson.loads(content)
+            found = consent_permits(consent, actors, now, ctx.purpose)
+            if found is not None:
+                g.add_patient(*found)
+
+    def _visible(self, conn: Connection, ctx: Context, p: Principal, rtype: str, resource: dict[str, Any]) -> bool:
+        if not (p.may(rtype, "r") or p.may(rtype, "s")):
+            return False
+        grants = self.grants(conn, ctx, p)
+        decided = pol.quick_check(grants, pol.read_labels(resource))
+        if decided is None:
+            cond = pol.condition(grants, [rtype])
+            decided = (
+                conn.execute(select(R.rid).where(R.rtype == rtype, R.id == resource.get("id"), cond)).first()
+                is not None
+            )
+        return decided
+
+    # ----------------------------------------------------------------------------------------- reads
+    def read(self, conn: Connection, ctx: Context, rtype: str, resource: dict[str, Any]) -> None:
+        p: Principal | None = ctx.principal
+        if p is None:
+            self.protector.reveal(resource, True)
+            return
+        labels = pol.read_labels(resource)
+        patients = labels.get(pol.SYS_PATIENT, set())
+        entity = f"{rtype}/{resource.get('id')}"
+        if not (p.may(rtype, "r") or p.may(rtype, "s")):
+            raise self._deny(ctx, Forbidden(f"Your scopes do not allow reading {rtype}"), entity, " ".join(patients))
+        if not self._visible(conn, ctx, p, rtype, resource):
+            raise self._deny(ctx, NotFound(f"{entity} is not known"), entity, " ".join(patients))
+        log_ = ctx.extras.setdefault("sec_read", {"entities": set(), "patients": set(), "flagged": False})
+        log_["entities"].add(entity)
+        log_["patients"] |= patients
+        grants = self.grants(conn, ctx, p)
+        if patients & grants.break_glass:
+            log_["flagged"] = True
+        own = p.patient is not None and p.patient in patients and p.role.name == "resident"
+        self.protector.reveal(resource, p.role.identifiers == "full" or own)
+
+    # -------------------------------------------------------------------------------------- searches
+    def search(self, conn: Connection, ctx: Context, request: SearchRequest) -> None:
+        self._rewrite_protected(request)
+        p: Principal | None = ctx.principal
+        if p is None:
+            return
+        types = [request.rtype] if request.rtype else list(request.types)
+        allowed = [ty for ty in types if p.may(ty, "s")]
+        if not allowed:
+            what = request.rtype or "these types"
+            raise self._deny(ctx, Forbidden(f"Your scopes do not allow searching {what}"), what)
+        grants = self.grants(conn, ctx, p)
+        cond = pol.condition(grants, allowed)
+        if len(allowed) < len(types):
+            cond = and_(R.rtype.in_(allowed), cond)
+        request.restrictions.append(cond)
+        request.visible = lambda rtype, res: self._visible(conn, ctx, p, rtype, res)
+        self._secure_nested(request, grants)
+
+    def _rewrite_protected(self, request: SearchRequest) -> None:
+        """identifier=<resident-id system>|<number> and phone=<number> become blind-index tokens."""
+        from changbai.store.search import Clause, _param_builder
+
+        for name, value in request.used:
+            kind = PROTECTED_PARAMS.get(name)
+            if kind is None or "bidx:" in value:
+                continue
+            new_value = ",".join(self.protector.search_value(kind, v) for v in value.split(","))
+            if new_value == value:
+                continue
+            for i, clause in enumerate(request.clauses):
+                if clause.name == name:
+                    request.clauses[i] = Clause(name, _param_builder(request.types, name, new_value))
+                    break
+
+    def _secure_nested(self, request: SearchRequest, grants: Grants) -> None:
+        """Chains and _has look at other resources: give their inner searches the same grants."""
+        from changbai.store.search import Clause
+
+        for i, clause in enumerate(request.clauses):
+            if "." in clause.name.split("=")[0] or clause.name.startswith("_has:"):
+                value = next((v for n, v in request.used if n == clause.name), None)
+                if value is None:
+                    continue
+                request.clauses[i] = Clause(clause.name, nested_builder(request.types, clause.name, value, grants))
+
+    # ----------------------------------------------------------------------------------- break-glass
+    def break_glass(self, p: Principal, patient: str, reason: str, address: str) -> int:
+        if not p.role.break_glass:
+            raise Forbidden(f"The role {p.role.name} may not break the glass")
+        if not isinstance(reason, str) or len(reason.strip()) < 4 or len(reason) > 1000:
+            raise InvalidInput("Break-the-glass needs a stated reason (4 to 1000 characters)")
+        if not isinstance(patient, str) or not re.fullmatch(r"[A-Za-z0-9\-.]{1,64}", patient):
+            raise InvalidInput("Break-the-glass needs the id of the Patient")
+        now = now_ms()
+        expires = now + BREAK_GLASS_MINUTES * 60 * 1000
+        with self.db.write() as conn:
+            conn.execute(
+                insert(st.break_glass).values(
+                    username=p.username,
+                    patient=patient,
+                    reason=reason.strip(),
+                    started=now,
+                    expires=expires,
+                    reviewed=False,
+                )
+            )
+            row = au.event(
+                "break-glass",
+                patients=[patient],
+                detail=reason.strip(),
+                purpose="BTG",
+                flagged=True,
+                address=address,
+                **_who(p),
+            )
+            self.trail.append(conn, [row])
+        return expires
+
+    # ------------------------------------------------------------------------------------ the router
+    def guard(self, platform: Platform) -> None:
+        """Wrap the router: checks before dispatch, filtering after, one audit row per request."""
+        router = platform.router
+        inner_dispatch = router._dispatch
+        inner_handle = router.handle
+
+        def dispatch(req: FhirRequest, ctx: Context) -> FhirResponse:
+            p: Principal | None = ctx.principal
+            if p is None:
+                return inner_dispatch(req, ctx)
+            special = self._before(req, ctx, p)
+            if special is not None:
+                return special
+            resp = inner_dispatch(req, ctx)
+            if _interaction(req) == "history" and resp.status == 200 and resp.body:
+                self._filter_history(ctx, p, resp.body)
+            return resp
+
+        def handle(req: FhirRequest, ctx: Context) -> FhirResponse:
+            saved = {k: ctx.extras.pop(k) for k in ("sec_read", "sec_denied") if k in ctx.extras}
+            resp = inner_handle(req, ctx)
+            try:
+                if ctx.principal is not None:
+                    self._audit_request(req, ctx, resp)
+            finally:
+                for key in ("sec_read", "sec_denied"):
+                    ctx.extras.pop(key, None)
+                ctx.extras.update(saved)
+            return resp
+
+        router._dispatch = dispatch  # type: ignore[method-assign]
+        router.handle = handle  # type: ignore[method-assign]
+
+    def _before(self, req: FhirRequest, ctx: Context, p: Principal) -> FhirResponse | None:
+        from changbai.api.router import FhirResponse
+
+        parts = [x for x in req.path.strip("/").split("/") if x]
+        if parts[:2] == [".well-known", "smart-configuration"]:
+            return FhirResponse(200, smart_configuration(ctx.base_url.rsplit("/fhir", 1)[0]))
+        if p.role.name == "anonymous" and parts != ["metadata"]:
+            raise self._deny(ctx, _unauthorized("Sign in first: this request needs a bearer token"))
+        if not parts:
+            return None
+        if parts[0] == "AuditEvent":
+            return self._audit_events(req, ctx, p, parts)
+        if (parts[0] == "_history" or (len(parts) == 2 and parts[1] == "_history")) and "all" not in p.role.reach:
+            raise self._deny(ctx, Forbidden("History across records is for platform operators"), req.path)
+        if parts[0].startswith("$") and "all" not in p.role.reach:
+            raise self._deny(ctx, Forbidden(f"The system operation {parts[0]} is for platform operators"), req.path)
+        return None
+
+    def _filter_history(self, ctx: Context, p: Principal, bundle: dict[str, Any]) -> None:
+        entries = bundle.get("entry") or []
+        kept = []
+        with self.db.read() as conn:
+            for entry in entries:
+                res = entry.get("resource")
+                rtype = (entry.get("fullUrl") or "").rsplit("/", 2)[-2] if entry.get("fullUrl") else ""
+                if res is None:
+                    if "all" in p.reach:
+                        kept.append(entry)
+                    continue
+                if self._visible(conn, ctx, p, res.get("resourceType", rtype), res):
+                    self.protector.reveal(res, p.role.identifiers == "full")
+                    log_ = ctx.extras.setdefault("sec_read", {"entities": set(), "patients": set(), "flagged": False})
+                    log_["entities"].add(f"{res.get('resourceType')}/{res.get('id')}")
+                    log_["patients"] |= pol.read_labels(res).get(pol.SYS_PATIENT, set())
+                    kept.append(entry)
+        if len(kept) != len(entries):
+            bundle.pop("total", None)
+        if kept:
+            bundle["entry"] = kept
+        else:
+            bundle.pop("entry", None)
+
+    def _audit_request(self, req: FhirRequest, ctx: Context, resp: FhirResponse) -> None:
+        p: Principal = ctx.principal
+        rows = []
+        query = "&".join(f"{k}={v}" for k, v in req.query)[:2000]
+        common = dict(address=ctx.client_address or "", purpose=ctx.purpose or "", query=query, **_who(p))
+        reads = ctx.extras.get("sec_read")
+        kind = _interaction(req)
+        if reads and (reads["entities"] or kind in ("search", "history")):
+            rows.append(
+                au.event(
+                    kind,
+                    patients=reads["patients"],
+                    entities=sorted(reads["entities"])[:500],
+                    flagged=reads["flagged"],
+                    detail=f"{req.method} {req.path}"[:500],
+                    **common,
+                )
+            )
+        elif kind in ("search", "history") and resp.status == 200:
+            rows.append(au.event(kind, detail=f"{req.method} {req.path}"[:500], **common))
+        for entity, patient, message in ctx.extras.get("sec_denied", []):
+            rows.append(
+                au.event(
+                    "denied",
+                    "4",
+                    patients=patient.split(),
+                    entities=[entity] if entity else [],
+                    detail=message,
+                    **common,
+                )
+            )
+        if resp.status >= 400 and not ctx.extras.get("sec_denied"):
+            detail = ""
+            if resp.body and resp.body.get("issue"):
+                detail = str(resp.body["issue"][0].get("diagnostics", ""))
+            rows.append(
+                au.event(
+                    "refused",
+                    "4" if resp.status < 500 else "8",
+                    detail=f"{resp.status} {req.method} {req.path[:200]}: {detail}"[:1000],
+                    **common,
+                )
+            )
+        try:
+            self.trail.record(rows)
+        except Exception:
+            log.exception("audit write failed")
+            raise
+
+    # ------------------------------------------------------------------------------ AuditEvent API
+    def _audit_events(self, req: FhirRequest, ctx: Context, p: Principal, parts: list[str]) -> FhirResponse:
+        from urllib.parse import urlencode
+
+        from changbai.api.router import FhirResponse
+        from changbai.fhir.values import date_range
+
+        if req.method.upper() not in ("GET", "HEAD"):
+            raise MethodNotAllowed("The audit trail is append-only: AuditEvents cannot be written through the API")
+        a = st.audit.c
+        conds: list[Any] = []
+        see = p.role.see_audit
+        if see == "own" and p.patient:
+            conds.append((" " + a.patients + " ").like(f"% {p.patient} %"))
+        elif see != "all":
+            raise self._deny(ctx, Forbidden("Your role does not read the audit trail"), "AuditEvent")
+        if len(parts) == 2:
+            if not parts[1].isdigit():
+                raise NotFound(f"AuditEvent/{parts[1]} is not known")
+            conds.append(a.seq == int(parts[1]))
+            rows, _ = self.trail.search(conds, 1, 0)
+            if not rows:
+                raise NotFound(f"AuditEvent/{parts[1]} is not known")
+            return FhirResponse(200, au.to_audit_event(rows[0]))
+        if len(parts) > 2:
+            raise NotFound("No such AuditEvent interaction", code="not-supported")
+        count, offset = 20, 0
+        for key, value in req.query:
+            if len(value) > 200:
+                raise InvalidInput(f"The value of '{key}' is too long", expression=key)
+            base = key.split(":")[0]
+            if base in ("patient", "entity"):
+                pid = value.split("/")[-1]
+                conds.append((" " + a.patients + " ").like(f"% {_like(pid)} %", escape="\\"))
+            elif base in ("agent", "user", "who"):
+                conds.append(a.username == value)
+            elif base in ("facility", "site", "organization"):
+                conds.append(a.organization == value.split("/")[-1])
+            elif base == "outcome":
+                conds.append(a.outcome == value)
+            elif base in ("subtype", "type", "category"):
+                conds.append(a.category == value.split("|")[-1])
+            elif base == "date":
+                prefix, rest = (value[:2], value[2:]) if value[:2] in ("ge", "gt", "le", "lt", "eq") else ("eq", value)
+                low, high = date_range(rest)
+                if prefix in ("ge", "gt"):
+                    conds.append(a.recorded >= low)
+                elif prefix in ("le", "lt"):
+                    conds.append(a.recorded <= high)
+                else:
+                    conds.append(and_(a.recorded >= low, a.recorded <= high))
+            elif base == "_count":
+                if not value.isdigit():
+                    raise InvalidInput("_count must be a non-negative integer", expression="_count")
+                count = min(int(value), 1000)
+            elif base == "_offset":
+                if not value.isdigit():
+                    raise InvalidInput("_offset must be a non-negative integer", expression="_offset")
+                offset = int(value)
+            elif base in ("_format", "_pretty", "_total"):
+                continue
+            else:
+                raise InvalidInput(f"Unknown AuditEvent search parameter '{key}'", expression=key, code="not-supported")
+        rows, total = self.trail.search(conds, count, offset)
+        base_url = ctx.base_url.rstrip("/")
+        bundle: dict[str, Any] = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": total,
+            "link": [{"relation": "self", "url": f"{base_url}/AuditEvent?{urlencode(req.query)}"}],
+        }
+        if offset + count < total:
+            q = [(k, v) for k, v in req.query if k != "_offset"] + [("_offset", str(offset + count))]
+            bundle["link"].append({"relation": "next", "url": f"{base_url}/AuditEvent?{urlencode(q)}"})
+        if rows:
+            bundle["entry"] = [
+                {
+                    "fullUrl": f"{base_url}/AuditEvent/{r['seq']}",
+                    "resource": au.to_audit_event(r),
+                    "search": {"mode": "match"},
+                }
+                for r in rows
+            ]
+        return FhirResponse(200, bundle)
+
+
+# ------------------------------------------------------------------------------------------- helpers
+def consent_permits(
+    consent: dict[str, Any], actors: list[tuple[str, str]], now: int, purpose: str | None
+) -> tuple[str, frozenset[str]] | None:
+    """(patient, excluded sensitivity labels) when an active Consent authorises one of ``actors`` now."""
+    from changbai.fhir.values import date_range
+
+    if consent.get("status") != "active":
+        return None
+    patient = pol.ref_id(consent.get("patient"), "Patient")
+    provision = consent.get("provision")
+    if not patient or not isinstance(provision, dict) or provision.get("type", "permit") != "permit":
+        return None
+    period = provision.get("period") or {}
+    try:
+        if period.get("start") and date_range(period["start"])[0] > now:
+            return None
+        if period.get("end") and date_range(period["end"])[1] < now:
+            return None
+    except (ChangbaiError, ValueError):
+        return None
+    named = set()
+    for actor in provision.get("actor") or []:
+        for kind in ("Practitioner", "Organization"):
+            found = pol.ref_id((actor or {}).get("reference"), kind)
+            if found:
+                named.add((kind, found))
+    if not named & set(actors):
+        return None
+    purposes = {c.get("code") for c in provision.get("purpose") or [] if isinstance(c, dict)}
+    if purposes and purpose not in purposes:
+        return None
+    excluded: set[str] = set()
+    for sub in provision.get("provision") or []:
+        if isinstance(sub, dict) and sub.get("type") == "deny":
+            excluded |= {c.get("code") for c in sub.get("securityLabel") or [] if isinstance(c, dict)}
+    return patient, frozenset(x for x in excluded if isinstance(x, str))
+
+
+def nested_builder(types: list[str], name: str, value: str, grants: Grants) -> Any:
+    """A chain (``subject:Patient.name=x``) or ``_has`` condition whose inner resources are also limited
+    to what the grants allow, so that neither can test hidden records."""
+    from changbai.fhir.searchparams import registry
+    from changbai.fhir.spec import spec
+    from changbai.store.search import _param_builder
+
+    c = t.idx_reference.c
+    if name.startswith("_has:"):
+        parts = name.split(":", 3)
+        if len(parts) < 4 or not all(parts[1:]):
+            raise InvalidInput("_has takes _has:Type:referenceParam:param=value", expression=name)
+        _, other, ref_code, rest = parts
+        if other not in spec().resource_types:
+            raise InvalidInput(f"Unknown resource type '{other}' in _has", expression=name)
+        ref = registry().get(other, ref_code)
+        if ref is None or ref.type != "reference":
+            raise InvalidInput(f"'{ref_code}' is not a reference parameter of {other}", expression=name)
+        inner = (
+            nested_builder([other], rest, value, grants)
+            if rest.startswith("_has:") or "." in rest
+            else _param_builder([other], rest, value)
+        )
+
+        def build_has() -> Any:
+            others = (
+                select(R.rid)
+                .where(R.rtype == other, R.deleted == false(), inner(), pol.condition(grants, [other]))
+                .correlate(None)
+            )
+            refs = select(c.target_type, c.target_id).where(c.rtype == other, c.param == ref_code, c.rid.in_(others))
+            return tuple_(R.rtype, R.id).in_(refs)
+
+        return build_has
+    head, chain = name.split(".", 1)
+    code, _, modifier = head.partition(":")
+    params = [p for ty in types if (p := registry().get(ty, code)) is not None]
+    if not params or params[0].type != "reference":
+        return _param_builder(types, name, value)
+    param = params[0]
+    type_names = [p.resource_type for p in params]
+    targets = [modifier] if modifier else list(param.targets)
+    next_code = chain.split(".", 1)[0].split(":", 1)[0]
+    targets = [ty for ty in targets if next_code in ("_id", "_lastUpdated") or registry().get(ty, next_code)]
+    if not targets:
+        raise InvalidInput(f"No target of '{code}' has a search parameter '{next_code}'", expression=name)
+    inner = nested_builder(targets, chain, value, grants) if "." in chain else _param_builder(targets, chain, value)
+
+    def build_chain() -> Any:
+        target_rows = (
+            select(R.rtype, R.id)
+            .where(R.rtype.in_(targets), R.deleted == false(), inner(), pol.condition(grants, targets))
+            .correlate(None)
+        )
+        sub = select(c.rid).where(
+            c.rtype.in_(type_names), c.param == param.code, tuple_(c.target_type, c.target_id).in_(target_rows)
+        )
+        return R.rid.in_(sub)
+
+    return build_chain
+
+
+def _who(p: Principal | None) -> dict[str, str]:
+    if p is None:
+        return {"username": "(platform)", "role": "", "organization": ""}
+    return {"username": p.username, "role": p.role.name, "organization": p.organization or ""}
+
+
+def _like(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _interaction(req: FhirRequest) -> str:
+    parts = [x for x in req.path.strip("/").split("/") if x]
+    m = req.method.upper()
+    if "_history" in parts:
+        return "vread" if parts.index("_history") == len(parts) - 2 else "history"
+    if any(x.startswith("$") for x in parts):
+        return "operation"
+    if m == "GET":
+        return "read" if len(parts) == 2 else "search"
+    if m == "POST" and parts and parts[-1] == "_search":
+        return "search"
+    return {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}.get(m, "operation")
+
+
+def _unauthorized(message: str) -> ChangbaiError:
+    from changbai.errors import Unauthorized
+
+    return Unauthorized(message)
+
+
+def smart_configuration(root: str) -> dict[str, Any]:
+    """/.well-known/smart-configuration (SMART App Launch 2.x)."""
+    root = root.rstrip("/")
+    return {
+        "issuer": root,
+        "jwks_uri": f"{root}/auth/jwks",
+        "authorization_endpoint": f"{root}/auth/authorize",
+        "token_endpoint": f"{root}/auth/token",
+        "revocation_endpoint": f"{root}/auth/revoke",
+        "introspection_endpoint": f"{root}/auth/introspect",
+        "grant_types_supported": ["authorization_code", "client_credentials", "refresh_token"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": ["RS384", "ES384"],
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+        "scopes_supported": [
+            "openid",
+            "fhirUser",
+            "offline_access",
+            "online_access",
+            "launch/patient",
+            "patient/*.rs",
+            "patient/*.cruds",
+            "user/*.rs",
+            "user/*.cruds",
+            "system/*.rs",
+            "system/*.cruds",
+        ],
+        "capabilities": [
+            "launch-standalone",
+            "client-public",
+            "client-confidential-asymmetric",
+            "context-standalone-patient",
+            "permission-offline",
+            "permission-patient",
+            "permission-user",
+            "permission-v1",
+            "permission-v2",
+            "sso-openid-connect",
+        ],
+    }
+
+
+def purpose_of(header: str | None) -> str | None:
+    if header and _PURPOSE.match(header):
+        return header
+    return None
+
+
+__all__ = ["Security", "consent_permits", "nested_builder", "or_", "smart_configuration"]
