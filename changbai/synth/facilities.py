@@ -14,7 +14,7 @@ from changbai.synth.geography import Map, Place
 from changbai.synth.output import Output
 
 _ROLE_DISPLAY = {"doctor": "Doctor", "nurse": "Nurse", "pharmacist": "Pharmacist"}
-_LOCATION_TYPE = {"HOSP": "Hospital", "PC": "primary care clinic", "PHARM": "Pharmacy"}
+_LOCATION_TYPE = {"HOSP": "Hospital", "PC": "Primary care clinic", "PHARM": "Pharmacy"}
 
 
 @dataclass(slots=True)
