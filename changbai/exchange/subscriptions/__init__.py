@@ -47,7 +47,9 @@ def _check_subscription(conn: Any, ctx: Any, op: Any) -> None:
     if op.rtype != "Subscription" or op.resource is None:
         return
     from changbai.exchange.subscriptions.model import parse
+    from changbai.store.search import SearchRequest
 
-    parse(op.resource)
+    sub = parse(op.resource)
+    SearchRequest.parse(sub.rtype, sub.params, strict=True)  # unknown or malformed parameters: 400 now
     if op.resource.get("status") == "requested":
         op.resource["status"] = "active"
