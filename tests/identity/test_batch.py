@@ -36,7 +36,7 @@ def test_dedupe_finds_the_people_of_the_synthetic_province(tmp_path_factory):
     from changbai.synth import generate, truth
 
     out = tmp_path_factory.mktemp("province")
-    generate(out, 600, 3)
+    generate(out, 2000, 1)
     lines = (out / "Patient.ndjson").read_text(encoding="utf-8").splitlines()
     records = [json.loads(line) for line in lines]
     person = truth.person_of_patient(out)

@@ -86,6 +86,6 @@ def test_fixed_m_survives_em():
     model = fs.blank("x")
     sex = next(f for f in model.fields if f.field == "sex")
     vectors = np.zeros((200, len(model.fields)), dtype=np.int64)
-    vectors[:100, [i for i, f in enumerate(model.fields) if f.field == "sex"][0]] = 1
+    vectors[:100, next(i for i, f in enumerate(model.fields) if f.field == "sex")] = 1
     model.fit_em(vectors)
     assert sex.m[sex.levels.index("different")] == pytest.approx(0.005)
