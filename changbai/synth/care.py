@@ -64,7 +64,8 @@ class Care:
         self.claims = claims
         self.clinical = load("clinical")
         self.drugs = self.clinical["drugs"]
-        self.split_admissions: list[tuple[str, str, str]] = []
+        #: (first encounter, its claim, readmission, its claim, patient, person) of each split admission
+        self.split_admissions: list[tuple[str, str, str, str, str, str]] = []
         #: Where each child born in the window was delivered (the birth doses of vaccines are given there).
         self.birth_facility: dict[int, Facility] = {}
 
@@ -333,8 +334,8 @@ class Care:
         )
         return aid
 
-    def finish(self, v: Visit) -> str:
-        """Write the encounter and its claim."""
+    def finish(self, v: Visit) -> str | None:
+        """Write the encounter and its claim; return the claim id (None for an uninsured resident)."""
         p = v.person
         res: dict[str, Any] = {
             "resourceType": "Encounter",
@@ -370,25 +371,25 @@ class Care:
         res["location"] = [{"location": ref("Location", v.fac.loc, v.fac.name)}]
         res["serviceProvider"] = ref("Organization", v.fac.org, v.fac.name)
         self.out.emit(res)
-        if p.coverage is not None:
-            self.claims.emit(
-                patient=v.patient,
-                person=p.pid,
-                coverage=p.coverage,
-                encounter=v.id,
-                org=v.fac.org,
-                org_name=v.fac.name,
-                loc=v.fac.loc,
-                inpatient=v.cls == "IMP",
-                start=v.start,
-                end=v.end,
-                minute=v.minute,
-                diagnoses=[c for c, _ in v.conditions],
-                items=v.items,
-                icd_codes=[i for _, i in v.conditions],
-                allow_abuse=v.abuse,
-            )
-        return v.id
+        if p.coverage is None:
+            return None
+        return self.claims.emit(
+            patient=v.patient,
+            person=p.pid,
+            coverage=p.coverage,
+            encounter=v.id,
+            org=v.fac.org,
+            org_name=v.fac.name,
+            loc=v.fac.loc,
+            inpatient=v.cls == "IMP",
+            start=v.start,
+            end=v.end,
+            minute=v.minute,
+            diagnoses=[c for c, _ in v.conditions],
+            items=v.items,
+            icd_codes=[i for _, i in v.conditions],
+            allow_abuse=v.abuse,
+        )
 
     # ---- a resident's years -----------------------------------------------------------------------
     def window(self, p: Person) -> tuple[int, int]:
@@ -565,15 +566,15 @@ class Care:
             self.prescribe(v, drug, v.conditions[0][0], days=max(1, v.end - v.start))
         if split:
             v.abuse = False
-        first = self.finish(v)
+        first_claim = self.finish(v)
         if split and v.end + 1 < (p.death or self.as_of) - 1 and v.end + 1 + stay - first_stay < self.as_of:
             v2 = self.visit(p, fac, v.end + 1, "IMP", stay - first_stay)
             v2.abuse = False
             v2.conditions.append(v.conditions[0])
             v2.reasons.append(icd10(icd, display))
             v2.admit_source = "outp"
-            self.finish(v2)
-            self.split_admissions.append((first, v2.id, p.pid))
+            second_claim = self.finish(v2)
+            self.split_admissions.append((v.id, first_claim or "", v2.id, second_claim or "", v2.patient, p.pid))
         return v
 
     def acute_care(self, p: Person, lo: int, hi: int) -> None:

@@ -167,7 +167,7 @@ def _ground_truth(
     cases: list[infectious.Case],
     found: list[infectious.Outbreak],
     abuse: list[Any],
-    splits: list[tuple[str, str, str]],
+    splits: list[tuple[str, str, str, str, str, str]],
     counts: dict[str, int],
 ) -> None:
     gt = out_dir / GROUND_TRUTH
@@ -273,8 +273,18 @@ def _ground_truth(
         w.writerow(["claim_id", "pattern", "encounter_id", "patient_id", "person_id", "related_claim_id", "detail"])
         for a in abuse:
             w.writerow([a.claim, a.pattern, a.encounter, a.patient, a.person, a.related, a.detail])
-        for first, second, person in splits:
-            w.writerow(["", "split_admission", second, "", person, "", f"readmitted the day after {first}"])
+        for first, first_claim, second, second_claim, patient, person in splits:
+            w.writerow(
+                [
+                    second_claim,
+                    "split_admission",
+                    second,
+                    patient,
+                    person,
+                    first_claim,
+                    f"readmitted the day after discharge from {first}",
+                ]
+            )
     summary = {
         "seed": seed,
         "residents": residents,

@@ -15,7 +15,7 @@ from changbai.synth.province import GROUND_TRUTH
 
 @dataclass(frozen=True)
 class AbusiveClaim:
-    claim: str  # Claim id ("" for split admissions, which are a pair of encounters)
+    claim: str  # Claim id (for a split admission: the readmission's claim; related_claim is the first's)
     pattern: str  # duplicate_billing | drug_not_matching_diagnosis | over_quantity | split_admission
     encounter: str
     person: str

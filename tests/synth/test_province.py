@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from collections import Counter
-from datetime import date
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -277,10 +277,15 @@ def test_claims_abuse_ground_truth_points_at_real_claims(province):
     assert patterns, "some abuse is injected"
     for r in rows:
         assert r["encounter_id"] in encounters
-        if r["pattern"] == "split_admission":
-            assert encounters[r["encounter_id"]]["class"]["code"] == "IMP"
-            continue
         claim = claims[r["claim_id"]]
+        if r["pattern"] == "split_admission":
+            # the readmission the day after discharge, same hospital, same diagnosis
+            first = claims[r["related_claim_id"]]
+            assert encounters[r["encounter_id"]]["class"]["code"] == "IMP"
+            assert first["provider"] == claim["provider"] and first["diagnosis"] == claim["diagnosis"]
+            assert date.fromisoformat(claim["billablePeriod"]["start"]) - date.fromisoformat(
+                first["billablePeriod"]["end"]
+            ) == timedelta(days=1)
         assert claim["item"][0]["encounter"][0]["reference"] == f"Encounter/{r['encounter_id']}"
         if r["pattern"] == "duplicate_billing":
             original = claims[r["related_claim_id"]]
