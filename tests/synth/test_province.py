@@ -426,3 +426,10 @@ def test_recorded_chronic_disease_is_near_surveyed_prevalence_times_diagnosis(pr
     assert 0.015 < share["E11.9"] / len(adults) < 0.11
     conditions = [c for c in resources(out, "Condition") if c["code"]["coding"][0]["code"] == "I10"]
     assert len({c["subject"]["reference"] for c in conditions}) == share["I10"]
+
+
+def test_progress_reports_residents_done_from_zero_to_all(tmp_path):
+    seen: list[int] = []
+    generate(tmp_path, 250, 2, progress=seen.append)
+    assert seen[0] == 0 and seen[-1] == 250
+    assert seen == sorted(seen)
