@@ -29,7 +29,7 @@ from changbai.exchange.maps import DATA, v2_map
 NS = {"h": "urn:hl7-org:v3", "xsi": "http://www.w3.org/2001/XMLSchema-instance", "sdtc": "urn:hl7-org:sdtc"}
 XSI_TYPE = "{http://www.w3.org/2001/XMLSchema-instance}type"
 NAMESPACE = uuid.UUID("0b7e2d0e-52a5-4b8e-8a44-2f1d6c9a7c31")
-EXT_SOURCE_DOCUMENT = "http://changbai.example.org/fhir/StructureDefinition/source-document"
+EXT_SOURCE_DOCUMENT = "https://changbai.example/fhir/StructureDefinition/source-document"
 CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 CDA_MIME = "application/hl7-cda+xml"
 

@@ -23,7 +23,7 @@ RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
 Translate = Callable[[str, str, str], "dict[str, Any] | None"]
 
 #: Where identifiers and codes from an authority/system we cannot name get their system URI.
-LOCAL_SYSTEM = "http://changbai.example.org/fhir/sid/v2/{}"
+LOCAL_SYSTEM = "https://changbai.example/fhir/sid/v2/{}"
 
 
 def local_system(name: str) -> str:

@@ -49,11 +49,36 @@ def router_transaction(router: Any) -> ApplyTransaction:
     from changbai.api import bundles
 
     def apply(unit: Unit, bundle: dict[str, Any]) -> Any:
-        entries = bundle["entry"]
+        entries = resolve_conditional_updates(unit, bundle["entry"])
         requests = [bundles._entry_request(e, i) for i, e in enumerate(entries)]
         return bundles._transaction(router, unit, requests, entries)
 
     return apply
+
+
+def resolve_conditional_updates(unit: Unit, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Turn conditional updates (``PUT Patient?identifier=...``) into plain updates of the matched id.
+
+    Other entries refer to a conditionally updated resource by its ``urn:uuid`` fullUrl; the platform's
+    transaction does not yet map such fullUrls to the id the condition resolves to, so the references
+    would stay ``urn:uuid:...``. Resolved here, inside the same unit of work: one match -> that id; no
+    match -> the entry's own (deterministic) id, so the resource is created; more -> refused.
+    """
+    from changbai.errors import PreconditionFailed
+
+    out = []
+    for i, entry in enumerate(entries):
+        req = entry.get("request") or {}
+        url = req.get("url", "")
+        if req.get("method") == "PUT" and "?" in url:
+            rtype, _, query = url.partition("?")
+            found = unit.find(rtype, query)
+            if len(found) > 1:
+                raise PreconditionFailed(f"Bundle.entry[{i}]: the condition '{url}' matched {len(found)} resources")
+            rid = found[0][0] if found else entry["fullUrl"].rsplit(":", 1)[-1]
+            entry = {**entry, "resource": {**entry["resource"], "id": rid}, "request": {**req, "url": f"{rtype}/{rid}"}}
+        out.append(entry)
+    return out
 
 
 class SqlInbox:

@@ -32,8 +32,8 @@ from changbai.exchange.maps import event_rules, events, handler_kind, supported_
 NAMESPACE = uuid.UUID("6f1c1c1e-8f5e-4a57-9f0e-6b1a2c3d4e5f")
 ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
 PARTICIPATION = "http://terminology.hl7.org/CodeSystem/v3-ParticipationType"
-EXT_ETHNICITY = "http://changbai.example.org/fhir/StructureDefinition/ethnicity"
-EXT_RACE = "http://changbai.example.org/fhir/StructureDefinition/race"
+EXT_ETHNICITY = "https://changbai.example/fhir/StructureDefinition/ethnicity"
+EXT_RACE = "https://changbai.example/fhir/StructureDefinition/race"
 OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
 
 

@@ -206,3 +206,15 @@ def test_crash_before_commit_then_resend_gives_exactly_one_result(core_platform:
 
     assert code(asyncio.run(run())) == "AA"
     assert versions(core_platform, "Observation", "code=http://loinc.org|2345-7") == [1]
+
+
+def test_admission_links_the_encounter_to_the_stored_patient_and_an_update_keeps_one_patient(
+    core_platform: Any,
+) -> None:
+    intake = build_intake(core_platform)
+    intake.handle(adt("A01", control_id="L1").encode())
+    intake.handle(adt("A08", control_id="L2", family="LI", when="20260101093000+0800").encode())
+    [(pid, version, patient)] = search(core_platform, "Patient", f"identifier={JLH}|MRN001")
+    assert patient["name"][0]["family"] == "LI" and version == 2
+    [(_, _, enc)] = search(core_platform, "Encounter", f"identifier={JLH}|V100")
+    assert enc["subject"]["reference"] == f"Patient/{pid}"
