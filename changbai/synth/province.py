@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 
 from changbai.errors import InvalidInput
-from changbai.synth import duplicates, facilities, immunisation, infectious, people
+from changbai.synth import codesystems, duplicates, facilities, immunisation, infectious, people
 from changbai.synth.care import Care
 from changbai.synth.claims import Claims
 from changbai.synth.data import load
@@ -51,6 +51,7 @@ def generate(out_dir: Path, residents: int, seed: int, progress: Callable[[int],
     out = Output(out_dir)
     try:
         townships = choose_townships(stream(seed, "geography"), residents)
+        codesystems.emit(out)
         reg = facilities.build(out, stream(seed, "facilities"), geo, townships, residents)
         rng = stream(seed, "people")
         persons = people.sample_people(rng, residents, as_of, start)

@@ -12,6 +12,7 @@ from changbai.store.repository import Repository
 from changbai.synth import generate
 
 LOAD_ORDER = [
+    "CodeSystem",
     "Organization",
     "Location",
     "Practitioner",

@@ -433,3 +433,28 @@ def test_progress_reports_residents_done_from_zero_to_all(tmp_path):
     generate(tmp_path, 250, 2, progress=seen.append)
     assert seen[0] == 0 and seen[-1] == 250
     assert seen == sorted(seen)
+
+
+def test_the_platforms_own_codes_are_defined_in_code_systems_of_the_output(province):
+    out, _ = province
+    defined = {cs["url"]: {c["code"]: c["display"] for c in cs["concept"]} for cs in resources(out, "CodeSystem")}
+    own = systems.BASE + "/CodeSystem/"
+    used = Counter()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, dict):
+            if str(node.get("system", "")).startswith(own) and "code" in node:
+                used[node["system"]] += 1
+                assert node["code"] in defined[node["system"]], node
+                assert (
+                    node.get("display", defined[node["system"]][node["code"]]) == defined[node["system"]][node["code"]]
+                )
+            for value in node.values():
+                visit(value)
+        elif isinstance(node, list):
+            for value in node:
+                visit(value)
+
+    for res in every_resource(out):
+        visit(res)
+    assert set(used) == set(defined)
