@@ -81,9 +81,12 @@ class FhirEndpoint:
         )
         if self.context_factory is not None:
             ctx = await self.context_factory(request, ctx)
-        freq = FhirRequest(request.method, path, query, {k.lower(): v for k, v in request.headers.items()}, body)
+        method = "GET" if request.method == "HEAD" else request.method  # HEAD: a GET without the body
+        freq = FhirRequest(method, path, query, {k.lower(): v for k, v in request.headers.items()}, body)
         fresp = await run_in_threadpool(self.router.handle, freq, ctx)
         headers = dict(fresp.headers)
+        if request.method == "HEAD":
+            return Response(status_code=fresp.status, headers=headers, media_type=f"{FHIR_JSON}; charset=utf-8")
         if "location" in headers and not headers["location"].startswith("http"):
             headers["location"] = f"{ctx.base_url.rstrip('/')}/{headers['location']}"
         if fresp.body is None:

@@ -71,6 +71,7 @@ def load_directory(
     report = LoadReport()
     for path in ndjson_files(directory):
         load_file(repo, path, report, chunk=chunk, ctx=ctx, progress=progress)
+    repo.db.analyze()  # fresh statistics, or the query planner guesses badly after a large load
     return report
 
 

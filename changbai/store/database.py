@@ -87,6 +87,15 @@ class Database:
         with self.engine.connect() as conn, conn.begin():
             yield conn
 
+    def analyze(self) -> None:
+        """Refresh the query planner's statistics (after bulk loads)."""
+        with self.engine.connect() as conn:
+            if self.is_sqlite:
+                conn.exec_driver_sql("ANALYZE")
+            else:
+                conn.execution_options(isolation_level="AUTOCOMMIT").exec_driver_sql("ANALYZE")
+            conn.commit()
+
     def dispose(self) -> None:
         self.engine.dispose()
 

@@ -258,8 +258,8 @@ def _param_builder(types: list[str], name: str, value: str) -> Callable[[], Colu
     if builder is None:
         raise NotSupported(f"Search parameter '{code}' of type {kind} is not supported", expression=name)
     values = split_or(value)
-    if modifier == "not" and kind == "token":
-        conds = [builder(type_names, code, "", v, name) for v in values]
+    if modifier in ("not", "not-in") and kind == "token":
+        conds = [builder(type_names, code, "" if modifier == "not" else "in", v, name) for v in values]
         inner = or_(*conds)
         table = t.INDEX_TABLES[kind]
         sub = select(table.c.rid).where(table.c.rtype.in_(type_names), table.c.param == code, inner)
@@ -320,9 +320,16 @@ def _token_cond(
             raise InvalidInput(":of-type takes system|code|value", expression=name)
         return and_(c.system == f"of-type:{unescape(parts[0])}|{unescape(parts[1])}", c.code == unescape(parts[2]))
     if modifier in ("below", "above", "in", "not-in"):
-        raise NotSupported(
-            f"Modifier ':{modifier}' on token parameter '{code}' needs the terminology service", expression=name
-        )
+        codings = _expand_token(modifier, unescape(value), name)
+        if not codings:
+            return false()
+        by_system: dict[str | None, list[str]] = {}
+        for system, c_code in codings:
+            by_system.setdefault(system, []).append(c_code)
+        conds = [
+            and_(c.system == s_ if s_ is not None else true(), c.code.in_(codes)) for s_, codes in by_system.items()
+        ]
+        return or_(*conds)
     if modifier not in ("", "not"):
         raise InvalidInput(f"Modifier ':{modifier}' is not allowed on token parameter '{code}'", expression=name)
     parts = split_unescaped(value, "|", 1)
@@ -334,6 +341,23 @@ def _token_cond(
     if tok == "":
         return c.system == system
     return and_(c.system == system, c.code == tok)
+
+
+#: Set by the terminology module: (modifier, value, parameter name) -> the (system, code) pairs that
+#: ``:below``/``:above`` a code or ``:in``/``:not-in`` a value set stand for. None: not available.
+TokenExpander = Callable[[str, str], "list[tuple[str | None, str]] | None"]
+token_expander: TokenExpander | None = None
+
+
+def _expand_token(modifier: str, value: str, name: str) -> list[tuple[str | None, str]]:
+    found = token_expander(modifier, value) if token_expander is not None else None
+    if found is None:
+        raise NotSupported(
+            f"Modifier ':{modifier}' is not available for '{value}' (no such code system or value set "
+            "in the terminology service)",
+            expression=name,
+        )
+    return found
 
 
 def _reference_cond(

@@ -1,0 +1,156 @@
+"""Search latency: p50 and p99 of twelve typical searches over the synthetic province, at 100k and 1M
+resources, on SQLite and PostgreSQL, with one client and with 8 concurrent clients, over HTTP to a
+`changbai serve` process. The baseline is `GET /fhir/Patient/{id}` (a read by primary key) in the same run.
+
+    python -m benchmarks.search [--sizes 100000,1000000] [--backends sqlite,postgresql] [--repeat 100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+from benchmarks.common import database, server, table
+
+RESOURCES_PER_RESIDENT = 41  # what changbai.synth writes on average (measured)
+ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
+
+Search = tuple[str, Callable[[random.Random], str]]
+
+
+def _sample(directory: Path) -> dict[str, list[Any]]:
+    """Values to search for, read from the generated files (not from the server)."""
+    out: dict[str, list[Any]] = {"patients": [], "orgs": [], "months": []}
+    with (directory / "Patient.ndjson").open("rb") as f:
+        for line in f:
+            p = orjson.loads(line)
+            ident = next((i["value"] for i in p.get("identifier", []) if i.get("system") == ID_SYSTEM), None)
+            if ident and p.get("name"):
+                out["patients"].append((p["id"], ident, p["name"][0].get("family", ""), p.get("birthDate", "")))
+    with (directory / "Encounter.ndjson").open("rb") as f:
+        for i, line in enumerate(f):
+            if i % 50:
+                continue
+            e = orjson.loads(line)
+            org = (e.get("serviceProvider") or {}).get("reference")
+            start = (e.get("period") or {}).get("start", "")
+            if org and start:
+                out["orgs"].append(org)
+                out["months"].append(start[:7])
+    return out
+
+
+def searches(sample: dict[str, list[Any]]) -> list[Search]:
+    pats, orgs, months = sample["patients"], sample["orgs"], sample["months"]
+
+    def pat(rng: random.Random) -> tuple[str, str, str, str]:
+        return rng.choice(pats)
+
+    return [
+        ("patient by ID number", lambda r: f"Patient?identifier={ID_SYSTEM}|{pat(r)[1]}"),
+        ("patient by name + birth date", lambda r: "Patient?family={2}&birthdate={3}".format(*pat(r))),
+        ("observations of a patient by code + dates, sorted",
+         lambda r: f"Observation?subject=Patient/{pat(r)[0]}&code=http://loinc.org|85354-9"
+                   "&date=ge2020-01-01&date=le2026-12-31&_sort=-date"),
+        ("encounters of a facility in a month", lambda r: f"Encounter?service-provider={r.choice(orgs)}"
+                                                         f"&date={r.choice(months)}"),
+        ("conditions by ICD-10 :below a block", lambda r: "Condition?code:below=http://hl7.org/fhir/sid/icd-10|I10-I15"
+                                                          "&_count=20"),
+        ("chained: observations by patient ID number",
+         lambda r: f"Observation?subject:Patient.identifier={ID_SYSTEM}|{pat(r)[1]}&code=http://loinc.org|4548-4"),
+        ("_revinclude encounters of a patient", lambda r: f"Patient?_id={pat(r)[0]}&_revinclude=Encounter:subject"),
+        ("_has: patients with hypertension, by family name",
+         lambda r: f"Patient?_has:Condition:subject:code=http://hl7.org/fhir/sid/icd-10|I10&family={pat(r)[2]}"),
+        ("compartment: a patient's conditions", lambda r: f"Patient/{pat(r)[0]}/Condition"),
+        ("count of HbA1c results", lambda r: "Observation?code=http://loinc.org|4548-4&_summary=count"),
+        ("quantity: glucose above 7 mmol/L of a patient",
+         lambda r: f"Observation?subject=Patient/{pat(r)[0]}&value-quantity=gt7|http://unitsofmeasure.org|mmol/L"),
+        ("immunizations of a patient since 2020", lambda r: f"Immunization?patient=Patient/{pat(r)[0]}&date=ge2020"),
+    ]
+
+
+def _measure(base: str, make: Callable[[random.Random], str], repeat: int, clients: int) -> tuple[float, float, str]:
+    times: list[float] = []
+    errors: list[str] = []
+    lock = threading.Lock()
+
+    def worker(seed: int) -> None:
+        rng = random.Random(seed)
+        with httpx.Client(timeout=60) as client:
+            for _ in range(repeat // clients):
+                url = f"{base}/{make(rng)}"
+                start = time.perf_counter()
+                r = client.get(url)
+                elapsed = time.perf_counter() - start
+                with lock:
+                    (times.append(elapsed) if r.status_code == 200 else errors.append(f"{r.status_code}"))
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(clients)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    if not times:
+        return float("nan"), float("nan"), f"failed ({errors[0] if errors else '?'})"
+    times.sort()
+    p99 = times[min(len(times) - 1, int(len(times) * 0.99))]
+    note = f"{len(errors)} errors" if errors else ""
+    return statistics.median(times) * 1000, p99 * 1000, note
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks.search")
+    parser.add_argument("--sizes", default="100000,1000000")
+    parser.add_argument("--backends", default="sqlite,postgresql")
+    parser.add_argument("--clients", default="1,8")
+    parser.add_argument("--repeat", type=int, default=100)
+    args = parser.parse_args(argv)
+    from changbai.api.app import create_platform
+    from changbai.settings import Settings
+    from changbai.store.bulk import load_directory
+    from changbai.synth import generate
+
+    headers = ["backend", "resources", "clients", "search", "p50 ms", "p99 ms", "note"]
+    rows: list[list[Any]] = []
+    for size in (int(s) for s in args.sizes.split(",")):
+        with tempfile.TemporaryDirectory(prefix="changbai-search-") as tmp:
+            data = Path(tmp) / "province"
+            generate(data, residents=max(1, size // RESOURCES_PER_RESIDENT), seed=7)
+            sample = _sample(data)
+            for backend in args.backends.split(","):
+                with database(backend) as url:
+                    if url is None:
+                        rows.append([backend, size, "", "PostgreSQL unreachable", "", "", ""])
+                        continue
+                    platform = create_platform(Settings(database_url=url))
+                    t0 = time.perf_counter()
+                    report = load_directory(platform.repo, data)
+                    load_s = time.perf_counter() - t0
+                    platform.db.dispose()
+                    with server(url) as base:
+                        for clients in (int(c) for c in args.clients.split(",")):
+                            p50, p99, _ = _measure(base, lambda r: f"Patient/{r.choice(sample['patients'])[0]}",
+                                                   args.repeat, clients)
+                            rows.append([backend, report.read, clients, "baseline: read Patient by id",
+                                         f"{p50:.1f}", f"{p99:.1f}", f"loaded in {load_s:.0f} s"])
+                            for name, make in searches(sample):
+                                p50, p99, note = _measure(base, make, args.repeat, clients)
+                                rows.append([backend, report.read, clients, name, f"{p50:.1f}", f"{p99:.1f}", note])
+                            print(table(headers, rows[-13:]), flush=True)
+    print()
+    print(table(headers, rows))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
