@@ -31,8 +31,8 @@ class Settings(BaseSettings):
     mllp_port: int = 2575
     #: Identifier system of the resident ID number (居民身份证号码) in the master patient index.
     resident_id_system: str = "urn:oid:2.16.156.10011.1.3"
-    #: Sign-in, access policies, consent and audit (CHANGBAI_SECURITY=off to switch off). The `changbai`
-    #: command turns it on unless told otherwise; a platform built as a library has it off by default.
+    #: Sign-in, access policies, consent and audit (docs/security.md). CHANGBAI_SECURITY=on for any node
+    #: that holds real data; off only for tests and benchmarks that measure the platform without it.
     security: bool = False
     #: Requests per minute that one address may make to the token endpoint before a 429.
     token_rate_per_minute: int = 60
