@@ -1,0 +1,22 @@
+"""Plug the master index into a platform: the ``identify`` step of the write pipeline and the operations.
+
+Add ``changbai.identity.install.install`` to the platform's extensions (changbai.api.app.default_extensions).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from changbai.identity import tables
+from changbai.identity.operations import operations
+from changbai.identity.registry import identify_step
+
+if TYPE_CHECKING:
+    from changbai.api.app import Platform
+
+
+def install(platform: Platform) -> None:
+    tables.ensure_tables(platform.db)
+    platform.repo.pipeline.add("prepare", "identify", identify_step)
+    for op in operations():
+        platform.router.register(op)

@@ -1,0 +1,248 @@
+"""The master index inside the store's transaction: index every Patient write, link it to a person.
+
+The write pipeline's ``identify`` step (:func:`identify_step`) runs for every Patient create, update and
+delete, whatever door it came through, on the same connection as the write, so the index and the links
+commit or roll back with the resource. On PostgreSQL the step takes a transaction-scoped advisory lock on
+each of the record's blocking keys first, so two facilities registering the same new person at the same
+moment are serialised and produce one person (SQLite serialises all writers anyway).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from typing import Any
+
+from sqlalchemy import Connection, and_, delete, insert, or_, select, text, update
+
+from changbai.errors import Issue, NotFound
+from changbai.identity import blocking
+from changbai.identity import tables as t
+from changbai.identity.matcher import Matcher, MatchResult
+from changbai.identity.model import MatchModel, load
+from changbai.identity.normalise import NormalisedPatient, normalise_patient
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+class SqlIndex:
+    """The candidate index on a store connection (same protocol as MemoryIndex / SqliteIndex)."""
+
+    def __init__(self, conn: Connection, max_block: int = 2000) -> None:
+        self.conn = conn
+        self.max_block = max_block
+
+    def add(self, row: dict[str, Any], keys: list[str], person: str | None = None) -> None:
+        pid = row["unique_id"]
+        self.conn.execute(delete(t.block).where(t.block.c.patient == pid))
+        found = self.conn.execute(select(t.record.c.person).where(t.record.c.patient == pid)).first()
+        values = {"row": json.dumps(row, ensure_ascii=False), "updated": _now()}
+        if found is None:
+            self.conn.execute(insert(t.record).values(patient=pid, person=person or pid, **values))
+        else:
+            self.conn.execute(update(t.record).where(t.record.c.patient == pid).values(**values))
+        unique = sorted(set(keys))
+        if unique:
+            self.conn.execute(insert(t.block), [{"block": k, "patient": pid} for k in unique])
+
+    def remove(self, key: str) -> None:
+        self.conn.execute(delete(t.block).where(t.block.c.patient == key))
+        self.conn.execute(delete(t.record).where(t.record.c.patient == key))
+
+    def lookup(self, keys: list[str], exclude: str | None = None) -> list[dict[str, Any]]:
+        found: set[str] = set()
+        for k in sorted(set(keys)):
+            q = select(t.block.c.patient).where(t.block.c.block == k).limit(self.max_block + 1)
+            members = [r[0] for r in self.conn.execute(q)]
+            if len(members) <= self.max_block:
+                found.update(members)
+        found.discard(exclude or "")
+        if not found:
+            return []
+        rows = self.conn.execute(select(t.record.c.row).where(t.record.c.patient.in_(sorted(found))))
+        return sorted((json.loads(r[0]) for r in rows), key=lambda r: r["unique_id"])
+
+
+class Registry:
+    """Persons and links over one connection: what the pipeline step and the operations use."""
+
+    def __init__(self, conn: Connection, model: MatchModel | None = None) -> None:
+        self.conn = conn
+        self.index = SqlIndex(conn)
+        self.matcher = Matcher(model or current_model(), self.index)
+
+    # ------------------------------------------------------------------------------------- queries
+    def person_of(self, patient: str) -> str | None:
+        row = self.conn.execute(select(t.record.c.person).where(t.record.c.patient == patient)).first()
+        return row[0] if row else None
+
+    def records_of(self, person: str) -> list[str]:
+        q = select(t.record.c.patient).where(t.record.c.person == person).order_by(t.record.c.patient)
+        return [r[0] for r in self.conn.execute(q)]
+
+    def history(self, patient: str) -> list[dict[str, Any]]:
+        q = select(t.event).where(t.event.c.patient == patient).order_by(t.event.c.seq)
+        return [dict(r._mapping) for r in self.conn.execute(q)]
+
+    def review_queue(self, status: str = "open", limit: int = 100) -> list[dict[str, Any]]:
+        q = select(t.review).where(t.review.c.status == status).order_by(t.review.c.created).limit(limit)
+        return [{**dict(r._mapping), "levels": json.loads(r.levels)} for r in self.conn.execute(q)]
+
+    def is_distinct(self, a: str, b: str) -> bool:
+        x, y = sorted((a, b))
+        q = select(t.distinct.c.a).where(and_(t.distinct.c.a == x, t.distinct.c.b == y))
+        return self.conn.execute(q).first() is not None
+
+    # ------------------------------------------------------------------------------------- writes
+    def register(self, patient: NormalisedPatient, actor: str | None = None) -> tuple[str, list[MatchResult]]:
+        """Index a (new or changed) Patient and link it: returns its person and the scored candidates."""
+        row = blocking.blocking_row(patient)
+        keys = blocking.keys(row, patient.other_phones)
+        self._lock(keys)
+        previous = self.person_of(patient.key)
+        results = self.matcher.match(patient, minimum="review") if patient.usable else []
+        results = [r for r in results if not self.is_distinct(patient.key, r.key)]
+        links = [r for r in results if r.decision == "auto-link"]
+        person = previous
+        if links:
+            best = links[0]
+            person = self.person_of(best.key) or best.key
+        elif previous is None:
+            person = patient.key
+        self.index.add(row, keys, person)
+        if person != previous:
+            self.conn.execute(update(t.record).where(t.record.c.patient == patient.key).values(person=person))
+            action = "auto-link" if links else "new-person"
+            self._event(patient.key, person, previous, action, links[0] if links else None, actor)
+        for r in results:
+            if r.decision == "review" and self.person_of(r.key) != person:
+                self._queue(patient.key, r)
+        return person or patient.key, results
+
+    def unregister(self, patient: str, actor: str | None = None) -> None:
+        previous = self.person_of(patient)
+        self.index.remove(patient)
+        if previous is not None:
+            self._event(patient, None, previous, "deleted", None, actor)
+
+    def link(self, patient: str, other: str, actor: str | None = None) -> str:
+        """A person's decision: ``patient`` is the same person as ``other`` (moves it to other's person)."""
+        person = self._require(other)
+        previous = self._require(patient)
+        if previous != person:
+            self.conn.execute(update(t.record).where(t.record.c.patient == patient).values(person=person))
+            self._event(patient, person, previous, "link", None, actor, other=other)
+        self._close_review(patient, other, "linked")
+        return person
+
+    def unlink(self, patient: str, actor: str | None = None) -> str:
+        """Take ``patient`` out of its person into a person of its own (undoes a wrong link)."""
+        previous = self._require(patient)
+        if previous != patient or len(self.records_of(previous)) > 1:
+            new = patient if previous != patient else f"{patient}~{_now()}"
+            self.conn.execute(update(t.record).where(t.record.c.patient == patient).values(person=new))
+            self._event(patient, new, previous, "unlink", None, actor)
+            return new
+        return previous
+
+    def not_duplicate(self, a: str, b: str, actor: str | None = None) -> None:
+        """Record that a and b are different people: never linked automatically again."""
+        self._require(a)
+        self._require(b)
+        x, y = sorted((a, b))
+        if not self.is_distinct(x, y):
+            self.conn.execute(insert(t.distinct).values(a=x, b=y, at=_now(), actor=actor))
+        if self.person_of(a) == self.person_of(b):
+            self.unlink(a, actor)
+        self._event(a, self.person_of(a), None, "not-duplicate", None, actor, other=b)
+        self._close_review(a, b, "distinct")
+
+    # ------------------------------------------------------------------------------------- helpers
+    def _require(self, patient: str) -> str:
+        person = self.person_of(patient)
+        if person is None:
+            raise NotFound(f"Patient/{patient} is not in the master index")
+        return person
+
+    def _lock(self, keys: list[str]) -> None:
+        if self.conn.dialect.name != "postgresql":
+            return  # SQLite writers are serialised already
+        for k in sorted(set(keys)):
+            n = int.from_bytes(hashlib.sha256(f"empi:{k}".encode()).digest()[:8], "big", signed=True)
+            self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": n})
+
+    def _event(
+        self,
+        patient: str,
+        person: str | None,
+        previous: str | None,
+        action: str,
+        result: MatchResult | None,
+        actor: str | None,
+        other: str | None = None,
+    ) -> None:
+        self.conn.execute(
+            insert(t.event).values(
+                at=_now(),
+                patient=patient,
+                person=person,
+                previous_person=previous,
+                action=action,
+                other=other or (result.key if result else None),
+                probability=result.probability if result else None,
+                actor=actor,
+                detail=json.dumps(result.levels) if result else None,
+            )
+        )
+
+    def _queue(self, patient: str, r: MatchResult) -> None:
+        a, b = sorted((patient, r.key))
+        exists = self.conn.execute(
+            select(t.review.c.status).where(and_(t.review.c.patient == a, t.review.c.candidate == b))
+        ).first()
+        if exists is None:
+            self.conn.execute(
+                insert(t.review).values(
+                    patient=a,
+                    candidate=b,
+                    probability=r.probability,
+                    levels=json.dumps(r.levels),
+                    status="open",
+                    created=_now(),
+                )
+            )
+
+    def _close_review(self, a: str, b: str, status: str) -> None:
+        x, y = sorted((a, b))
+        self.conn.execute(
+            update(t.review).where(or_(and_(t.review.c.patient == x, t.review.c.candidate == y))).values(status=status)
+        )
+
+
+_MODEL: MatchModel | None = None
+
+
+def current_model() -> MatchModel:
+    """The shipped model, loaded once per process."""
+    global _MODEL
+    if _MODEL is None:
+        _MODEL = load()
+    return _MODEL
+
+
+def identify_step(conn: Connection, ctx: Any, op: Any) -> None:
+    """Pipeline step (prepare phase): index and link every Patient write; flag unusable resident IDs."""
+    if op.rtype != "Patient":
+        return
+    registry = Registry(conn)
+    actor = getattr(ctx, "source", None)
+    if op.resource is None:
+        registry.unregister(op.id, actor)
+        return
+    patient = normalise_patient(op.resource, key=op.id)
+    for warning in patient.warnings:
+        op.warnings.append(Issue(warning, "business-rule", "warning", ["Patient.identifier"]))
+    registry.register(patient, actor)
