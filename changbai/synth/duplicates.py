@@ -26,7 +26,7 @@ def _s2t() -> Any:
 def _pinyin(text: str) -> str:
     from pypinyin import lazy_pinyin
 
-    return "".join(w.capitalize() for w in lazy_pinyin(text))
+    return "".join(lazy_pinyin(text)).capitalize()  # "Minjie", as pinyin writes a given name
 
 
 def _swap_char(rng: random.Random, text: str, table: dict[str, str]) -> str | None:
