@@ -326,20 +326,23 @@ class Router:
             request.summary == "count" and result.total is not None
         ):
             bundle["total"] = result.total
-        used = [(k, v) for k, v in request.used if k != "_offset"]
+        used = [(k, v) for k, v in request.used if k not in ("_offset", "_cursor")]
 
-        def link(relation: str, offset: int) -> dict[str, str]:
-            q = used + ([("_offset", str(offset))] if offset else [])
-            url = f"{base}/{path}" + (f"?{urlencode(q)}" if q else "")
-            return {"relation": relation, "url": url}
+        def link(relation: str, paging: list[tuple[str, str]]) -> dict[str, str]:
+            q = used + paging
+            return {"relation": relation, "url": f"{base}/{path}" + (f"?{urlencode(q)}" if q else "")}
 
-        links = [link("self", request.offset)]
+        here = [("_cursor", f"{request.cursor[0]}.{request.cursor[1]}")] if request.cursor else []
+        links = [link("self", here + ([("_offset", str(request.offset))] if request.offset else []))]
         if request.count:
-            links.append(link("first", 0))
-            if request.offset > 0:
-                links.append(link("previous", max(0, request.offset - request.count)))
-            if result.has_more:
-                links.append(link("next", request.offset + request.count))
+            links.append(link("first", []))
+            if result.next_cursor is not None:
+                links.append(link("next", [("_cursor", result.next_cursor)]))
+            else:
+                if request.offset > 0:
+                    links.append(link("previous", [("_offset", str(max(0, request.offset - request.count)))]))
+                if result.has_more:
+                    links.append(link("next", [("_offset", str(request.offset + request.count))]))
         bundle["link"] = links
         if request.ignored:
             entries.append(

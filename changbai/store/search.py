@@ -45,6 +45,7 @@ RESULT_PARAMS = frozenset(
     {
         "_count",
         "_offset",
+        "_cursor",
         "_sort",
         "_include",
         "_revinclude",
@@ -80,6 +81,8 @@ class SearchRequest:
     summary: str | None = None
     elements: list[str] | None = None
     total: str = "accurate"
+    #: keyset paging for the default order (newest first): the (last_updated, rid) of the last row seen.
+    cursor: tuple[int, int] | None = None
     #: extra conditions on ``resource`` rows (security scopes, compartments), ANDed in.
     restrictions: list[ColumnElement[bool]] = field(default_factory=list)
     #: a hook to decide, per resource, whether the reader may see it (security).
@@ -142,6 +145,11 @@ class SearchRequest:
             if not value.isdigit():
                 raise InvalidInput(f"_offset must be a non-negative integer, not '{value}'", expression="_offset")
             self.offset = int(value)
+        elif base == "_cursor":
+            updated, _, rid = value.partition(".")
+            if not (updated.lstrip("-").isdigit() and rid.isdigit()):
+                raise InvalidInput("Invalid paging cursor", expression="_cursor")
+            self.cursor = (int(updated), int(rid))
         elif base == "_sort":
             for key in value.split(","):
                 desc = key.startswith("-")
@@ -652,6 +660,7 @@ class SearchResult:
     included: list[Match]
     total: int | None
     has_more: bool
+    next_cursor: str | None = None  # for the next link when paging by keyset
 
 
 def _where(request: SearchRequest) -> list[ColumnElement[bool]]:
@@ -722,9 +731,14 @@ def execute(unit: Unit, request: SearchRequest) -> SearchResult:
         total = unit.conn.execute(select(func.count()).select_from(t.resource).where(*where)).scalar_one()
     if request.summary == "count" or request.count == 0:
         return SearchResult(request, [], [], total, False)
+    keyset = not request.sort  # default order: page by keyset, so inserts between pages shift nothing
+    page_where = list(where)
+    if keyset and request.cursor is not None:
+        updated, rid = request.cursor
+        page_where.append(or_(R.last_updated < updated, and_(R.last_updated == updated, R.rid < rid)))
     q = (
         select(R.rid, R.rtype, R.id, R.version, R.last_updated)
-        .where(*where)
+        .where(*page_where)
         .order_by(*_order(request))
         .limit(request.count + 1)
         .offset(request.offset)
@@ -732,6 +746,7 @@ def execute(unit: Unit, request: SearchRequest) -> SearchResult:
     ordered = unit.conn.execute(q).all()
     has_more = len(ordered) > request.count
     ordered = ordered[: request.count]
+    next_cursor = f"{ordered[-1].last_updated}.{ordered[-1].rid}" if keyset and has_more and ordered else None
     rids = [r.rid for r in ordered]
     matches = _load(unit, rids)
     if request.visible is not None:
@@ -739,7 +754,7 @@ def execute(unit: Unit, request: SearchRequest) -> SearchResult:
     for m in matches:
         unit.pipeline.run_read(unit.conn, unit.ctx, m.rtype, m.resource)
     included = _includes(unit, request, matches)
-    return SearchResult(request, matches, included, total, has_more)
+    return SearchResult(request, matches, included, total, has_more, next_cursor)
 
 
 def _load(unit: Unit, rids: list[int]) -> list[Match]:

@@ -312,3 +312,28 @@ def test_compartment_search(client):
     )
     r = client.get(f"/Patient/{p['id']}/Condition", params={"code": "I10"})
     assert r.status_code == 200 and r.json()["total"] == 1
+
+
+def test_search_paging_is_stable_while_data_changes(client):
+    for i in range(5):
+        create(client, {**PATIENT, "name": [{"family": f"周{i}"}]})
+    page = client.get("/Patient", params={"_count": 2}).json()
+    seen = [e["resource"]["id"] for e in page["entry"]]
+    create(client, {**PATIENT, "name": [{"family": "新"}]})  # arrives between pages
+    while nxt := next((link["url"] for link in page["link"] if link["relation"] == "next"), None):
+        page = httpx.get(nxt).json()
+        seen += [e["resource"]["id"] for e in page.get("entry", [])]
+    assert len(seen) == len(set(seen)) == 5  # no duplicates, none skipped
+    self_link = next(link["url"] for link in page["link"] if link["relation"] == "self")
+    assert httpx.get(self_link).status_code == 200
+
+
+def test_search_via_post_and_head(client):
+    create(client, PATIENT)
+    r = client.post(
+        "/Patient/_search", data={"gender": "male"}, headers={"content-type": "application/x-www-form-urlencoded"}
+    )
+    assert r.status_code == 200 and r.json()["total"] == 1
+    assert "gender=male" in next(link["url"] for link in r.json()["link"] if link["relation"] == "self")
+    head = client.head("/Patient")
+    assert head.status_code == 200 and head.content == b""
