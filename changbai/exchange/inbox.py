@@ -30,6 +30,10 @@ from changbai.store.repository import Repository, Unit
 ApplyTransaction = Callable[[Unit, dict[str, Any]], Any]
 
 
+class _Exists(Exception):
+    """The inbox already holds a row with this key: process the message again on the careful path."""
+
+
 @dataclass
 class _Job:
     record: InboxRecord
@@ -168,13 +172,7 @@ class SqlInbox:
         try:
             with self.repo.db.write() as conn:
                 for job in jobs:
-                    savepoint = conn.begin_nested()
-                    try:
-                        self._commit_one(conn, job)
-                        savepoint.commit()
-                    except Exception as exc:
-                        savepoint.rollback()
-                        job.error = Duplicate() if isinstance(exc, IntegrityError) else exc
+                    self._in_savepoint(conn, job, fast=True)
         except Exception as exc:  # the common commit failed: nothing of the batch is stored
             for job in jobs:
                 if job.error is None:
@@ -183,19 +181,42 @@ class SqlInbox:
             for job in jobs:
                 job.done.set()
 
-    def _commit_one(self, conn: Any, job: _Job) -> None:
+    def _in_savepoint(self, conn: Any, job: _Job, fast: bool) -> None:
+        savepoint = conn.begin_nested()
+        try:
+            self._commit_one(conn, job, fast)
+            savepoint.commit()
+        except _Exists:
+            savepoint.rollback()
+            self._in_savepoint(conn, job, fast=False)
+        except Exception as exc:
+            savepoint.rollback()
+            job.error = Duplicate() if isinstance(exc, IntegrityError) else exc
+
+    def _commit_one(self, conn: Any, job: _Job, fast: bool) -> None:
+        """One message: inbox row, resources, clocks. ``fast``: a new message (the usual case) inserts its
+        row first and lets the unique key find the rare resend or retry, instead of looking first."""
         record = job.record
         ctx = Context(source="hl7v2", extras={"sender": record.sender, "control_id": record.control_id})
         unit = Unit(self.repo, conn, ctx)  # the store's unit of work, on our transaction
-        existing = self._existing(conn, record)
-        if existing is not None and existing.status == "accepted" and not record.id:
-            raise Duplicate()
         entries, skipped, clocks = self._in_order(conn, job.bundle, record.message_time, job.sources)
+        job.make_ack(skipped)
+        existing, inserted = None, False
+        if fast and not record.id:
+            try:
+                self._put(conn, record, None)
+            except IntegrityError as exc:
+                raise _Exists() from exc
+            inserted = True
+        else:
+            existing = self._existing(conn, record)
+            if existing is not None and existing.status == "accepted" and not record.id:
+                raise Duplicate()
         if entries:
             self.apply(unit, {**job.bundle, "entry": entries})
         unit.flush()
-        job.make_ack(skipped)
-        self._put(conn, record, existing)
+        if not inserted:
+            self._put(conn, record, existing)
         self._advance(conn, entries, record, clocks)
 
     def record(self, record: InboxRecord) -> InboxRecord:
