@@ -397,9 +397,6 @@ class Care:
         hi = self.as_of - 1 if p.death is None else p.death - 1
         return lo, hi
 
-    def random_day(self, lo: int, hi: int) -> int:
-        return self.rng.randint(lo, hi)
-
     def person(self, p: Person) -> None:
         lo, hi = self.window(p)
         if hi < lo:
@@ -478,7 +475,8 @@ class Care:
             visit_day += step + rng.randint(-10, 10)
         if conds and rng.random() < 1 - (1 - self.clinical["chronic_admission_per_year"]) ** ((hi - lo) / 365):
             d, cid, drug = rng.choice(conds)
-            when = rng.randint(lo, max(lo, hi - 1))
+            onset = next(o for c, o in p.chronic if c is d)
+            when = rng.randint(max(lo, onset), max(lo, onset, hi - 1))
             hospital = self.facility(p, "county")
             based_on = source = None
             if rng.random() < self.clinical["chronic_admission_referred"] and when + 1 <= hi:

@@ -458,3 +458,12 @@ def test_the_platforms_own_codes_are_defined_in_code_systems_of_the_output(provi
     for res in every_resource(out):
         visit(res)
     assert set(used) == set(defined)
+
+
+def test_no_diagnosis_is_used_before_its_onset(province):
+    out, _ = province
+    conditions = {c["id"]: c for c in resources(out, "Condition")}
+    for enc in resources(out, "Encounter"):
+        for diagnosis in enc.get("diagnosis", []):
+            condition = conditions[diagnosis["condition"]["reference"].split("/")[1]]
+            assert condition["onsetDateTime"] <= enc["period"]["end"][:10], enc["id"]
