@@ -9,11 +9,13 @@ Identifier *systems* are not compared: each converter invents its own for unname
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 ASPECTS = ("patient", "encounter", "observation", "immunization")
+#: The table's columns: every aspect, and the patient and observation facts that come from PID / OBX.
+COLUMNS = ("patient", "patient (from PID)", "encounter", "observation", "observation (from OBX)", "immunization")
 
 Facts = set[tuple[Any, ...]]
 
@@ -120,18 +122,31 @@ EXTRACTORS = {
 }
 
 
-def compare(ours: dict[str, Any], reference: dict[str, Any]) -> dict[str, tuple[int, int, list[Any]]]:
-    """Per aspect: (facts of the reference we state too, facts of the reference, the ones we miss)."""
+def compare(
+    ours: dict[str, Any], reference: dict[str, Any], sourced: Callable[[str, tuple[Any, ...]], bool] | None = None
+) -> dict[str, tuple[int, int, list[Any]]]:
+    """Per aspect: (facts of the reference we state too, facts of the reference, the ones we miss).
+
+    ``sourced(aspect, fact)`` says whether a reference fact comes from segments we map; when given, the
+    ``patient (from PID)`` and ``observation (from OBX)`` columns count only those."""
     out = {}
     for aspect, extract in EXTRACTORS.items():
         want, have = extract(reference), extract(ours)
         missing = sorted(want - have, key=repr)
         out[aspect] = (len(want) - len(missing), len(want), missing)
+        if sourced is not None and aspect in ("patient", "observation"):
+            own = {f for f in want if sourced(aspect, f)}
+            own_missing = sorted(own - have, key=repr)
+            out[f"{aspect} (from {'PID' if aspect == 'patient' else 'OBX'})"] = (
+                len(own) - len(own_missing),
+                len(own),
+                own_missing,
+            )
     return out
 
 
 def merge_counts(rows: Iterable[dict[str, tuple[int, int, list[Any]]]]) -> dict[str, tuple[int, int]]:
-    total = {a: [0, 0] for a in ASPECTS}
+    total = {a: [0, 0] for a in COLUMNS}
     for row in rows:
         for aspect, (hit, want, _) in row.items():
             total[aspect][0] += hit
