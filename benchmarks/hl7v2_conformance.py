@@ -65,10 +65,29 @@ def run(messages: Path, expected: Path) -> list[dict]:
     return rows
 
 
-def table(rows: list[dict]) -> str:
+FAMILIES = {
+    "ADT": "ADT",
+    "BAR": "BAR/DFT",
+    "DFT": "BAR/DFT",
+    "ORU": "ORU/OUL",
+    "OUL": "ORU/OUL",
+    "VXU": "VXU",
+    "ORM": "ORM/OML/OMG/REF",
+    "OML": "ORM/OML/OMG/REF",
+    "OMG": "ORM/OML/OMG/REF",
+    "REF": "ORM/OML/OMG/REF",
+    "SIU": "SIU",
+    "MDM": "MDM",
+    "RDE": "RDE/RDS",
+    "RDS": "RDE/RDS",
+}
+
+
+def table(rows: list[dict], by_family: bool = False) -> str:
     by_type: dict[str, list[dict]] = defaultdict(list)
     for row in rows:
-        by_type[row["type"].split("^")[0] + "^" + row["type"].split("^")[-1] if "^" in row["type"] else "?"].append(row)
+        kind = row["type"].split("^")[0] + "^" + row["type"].split("^")[-1] if "^" in row["type"] else "?"
+        by_type[FAMILIES.get(kind.split("^")[0], kind) if by_family else kind].append(row)
     head = "| message type | messages | mapped | compared | " + " | ".join(conformance.COLUMNS) + " |"
     lines = [head, "|" + " --- |" * (4 + len(conformance.COLUMNS))]
 
@@ -97,9 +116,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--messages", type=Path, default=DEFAULT / "messages")
     parser.add_argument("--expected", type=Path, default=DEFAULT / "expected")
     parser.add_argument("--missing", action="store_true", help="list the reference facts we do not state")
+    parser.add_argument("--families", action="store_true", help="one row per message family, not per type")
     args = parser.parse_args(argv)
     rows = run(args.messages, args.expected)
-    print(table(rows))
+    print(table(rows, args.families))
     refused = [r for r in rows if r["outcome"] != "mapped"]
     for r in refused:
         print(f"- {r['file']}: {r['outcome']}")
