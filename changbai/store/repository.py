@@ -175,15 +175,20 @@ class Unit:
         self._dirty = False
 
     def _insert_many(self, table: Any, rows: list[dict[str, Any]]) -> None:
-        """executemany straight on the driver: the hot path of ingest, where SQLAlchemy's per-row parameter
-        processing cost more than the database itself. Column names are ours, values are parameters."""
+        """Bulk insert straight on the driver: the hot path of ingest, where SQLAlchemy's per-row parameter
+        processing cost more than the database itself. SQLite: executemany; PostgreSQL: COPY.
+        Column names are ours; values always travel as parameters."""
         columns = [c.name for c in table.columns if not c.primary_key]  # the keys are generated
-        mark = "?" if self.repo.db.is_sqlite else "%s"
-        sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join(mark for _ in columns)})"
-        params = [tuple(row.get(c) for c in columns) for row in rows]
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
-            cursor.executemany(sql, params)
+            if self.repo.db.is_sqlite:
+                marks = ", ".join("?" for _ in columns)
+                sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
+                cursor.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
+            else:
+                with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(tuple(row.get(c) for c in columns))
         finally:
             cursor.close()
 
