@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     subscription_retry_seconds: float = 1.0
     subscription_max_backoff_seconds: float = 60.0
     subscription_give_up_seconds: float = 3 * 86400.0
+    #: Hosts that rest-hook notifications may go to (comma-separated; "*" = any). Closed networks list
+    #: their receivers here; a Subscription naming another host is stored but not served.
+    subscription_hosts: str = "127.0.0.1,localhost,::1"
 
     def resolved_database_url(self) -> str:
         if self.database_url:

@@ -1,7 +1,7 @@
 """Reliable FHIR Subscriptions for outside systems (R4 criteria subscriptions, R4B-backport topics).
 
 ``install(platform)`` (listed in :func:`changbai.api.app.default_extensions`) adds a prepare step that
-checks every Subscription written (and accepts ``requested`` ones as ``active``), the
+checks every Subscription written (``requested`` and ``active`` ones are served alike), the
 ``Subscription/[id]/$get-ws-binding-token`` operation, the websocket at ``/subscriptions/ws``, the
 operator API under ``/subscriptions/`` and the feeder and deliverer threads. See docs/federation.md.
 """
@@ -35,8 +35,9 @@ def install(platform: Platform) -> None:
         settings.subscription_max_backoff_seconds,
         settings.subscription_give_up_seconds,
         lambda: settings.base_url or f"http://{settings.host}:{settings.port}/fhir",
+        settings.subscription_hosts,
     )
-    worker = SubscriptionWorker(Feeder(platform.repo), deliverer)
+    worker = SubscriptionWorker(Feeder(platform.repo, settings.subscription_hosts), deliverer)
     platform.on_startup.append(worker.start)
     platform.on_shutdown.append(worker.stop)
     platform.subscriptions = worker  # type: ignore[attr-defined]
@@ -51,5 +52,3 @@ def _check_subscription(conn: Any, ctx: Any, op: Any) -> None:
 
     sub = parse(op.resource)
     SearchRequest.parse(sub.rtype, sub.params, strict=True)  # unknown or malformed parameters: 400 now
-    if op.resource.get("status") == "requested":
-        op.resource["status"] = "active"

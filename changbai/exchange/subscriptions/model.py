@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 import orjson
 
@@ -69,6 +69,15 @@ class Sub:
     heartbeat: int | None = None
     interactions: frozenset[str] = frozenset({"create", "update", "delete"})
     since: int = 0  # outbox seq of the subscription's creation: earlier changes are not owed to it
+
+
+def endpoint_allowed(sub: Sub, hosts: str) -> bool:
+    """Whether ``sub`` may be served under CHANGBAI_SUBSCRIPTION_HOSTS (websockets always may)."""
+    if sub.channel != "rest-hook":
+        return True
+    allowed = {h.strip().lower() for h in hosts.split(",") if h.strip()}
+    host = (urlsplit(sub.endpoint).hostname or "").lower()
+    return "*" in allowed or host in allowed
 
 
 def _ext(node: dict[str, Any], url: str) -> list[Any]:

@@ -26,7 +26,7 @@ from changbai.exchange.federation import cursors
 from changbai.exchange.federation import tables as ft
 from changbai.exchange.subscriptions import tables as st
 from changbai.exchange.subscriptions.channels import DeliveryFailed, RestHook, WebSocketHub
-from changbai.exchange.subscriptions.model import Sub, parse
+from changbai.exchange.subscriptions.model import Sub, endpoint_allowed, parse
 from changbai.store import schema
 from changbai.store.pipeline import Context
 from changbai.store.repository import Repository, Unit
@@ -34,6 +34,8 @@ from changbai.store.repository import Repository, Unit
 log = logs.get(__name__)
 
 FEEDER = "subscriptions"
+LIVE = "requested,active"  # Subscription.status values that are served
+GONE = "the subscription is no longer active (or its endpoint host is not allowed)"
 BATCH = 500
 _D = st.delivery.c
 _O = schema.outbox.c
@@ -43,17 +45,21 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def load_active(unit: Unit) -> dict[str, Sub]:
-    """Active subscriptions, each with the outbox seq of its creation."""
+def load_active(unit: Unit, hosts: str = "*") -> dict[str, Sub]:
+    """Live subscriptions (requested or active), each with the outbox seq of its creation."""
     subs: dict[str, Sub] = {}
     offset = 0
     while True:
-        page = unit.search("Subscription", [("status", "active"), ("_count", "1000"), ("_offset", str(offset))])
+        query = [("status", LIVE), ("_count", "1000"), ("_offset", str(offset))]
+        page = unit.search("Subscription", query)
         for m in page.matches:
             try:
                 sub = parse(m.resource)
             except ChangbaiError as exc:
                 logs.event(log, "subscription unusable", subscription=m.id, error=exc.message)
+                continue
+            if not endpoint_allowed(sub, hosts):
+                logs.event(log, "subscription endpoint host not allowed", subscription=m.id, endpoint=sub.endpoint)
                 continue
             first = unit.conn.execute(
                 select(func.min(_O.seq)).where(_O.rtype == "Subscription", _O.id == m.id)
@@ -71,8 +77,9 @@ def matches(unit: Unit, sub: Sub, rtype: str, id: str) -> bool:
 
 
 class Feeder:
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, hosts: str = "*") -> None:
         self.repo = repo
+        self.hosts = hosts
         self.subs: dict[str, Sub] | None = None
 
     def step(self) -> int:
@@ -83,11 +90,11 @@ class Feeder:
             if not rows:
                 return 0
             if self.subs is None:
-                self.subs = load_active(u)
+                self.subs = load_active(u, self.hosts)
             told: set[tuple[str, str, str]] = set()
             for row in rows:
                 if row.rtype == "Subscription":
-                    self.subs = load_active(u)
+                    self.subs = load_active(u, self.hosts)
                 for sub in self.subs.values():
                     if sub.rtype != row.rtype or row.seq <= sub.since or row.action not in sub.interactions:
                         continue
@@ -137,8 +144,10 @@ class Deliverer:
         max_backoff_seconds: float,
         give_up_seconds: float,
         base_url: Callable[[], str],
+        hosts: str = "*",
     ) -> None:
         self.repo = repo
+        self.hosts = hosts
         self.hub = hub
         self.rest = RestHook()
         self.retry_ms = int(retry_seconds * 1000)
@@ -166,12 +175,13 @@ class Deliverer:
             if not u.exists("Subscription", sub_id):
                 return None
             resource = u.read("Subscription", sub_id).resource or {}
-        if resource.get("status") != "active":
+        if resource.get("status") not in ("requested", "active"):
             return None
         try:
-            return parse(resource)
+            sub = parse(resource)
         except ChangbaiError:
             return None
+        return sub if endpoint_allowed(sub, self.hosts) else None
 
     def _drain(self, sub_id: str, now: int) -> int:
         with self.repo.db.read() as conn:
@@ -184,7 +194,7 @@ class Deliverer:
         done = 0
         for row in rows:
             if sub is None:
-                self._mark(row.seq, status="dead", last_error="the subscription is no longer active")
+                self._mark(row.seq, status="dead", last_error=GONE)
                 continue
             try:
                 self._send(sub, row)
@@ -285,13 +295,15 @@ class Deliverer:
             return
         self._beat_checked = time.monotonic()
         with self.repo.unit(Context(source="system"), write=False) as u:
-            page = u.search("Subscription", [("status", "active"), ("_count", "1000")])
+            page = u.search("Subscription", [("status", LIVE), ("_count", "1000")])
         for m in page.matches:
             try:
                 sub = parse(m.resource)
             except ChangbaiError:
                 continue
-            if not sub.heartbeat or sub.channel != "rest-hook" or not sub.topic:
+            if not (sub.heartbeat and sub.topic and sub.channel == "rest-hook"):
+                continue
+            if not endpoint_allowed(sub, self.hosts):
                 continue
             last = self.last_sent.setdefault(sub.id, time.monotonic())
             if time.monotonic() - last < sub.heartbeat:

@@ -4,6 +4,7 @@ written rather than discovered at delivery."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -134,3 +135,25 @@ def test_unservable_subscriptions_are_refused(node, criteria: str, channel: dict
     )
     assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"
     assert fragment in r.text
+
+
+def test_only_allowed_receiver_hosts_are_served(tmp_path: Path, receiver: Receiver) -> None:
+    with _server(tmp_path, f"sqlite:///{tmp_path / 'hosts.db'}", subscription_hosts="localhost") as (live, c):
+        for host, token in (("127.0.0.1", "Bearer not-allowed"), ("localhost", "Bearer allowed")):
+            sub = {
+                "resourceType": "Subscription",
+                "status": "active",
+                "reason": "x",
+                "criteria": "Patient?gender=other",
+                "channel": {
+                    "type": "rest-hook",
+                    "endpoint": receiver.url.replace("127.0.0.1", host),
+                    "header": [f"Authorization: {token}"],
+                },
+            }
+            assert c.post("/Subscription", json=sub).status_code == 201
+        c.post("/Patient", json={"resourceType": "Patient", "gender": "other"})
+        wait_until(lambda: len(receiver.got()) >= 1, 15, "the allowed receiver's notification")
+        time.sleep(0.5)
+        assert [g["authorization"] for g in receiver.got()] == ["Bearer allowed"]
+        assert httpx.get(f"{live.url}/subscriptions/status").json()["queueDepth"] == 0

@@ -74,7 +74,7 @@ def female(i: int) -> dict[str, Any]:
 def test_notifications_survive_failing_slow_and_down_receiver(node, receiver) -> None:  # type: ignore[no-untyped-def]
     live, c = node
     r = c.post("/Subscription", json=rest_hook(receiver, "Patient?gender=female"))
-    assert r.status_code == 201 and r.json()["status"] == "active"
+    assert r.status_code == 201
     expected: list[tuple[str, int]] = []  # (id, version) the receiver must end up with, in order per id
 
     def write(n: int, ids: list[str]) -> None:
