@@ -1,7 +1,8 @@
 """FHIR operations of the master index: Patient/$match (scored candidates with match-grade), PIXm
 Patient/$ihe-pix (every identifier and record of the same person), and the operator's decisions:
 Patient/$empi-link, $empi-unlink, $empi-not-duplicate, $empi-review (the review queue) and
-Patient/[id]/$empi-history (the link history of a record).
+Patient/[id]/$empi-history (the link history of a record) and Patient/[id]/$empi-golden (the person's
+golden record).
 """
 
 from __future__ import annotations
@@ -149,13 +150,35 @@ def _link_result(registry: Registry, patient: str) -> dict[str, Any]:
     }
 
 
+LIFECYCLE = "http://terminology.hl7.org/CodeSystem/iso-21089-lifecycle"
+
+
+def _provenance(unit: Unit, activity: str, patients: list[str], reason: str = "") -> None:
+    """A Provenance for an operator's decision on the master index (who, when, which records)."""
+    from datetime import UTC, datetime
+
+    actor = _actor(unit) or "changbai master patient index"
+    resource: dict[str, Any] = {
+        "resourceType": "Provenance",
+        "target": [{"reference": f"Patient/{p}"} for p in dict.fromkeys(patients)],
+        "recorded": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "activity": {"coding": [{"system": LIFECYCLE, "code": activity}]},
+        "agent": [{"who": {"display": actor}}],
+    }
+    if reason:
+        resource["reason"] = [{"text": reason}]
+    unit.create(resource)
+
+
 def link_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, id: str | None, params: Any) -> Any:
     """Patient/$empi-link: patient=<id>, other=<id>: the same person (a reviewer's decision)."""
     from changbai.api.router import FhirResponse
 
     registry = Registry(unit.conn)
     patient = _patient_param(params, "patient")
-    registry.link(patient, _patient_param(params, "other"), _actor(unit))
+    other = _patient_param(params, "other")
+    registry.link(patient, other, _actor(unit))
+    _provenance(unit, "link", [patient, other])
     return FhirResponse(200, _link_result(registry, patient))
 
 
@@ -166,6 +189,7 @@ def unlink_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, i
     registry = Registry(unit.conn)
     patient = _patient_param(params, "patient")
     registry.unlink(patient, _actor(unit))
+    _provenance(unit, "unlink", [patient])
     return FhirResponse(200, _link_result(registry, patient))
 
 
@@ -175,8 +199,37 @@ def distinct_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None,
 
     registry = Registry(unit.conn)
     patient = _patient_param(params, "patient")
-    registry.not_duplicate(patient, _patient_param(params, "other"), _actor(unit))
+    other = _patient_param(params, "other")
+    registry.not_duplicate(patient, other, _actor(unit))
+    _provenance(unit, "unlink", [patient, other], "not a duplicate")
     return FhirResponse(200, _link_result(registry, patient))
+
+
+def merge_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, id: str | None, params: Any) -> Any:
+    """Patient/$empi-merge: source=<id>, target=<id>: the source's person joins the target's; the
+    returned ``merge`` id undoes it with $empi-unmerge."""
+    from changbai.api.router import FhirResponse
+
+    registry = Registry(unit.conn)
+    source, target = _patient_param(params, "source"), _patient_param(params, "target")
+    merge_id = registry.merge(source, target, _actor(unit))
+    _provenance(unit, "merge", [target, *registry.records_of(registry.person_of(target) or target)], merge_id)
+    result = _link_result(registry, target)
+    result["parameter"].insert(0, {"name": "merge", "valueString": merge_id})
+    return FhirResponse(200, result)
+
+
+def unmerge_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, id: str | None, params: Any) -> Any:
+    """Patient/$empi-unmerge: merge=<id from $empi-merge>: every record back to the person it had."""
+    from changbai.api.router import FhirResponse
+
+    merge_id = _one(params, "merge")
+    if not isinstance(merge_id, str) or not merge_id:
+        raise InvalidInput("missing parameter 'merge' (the id $empi-merge returned)", expression="merge")
+    registry = Registry(unit.conn)
+    moved = registry.unmerge(merge_id, _actor(unit))
+    _provenance(unit, "unmerge", moved, merge_id)
+    return FhirResponse(200, _link_result(registry, moved[0]))
 
 
 def review_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, id: str | None, params: Any) -> Any:
@@ -240,6 +293,27 @@ def operations() -> list[Operation]:
         Operation("empi-link", link_op, types=("Patient",), type_level=True, affects_state=True),
         Operation("empi-unlink", unlink_op, types=("Patient",), type_level=True, affects_state=True),
         Operation("empi-not-duplicate", distinct_op, types=("Patient",), type_level=True, affects_state=True),
+        Operation("empi-merge", merge_op, types=("Patient",), type_level=True, affects_state=True),
+        Operation("empi-unmerge", unmerge_op, types=("Patient",), type_level=True, affects_state=True),
         Operation("empi-review", review_op, types=("Patient",), type_level=True),
         Operation("empi-history", history_op, types=("Patient",), instance=True),
+        Operation("empi-golden", golden_op, types=("Patient",), instance=True),
     ]
+
+
+def golden_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, id: str | None, params: Any) -> Any:
+    """Patient/[id]/$empi-golden: the golden record of the person this source record belongs to."""
+    from changbai.api.router import FhirResponse
+    from changbai.identity.golden import golden_record
+
+    assert id is not None
+    unit.read("Patient", id)  # 404 / 410 as a read would
+    registry = Registry(unit.conn)
+    person = registry.person_of(id) or id
+    sources = []
+    for rec in registry.records_of(person) or [id]:
+        try:
+            sources.append(unit.read("Patient", rec).resource)
+        except NotFound:
+            continue
+    return FhirResponse(200, golden_record(person, [s for s in sources if s]))

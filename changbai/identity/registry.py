@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, and_, delete, insert, or_, select, text, update
 
-from changbai.errors import Issue, NotFound
+from changbai.errors import Conflict, Issue, NotFound
 from changbai.identity import blocking
 from changbai.identity import tables as t
 from changbai.identity.matcher import Matcher, MatchResult
@@ -148,6 +148,35 @@ class Registry:
             return new
         return previous
 
+    def merge(self, source: str, target: str, actor: str | None = None) -> str:
+        """Every record of ``source``'s person joins ``target``'s person; returns the merge id, which
+        :meth:`unmerge` takes to restore exactly the assignments before."""
+        into = self._require(target)
+        moved_from = self._require(source)
+        merge_id = f"merge-{_now()}-{source}"
+        for rec in self.records_of(moved_from):
+            if rec == target:
+                continue
+            self.conn.execute(update(t.record).where(t.record.c.patient == rec).values(person=into))
+            self._event(rec, into, moved_from, "merge", None, actor, other=target, detail={"merge": merge_id})
+        return merge_id
+
+    def unmerge(self, merge_id: str, actor: str | None = None) -> list[str]:
+        """Undo a merge: each record it moved goes back to the person it had; returns those records."""
+        q = select(t.event).where(t.event.c.action == "merge").order_by(t.event.c.seq)
+        moved = [e for e in self.conn.execute(q) if json.loads(e.detail or "{}").get("merge") == merge_id]
+        if not moved:
+            raise NotFound(f"no merge {merge_id}")
+        done = select(t.event.c.seq).where(
+            t.event.c.action == "unmerge", t.event.c.detail == json.dumps({"merge": merge_id})
+        )
+        if self.conn.execute(done).first() is not None:
+            raise Conflict(f"merge {merge_id} was already undone")
+        for e in moved:
+            self.conn.execute(update(t.record).where(t.record.c.patient == e.patient).values(person=e.previous_person))
+            self._event(e.patient, e.previous_person, e.person, "unmerge", None, actor, detail={"merge": merge_id})
+        return [e.patient for e in moved]
+
     def not_duplicate(self, a: str, b: str, actor: str | None = None) -> None:
         """Record that a and b are different people: never linked automatically again."""
         self._require(a)
@@ -183,6 +212,7 @@ class Registry:
         result: MatchResult | None,
         actor: str | None,
         other: str | None = None,
+        detail: dict[str, Any] | None = None,
     ) -> None:
         self.conn.execute(
             insert(t.event).values(
@@ -194,7 +224,7 @@ class Registry:
                 other=other or (result.key if result else None),
                 probability=result.probability if result else None,
                 actor=actor,
-                detail=json.dumps(result.levels) if result else None,
+                detail=json.dumps(detail if detail is not None else result.levels) if (detail or result) else None,
             )
         )
 

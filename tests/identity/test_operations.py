@@ -243,3 +243,72 @@ def test_concurrent_registrations_of_a_new_person_make_one_person(fhir, empi_pla
         if "valueReference" in p
     }
     assert refs == {f"Patient/{i}" for i in ids}
+
+
+def params(**values: str) -> dict:
+    return {"resourceType": "Parameters", "parameter": [{"name": k, "valueString": v} for k, v in values.items()]}
+
+
+def persons_of(fhir: httpx.Client, token: str) -> set[str]:
+    return {p["valueReference"]["reference"] for p in pix(fhir, token).json()["parameter"] if "valueReference" in p}
+
+
+def test_merge_then_unmerge_returns_the_exact_previous_state_with_provenance(fhir):
+    a1 = create(fhir, registration("hospital-a", "A-1"))
+    a2 = create(fhir, registration("clinic-b", "B-1"))  # linked automatically to a1
+    c = create(
+        fhir,
+        registration(
+            "village-c",
+            "C-1",
+            identifier=[{"system": "urn:changbai:mrn:village-c", "value": "C-1"}],
+            name=[{"text": "张卫"}],
+            telecom=[],
+            address=[],
+            birthDate="1980-03-16",
+        ),
+    )
+    before = {t: persons_of(fhir, t) for t in ("urn:changbai:mrn:hospital-a|A-1", "urn:changbai:mrn:village-c|C-1")}
+    assert before["urn:changbai:mrn:hospital-a|A-1"] == {f"Patient/{a1['id']}", f"Patient/{a2['id']}"}
+    assert before["urn:changbai:mrn:village-c|C-1"] == {f"Patient/{c['id']}"}
+
+    r = fhir.post("/Patient/$empi-merge", json=params(source=c["id"], target=a1["id"]))
+    assert r.status_code == 200, r.text
+    merge_id = r.json()["parameter"][0]["valueString"]
+    assert persons_of(fhir, "urn:changbai:mrn:village-c|C-1") == {
+        f"Patient/{a1['id']}",
+        f"Patient/{a2['id']}",
+        f"Patient/{c['id']}",
+    }
+
+    r = fhir.post("/Patient/$empi-unmerge", json=params(merge=merge_id))
+    assert r.status_code == 200, r.text
+    after = {t: persons_of(fhir, t) for t in before}
+    assert after == before
+    assert fhir.post("/Patient/$empi-unmerge", json=params(merge=merge_id)).status_code == 409
+
+    provenance = fhir.get("/Provenance", params={"target": f"Patient/{c['id']}"}).json()
+    codes = sorted(e["resource"]["activity"]["coding"][0]["code"] for e in provenance.get("entry", []))
+    assert codes == ["merge", "unmerge"]
+
+
+def test_golden_record_takes_each_element_by_survivorship(fhir):
+    a = create(fhir, registration("hospital-a", "A-1", telecom=[{"system": "phone", "value": "13800138000"}]))
+    b = create(
+        fhir,
+        registration(
+            "clinic-b",
+            "B-1",
+            name=[{"text": "張偉"}],
+            telecom=[{"system": "phone", "value": "13800138000"}, {"system": "phone", "value": "13911112222"}],
+        ),
+    )
+    r = fhir.get(f"/Patient/{b['id']}/$empi-golden")
+    assert r.status_code == 200, r.text
+    golden = r.json()
+    assert {link["other"]["reference"] for link in golden["link"]} == {f"Patient/{a['id']}", f"Patient/{b['id']}"}
+    assert all(link["type"] == "seealso" for link in golden["link"])
+    assert sorted(t["value"] for t in golden["telecom"]) == ["13800138000", "13911112222"]  # union
+    systems = {i["system"] for i in golden["identifier"]}
+    assert {"urn:changbai:mrn:hospital-a", "urn:changbai:mrn:clinic-b", RID} <= systems
+    assert golden["birthDate"] == "1980-03-15"
