@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import secrets
+from contextlib import suppress
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -112,30 +112,37 @@ class SignInFailed(Exception):
 def authenticate(db: Database, username: str, password: str) -> dict[str, Any]:
     """The account, when the password is right and the account is neither locked nor a system."""
     now = now_ms()
-    with db.write() as conn:
+    failure: SignInFailed | None = None
+    with db.write() as conn:  # failures are counted and committed before the error is raised
         row = conn.execute(select(st.account).where(st.account.c.username == username)).first()
         if row is None or row.kind != "user" or not row.password_hash or not row.active:
-            with contextlib.suppress(VerificationError):
+            with suppress(VerificationError):
                 _hasher.verify(_DUMMY, password or "x")
-            raise SignInFailed("wrong username or password")
-        if row.locked_until > now:
-            raise SignInFailed("account locked after repeated failures; try again later", locked=True)
-        try:
-            _hasher.verify(row.password_hash, password)
-        except (VerificationError, InvalidHashError):
-            failures = row.failures + 1
-            locked = now + LOCK_MS if failures >= MAX_FAILURES else 0
-            conn.execute(
-                update(st.account)
-                .where(st.account.c.username == username)
-                .values(failures=0 if locked else failures, locked_until=locked)
-            )
-            raise SignInFailed(
-                "wrong username or password" + ("; the account is now locked" if locked else ""), locked=bool(locked)
-            ) from None
-        if row.failures:
-            conn.execute(update(st.account).where(st.account.c.username == username).values(failures=0))
-        return dict(row._mapping)
+            failure = SignInFailed("wrong username or password")
+        elif row.locked_until > now:
+            failure = SignInFailed("account locked after repeated failures; try again later", locked=True)
+        else:
+            try:
+                _hasher.verify(row.password_hash, password)
+            except (VerificationError, InvalidHashError):
+                failures = row.failures + 1
+                locked = now + LOCK_MS if failures >= MAX_FAILURES else 0
+                conn.execute(
+                    update(st.account)
+                    .where(st.account.c.username == username)
+                    .values(failures=0 if locked else failures, locked_until=locked)
+                )
+                failure = SignInFailed(
+                    "wrong username or password" + ("; the account is now locked" if locked else ""),
+                    locked=bool(locked),
+                )
+            else:
+                if row.failures:
+                    conn.execute(update(st.account).where(st.account.c.username == username).values(failures=0))
+    if failure is not None:
+        raise failure
+    assert row is not None
+    return dict(row._mapping)
 
 
 def setup(db: Database, policy: Policy) -> str | None:

@@ -198,13 +198,16 @@ class Tokens:
             row = conn.execute(select(st.grant).where(g.digest == digest(value or ""), g.kind == kind)).first()
             if row is None or row.client_id != client_id:
                 raise OAuthError("invalid_grant", f"Unknown {kind}")
-            if row.used:
+            reused = bool(row.used)
+            if reused:  # committed before the error is raised
                 conn.execute(update(st.grant).where(g.family == row.family).values(used=True))
-                raise OAuthError("invalid_grant", f"This {kind} was used before; its family is revoked")
-            if row.expires < now_ms():
-                raise OAuthError("invalid_grant", f"This {kind} has expired")
-            conn.execute(update(st.grant).where(g.digest == row.digest).values(used=True))
-            return dict(row._mapping)
+            else:
+                if row.expires < now_ms():
+                    raise OAuthError("invalid_grant", f"This {kind} has expired")
+                conn.execute(update(st.grant).where(g.digest == row.digest).values(used=True))
+        if reused:
+            raise OAuthError("invalid_grant", f"This {kind} was used before; its family is revoked")
+        return dict(row._mapping)
 
     def revoke_refresh(self, value: str) -> bool:
         g = st.grant.c
