@@ -61,27 +61,45 @@ def router_transaction(router: Any) -> ApplyTransaction:
 
 
 def resolve_conditional_updates(unit: Unit, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Turn conditional updates (``PUT Patient?identifier=...``) into plain updates of the matched id.
+    """Resolve conditional writes to plain ones inside the unit, and point references at the result.
 
-    Other entries refer to a conditionally updated resource by its ``urn:uuid`` fullUrl; the platform's
-    transaction does not yet map such fullUrls to the id the condition resolves to, so the references
-    would stay ``urn:uuid:...``. Resolved here, inside the same unit of work: one match -> that id; no
-    match -> the entry's own (deterministic) id, so the resource is created; more -> refused.
+    Other entries refer to a conditionally written resource by its ``urn:uuid`` fullUrl; the platform's
+    transaction does not yet map the fullUrl of a conditional *update* to the id the condition resolves
+    to, so those references would stay ``urn:uuid:...``. Resolved here, inside the same unit of work:
+    - ``PUT Type?query``: one match -> update that id; none -> create with the entry's own deterministic
+      id; more -> refused;
+    - ``POST`` with ``ifNoneExist``: a match -> the entry is dropped and references point to the match;
+      none -> created with the entry's own id (one lookup instead of the transaction's three).
     """
     from changbai.errors import PreconditionFailed
 
-    out = []
+    out: list[dict[str, Any]] = []
+    redirect: dict[str, str] = {}
     for i, entry in enumerate(entries):
         req = entry.get("request") or {}
-        url = req.get("url", "")
-        if req.get("method") == "PUT" and "?" in url:
-            rtype, _, query = url.partition("?")
-            found = unit.find(rtype, query)
-            if len(found) > 1:
-                raise PreconditionFailed(f"Bundle.entry[{i}]: the condition '{url}' matched {len(found)} resources")
-            rid = found[0][0] if found else entry["fullUrl"].rsplit(":", 1)[-1]
-            entry = {**entry, "resource": {**entry["resource"], "id": rid}, "request": {**req, "url": f"{rtype}/{rid}"}}
-        out.append(entry)
+        method, url = req.get("method"), req.get("url", "")
+        query = url.partition("?")[2] if method == "PUT" else req.get("ifNoneExist", "") if method == "POST" else ""
+        if not query:
+            out.append(entry)
+            continue
+        rtype = url.partition("?")[0]
+        found = unit.find(rtype, query)
+        if len(found) > 1:
+            raise PreconditionFailed(f"Bundle.entry[{i}]: the condition '{query}' matched {len(found)} resources")
+        if found and method == "POST":
+            redirect[entry["fullUrl"]] = f"{rtype}/{found[0][0]}"
+            continue
+        rid = found[0][0] if found else entry["fullUrl"].rsplit(":", 1)[-1]
+        out.append(
+            {
+                **entry,
+                "resource": {**entry["resource"], "id": rid},
+                "request": {"method": "PUT", "url": f"{rtype}/{rid}"},
+            }
+        )
+    if redirect:
+        out = orjson.loads(orjson.dumps(out))
+        _redirect(out, redirect)
     return out
 
 
