@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "changbai.demo",
     "changbai.identity.cli",
     "changbai.security.cli",
+    "changbai.terminology.cli",
 ]
 
 

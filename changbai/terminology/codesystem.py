@@ -114,7 +114,7 @@ class CodeSystemIndex:
         """Flat code systems state hierarchy with parent / child / subsumedBy properties."""
         for c in list(self.concepts.values()):
             for p in c.properties:
-                kind, value = property_value(p)
+                _kind, value = property_value(p)
                 if p.get("code") in ("parent", "subsumedBy") and isinstance(value, str):
                     self._link(value, c.code)
                 elif p.get("code") == "child" and isinstance(value, str):
@@ -144,7 +144,7 @@ class CodeSystemIndex:
         for p in c.properties:
             code = p.get("code")
             uri = self.property_defs.get(code or "", {}).get("uri")
-            kind, value = property_value(p)
+            _kind, value = property_value(p)
             if code == "status" or uri == "http://hl7.org/fhir/concept-properties#status":
                 c.status = value
                 if value in INACTIVE_STATUSES:

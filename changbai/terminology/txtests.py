@@ -171,7 +171,7 @@ class Comparer:
                     if d and (not detail or len(d) > len(detail)):
                         detail = d
                 return f"{path}[{ei}]: no matching item ({detail})"
-        for ei, e in enumerate(expected):
+        for ei, _e in enumerate(expected):
             if ei not in required:
                 assign(ei, set())
         for ai in range(len(actual)):
@@ -225,9 +225,9 @@ def selected(entry: dict[str, Any], modes: frozenset[str]) -> bool:
     mode = entry.get("mode")
     if entry.get("disabled"):
         return False
-    if entry.get("version") and not SERVER_VERSION.startswith(entry["version"].lstrip("!")) != entry[
-        "version"
-    ].startswith("!"):
+    if entry.get("version") and SERVER_VERSION.startswith(entry["version"].lstrip("!")) == entry["version"].startswith(
+        "!"
+    ):
         return False
     return mode is None or mode in modes
 

@@ -114,9 +114,8 @@ class Validator:
             concept = idx.get(code)
             if concept is None:
                 return False
-            if inc.get("concept"):
-                if not any(c.get("code") == concept.code for c in inc["concept"]):
-                    return False
+            if inc.get("concept") and not any(c.get("code") == concept.code for c in inc["concept"]):
+                return False
             for f in inc.get("filter", []):
                 if "value" not in f:
                     return False
@@ -404,10 +403,9 @@ class Validator:
         for d in concept.designations:
             if d.get("value"):
                 choices.append((d["value"], d.get("language")))
-        if langs:
-            wanted = [c for c in choices if c[1] is None or any(_lang_ok(l, c[1]) for l in langs)]
-        else:
-            wanted = choices
+        wanted = (
+            [c for c in choices if c[1] is None or any(_lang_ok(lang, c[1]) for lang in langs)] if langs else choices
+        )
         if any(v == display for v, _ in wanted) or (
             not index.case_sensitive and any(v.lower() == display.lower() for v, _ in wanted)
         ):

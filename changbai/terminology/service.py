@@ -1,0 +1,167 @@
+"""The terminology service on a running node: the store as a TerminologySource, the FHIR operations
+($lookup, $validate-code, $subsumes, $expand, $translate) for the router, and the hooks that let
+validation check bindings and search expand ``:below`` / ``:in``.
+
+``install(platform)`` is the module's extension function (see changbai.api.app.default_extensions).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+
+from changbai.terminology import operations
+from changbai.terminology.source import InMemorySource, Resource, pick_version, split_canonical
+
+if TYPE_CHECKING:
+    from changbai.api.app import Platform
+    from changbai.api.router import FhirRequest, FhirResponse, Operation, Router
+    from changbai.store.repository import Repository, Unit
+
+
+class StoreSource:
+    """Terminology resources read from the store (within one unit of work) by canonical url."""
+
+    def __init__(self, unit: Unit) -> None:
+        self.unit = unit
+        self._seen: dict[tuple[str, str], list[Resource]] = {}
+
+    def _all(self, kind: str, url: str) -> list[Resource]:
+        key = (kind, url)
+        if key not in self._seen:
+            result = self.unit.search(kind, [("url", url), ("_count", "100")])
+            self._seen[key] = [m.resource for m in result.matches]
+        return self._seen[key]
+
+    def code_system(self, url: str, version: str | None = None) -> Resource | None:
+        return pick_version(self._all("CodeSystem", url), version)
+
+    def value_set(self, url: str, version: str | None = None) -> Resource | None:
+        return pick_version(self._all("ValueSet", url), version)
+
+    def concept_map(self, url: str, version: str | None = None) -> Resource | None:
+        return pick_version(self._all("ConceptMap", url), version)
+
+    def versions(self, resource_type: str, url: str) -> list[str]:
+        return InMemorySource(self._all(resource_type, url)).versions(resource_type, url)
+
+    def concept_maps(self) -> Iterable[Resource]:
+        result = self.unit.search("ConceptMap", [("_count", "1000")])
+        return [m.resource for m in result.matches]
+
+    def supplements(self, url: str) -> list[Resource]:
+        result = self.unit.search("CodeSystem", [("supplements", url), ("_count", "100")], strict=False)
+        return [m.resource for m in result.matches]
+
+
+def _handler(call: Callable[..., Resource], kind: str) -> Callable[..., FhirResponse]:
+    """Wrap an engine operation as a router handler: (router, unit, req, rtype, id, params)."""
+
+    def handle(
+        router: Router, unit: Unit, req: FhirRequest, rtype: str | None, id: str | None, params: dict[str, Any] | None
+    ) -> FhirResponse:
+        from changbai.api.router import FhirResponse
+
+        instance = unit.read(kind, id).resource if id else None
+        kwargs: dict[str, Any] = {}
+        if call in (operations.expand, operations.validate_code, operations.validate_code_cs, operations.lookup):
+            kwargs["accept_language"] = req.header("accept-language")
+        return FhirResponse(200, call(StoreSource(unit), params, instance, **kwargs))
+
+    return handle
+
+
+def operation_table() -> list[Operation]:
+    """The router entries of the terminology operations (type and instance level)."""
+    from changbai.api.router import Operation
+
+    spec = "http://hl7.org/fhir/OperationDefinition/"
+    return [
+        Operation(
+            "lookup",
+            _handler(operations.lookup, "CodeSystem"),
+            types=("CodeSystem",),
+            type_level=True,
+            instance=True,
+            definition=spec + "CodeSystem-lookup",
+        ),
+        Operation(
+            "subsumes",
+            _handler(operations.subsumes, "CodeSystem"),
+            types=("CodeSystem",),
+            type_level=True,
+            instance=True,
+            definition=spec + "CodeSystem-subsumes",
+        ),
+        Operation(
+            "validate-code",
+            _handler(operations.validate_code_cs, "CodeSystem"),
+            types=("CodeSystem",),
+            type_level=True,
+            instance=True,
+            definition=spec + "CodeSystem-validate-code",
+        ),
+        Operation(
+            "validate-code",
+            _handler(operations.validate_code, "ValueSet"),
+            types=("ValueSet",),
+            type_level=True,
+            instance=True,
+            definition=spec + "ValueSet-validate-code",
+        ),
+        Operation(
+            "expand",
+            _handler(operations.expand, "ValueSet"),
+            types=("ValueSet",),
+            type_level=True,
+            instance=True,
+            definition=spec + "ValueSet-expand",
+        ),
+        Operation(
+            "translate",
+            _handler(operations.translate, "ConceptMap"),
+            types=("ConceptMap",),
+            type_level=True,
+            instance=True,
+            definition=spec + "ConceptMap-translate",
+        ),
+    ]
+
+
+def token_expander(repo: Repository) -> Callable[[str, str], list[tuple[str | None, str]] | None]:
+    """For search: ``:below`` system|code -> the code and its descendants; ``:in`` / ``:not-in`` a value
+    set url -> its codes. None when the code system or value set is unknown."""
+    from changbai.terminology.expand import Expander, Options, load_index
+
+    def expand_token(modifier: str, value: str) -> list[tuple[str | None, str]] | None:
+        with repo.unit(write=False) as unit:
+            source = StoreSource(unit)
+            if modifier in ("below", "above"):
+                system, _, code = value.partition("|")
+                index = load_index(source, system, None) if system else None
+                if index is None or index.get(code) is None:
+                    return None
+                code = index.get(code).code  # type: ignore[union-attr]
+                related = index.descendants(code) if modifier == "below" else index.ancestors(code)
+                return [(system, c) for c in [code, *related]]
+            if modifier in ("in", "not-in"):
+                url, version = split_canonical(value)
+                vs = source.value_set(url, version)
+                if vs is None:
+                    return None
+                return [(e.system, e.code) for e in Expander(source, Options(limit=10**7)).entries(vs)]
+            return None
+
+    return expand_token
+
+
+def install(platform: Platform) -> None:
+    """Register the operations and plug the binding checker and token expander into fhir / store."""
+    from changbai.fhir import validation
+    from changbai.store import search
+    from changbai.terminology.binding import binding_checker_for
+
+    for op in operation_table():
+        platform.router.register(op)
+    search.token_expander = token_expander(platform.repo)
+    validation.binding_checker = binding_checker_for(platform.repo)
