@@ -1,8 +1,8 @@
 """Wiring of the HL7 v2 intake onto a running platform (database, repository, router).
 
-``install(platform)`` is the module's platform extension: it starts the MLLP listener with the HTTP
-server when ``settings.mllp_port`` is set (``changbai serve``). ``build_intake`` is what the CLI and tests
-use to get an Intake writing through the platform's store.
+``install(platform)`` is the module's platform extension: it mounts the exchange HTTP routes and starts
+the MLLP listener with the HTTP server when ``settings.mllp_port`` is set (``changbai serve``).
+``build_intake`` is what the CLI and tests use to get an Intake writing through the platform's store.
 """
 
 from __future__ import annotations
@@ -26,14 +26,18 @@ def build_intake(platform: Any, translate: Translate | None = None) -> Intake:
 
 
 def install(platform: Any) -> None:
-    """Platform extension: run the MLLP listener beside the HTTP API (port 0 = off)."""
+    """Platform extension: the exchange HTTP routes, and the MLLP listener beside the HTTP API
+    (on settings.mllp_port; 0 = off)."""
+    from changbai.exchange.http import routes
+
+    intake = build_intake(platform)
+    platform.routes.extend(routes(platform, intake))
     port = platform.settings.mllp_port
     if not port:
         return
     holder: dict[str, MllpServer] = {}
 
     async def start() -> None:
-        intake = build_intake(platform)
         holder["server"] = await MllpServer(intake.handle, platform.settings.host, port).start()
 
     async def stop() -> None:
