@@ -115,7 +115,7 @@ class Coder:
             translated = self.translate(system_name, code, self.facility) if self.translate and code else None
             if translated:
                 out.append(dict(translated))
-            elif code:
+            elif code and system_name:  # a bare table value (IS/ID) is not reported as unmapped
                 self.unmapped.append(
                     {"where": where, "system": system_name, "code": code, "display": display, "facility": self.facility}
                 )
