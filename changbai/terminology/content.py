@@ -65,6 +65,10 @@ def _simple(entry: dict[str, Any]) -> list[dict[str, Any]]:
     return _nest(flat)
 
 
+#: ICD-10 chapters and blocks group codes; they are not codes a diagnosis can carry.
+_NOT_SELECTABLE = {"code": "notSelectable", "valueBoolean": True}
+
+
 def _icd10_key(code: str) -> tuple[str, int]:
     return code[0], int(code[1:3])
 
@@ -94,10 +98,10 @@ def _icd10(entry: dict[str, Any]) -> list[dict[str, Any]]:
         concept: dict[str, Any] = {"code": code, "display": r["display"]}
         if code in chapter_codes:
             parent = None
-            concept["property"] = [{"code": "kind", "valueCode": "chapter"}]
+            concept["property"] = [{"code": "kind", "valueCode": "chapter"}, _NOT_SELECTABLE]
         elif "-" in code:
             parent = chapter_of(_icd10_key(code.split("-")[0]))
-            concept["property"] = [{"code": "kind", "valueCode": "block"}]
+            concept["property"] = [{"code": "kind", "valueCode": "block"}, _NOT_SELECTABLE]
         elif "." in code:
             parent = code.split(".")[0]
             concept["property"] = [{"code": "kind", "valueCode": "subcategory"}]
@@ -110,8 +114,12 @@ def _icd10(entry: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def _divisions(entry: dict[str, Any]) -> list[dict[str, Any]]:
-    flat = []
+    """Cities without counties (东莞, 中山, 儋州) are listed again as their own county: kept once."""
+    flat, seen = [], set()
     for r in _rows(entry["file"]):
+        if r["code"] in seen:
+            continue
+        seen.add(r["code"])
         concept = {"code": r["code"], "display": r["name"], "property": [{"code": "level", "valueCode": r["level"]}]}
         flat.append((r["code"], concept, r.get("parent") or None))
     return _nest(flat)

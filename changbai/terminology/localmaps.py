@@ -102,6 +102,8 @@ class Matcher:
         self.by_name: dict[str, str] = {}
         self.by_code: dict[str, str] = {}
         for code, concept in target.concepts.items():
+            if concept.abstract:
+                continue  # groupings (chapters, blocks, categories of a list) are not mapping targets
             self.by_code[_code_key(code)] = code
             names = [concept.display or ""] + [d.get("value", "") for d in concept.designations]
             grams: set[str] = set()

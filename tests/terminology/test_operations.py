@@ -1,0 +1,244 @@
+"""The operations per the R4 OperationDefinitions, over a small code system written for the tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from changbai.errors import ChangbaiError
+from changbai.terminology import operations as op
+from changbai.terminology.source import InMemorySource
+
+CS = "http://example.org/cs/clinic"
+CS2 = "http://example.org/cs/other"
+
+
+def concept(code, display, *children, en=None, status=None, kind=None):
+    c = {"code": code, "display": display}
+    if en:
+        c["designation"] = [{"language": "en", "value": en}]
+    props = []
+    if status:
+        props.append({"code": "status", "valueCode": status})
+    if kind:
+        props.append({"code": "kind", "valueCode": kind})
+    if props:
+        c["property"] = props
+    if children:
+        c["concept"] = list(children)
+    return c
+
+
+@pytest.fixture
+def source():
+    cs = {
+        "resourceType": "CodeSystem",
+        "url": CS,
+        "version": "2",
+        "name": "Clinic",
+        "status": "active",
+        "content": "complete",
+        "language": "zh-CN",
+        "property": [{"code": "status", "type": "code"}, {"code": "kind", "type": "code"}],
+        "concept": [
+            concept(
+                "D",
+                "疾病",
+                concept(
+                    "D1",
+                    "高血压",
+                    concept("D1.1", "原发性高血压", en="Essential hypertension"),
+                    concept("D1.2", "继发性高血压", status="retired"),
+                    en="Hypertension",
+                ),
+                concept("D2", "糖尿病", concept("D2.1", "2型糖尿病", kind="chronic"), en="Diabetes"),
+                en="Disease",
+            ),
+            concept("S", "症状", concept("S1", "头痛", en="Headache")),
+        ],
+    }
+    old = {**cs, "version": "1", "concept": [concept("D", "疾病(旧)")]}
+    vs = lambda id, compose: {
+        "resourceType": "ValueSet",
+        "url": f"http://example.org/vs/{id}",
+        "version": "1",
+        "status": "active",
+        "compose": compose,
+    }
+    inc = lambda *filters: {"include": [{"system": CS, "filter": list(filters)}]}  # noqa: E731
+    resources = [
+        cs,
+        old,
+        vs("all", {"include": [{"system": CS}]}),
+        vs("isa", inc({"property": "concept", "op": "is-a", "value": "D1"})),
+        vs("desc", inc({"property": "concept", "op": "descendent-of", "value": "D1"})),
+        vs("nota", inc({"property": "concept", "op": "is-not-a", "value": "D"})),
+        vs("regex", inc({"property": "code", "op": "regex", "value": "D[0-9]\\.1"})),
+        vs("eq", inc({"property": "kind", "op": "=", "value": "chronic"})),
+        vs("in", inc({"property": "concept", "op": "in", "value": "D1,S1"})),
+        vs("exists", inc({"property": "kind", "op": "exists", "value": "true"})),
+        vs("gen", inc({"property": "concept", "op": "generalizes", "value": "D1.1"})),
+        vs(
+            "enum-ex",
+            {
+                "include": [{"system": CS, "concept": [{"code": "D1"}, {"code": "S1"}]}],
+                "exclude": [{"system": CS, "concept": [{"code": "S1"}]}],
+            },
+        ),
+        vs("import", {"include": [{"valueSet": ["http://example.org/vs/isa"]}]}),
+        vs("v1", {"include": [{"system": CS, "version": "1"}]}),
+        {
+            "resourceType": "ConceptMap",
+            "url": "http://example.org/cm/1",
+            "version": "1",
+            "status": "active",
+            "group": [
+                {
+                    "source": CS,
+                    "target": CS2,
+                    "element": [
+                        {"code": "D1.1", "target": [{"code": "X1", "equivalence": "equivalent"}]},
+                        {"code": "D1", "target": [{"code": "X0", "equivalence": "wider"}]},
+                    ],
+                }
+            ],
+        },
+    ]
+    return InMemorySource(resources)
+
+
+def params(answer):
+    out = {}
+    for p in answer["parameter"]:
+        out.setdefault(p["name"], []).append(p)
+    return out
+
+
+def codes(vs_answer):
+    return [c["code"] for c in vs_answer["expansion"].get("contains", [])]
+
+
+def expand(source, name, **extra):
+    return op.expand(source, {"url": f"http://example.org/vs/{name}", **extra})
+
+
+def test_lookup_returns_the_defined_output_parameters(source):
+    answer = op.lookup(
+        source,
+        {
+            "resourceType": "Parameters",
+            "parameter": [{"name": "system", "valueUri": CS}, {"name": "code", "valueCode": "D1"}],
+        },
+    )
+    p = params(answer)
+    assert p["name"][0]["valueString"] == "Clinic"
+    assert p["version"][0]["valueString"] == "2"  # the newest version when none is asked for
+    assert p["display"][0]["valueString"] == "高血压"
+    props = {(q["part"][0]["valueCode"], q["part"][1].get("valueCode")) for q in p["property"]}
+    assert ("parent", "D") in props and ("child", "D1.1") in props
+    assert any(
+        part["name"] == "value" and part.get("valueString") == "Hypertension"
+        for d in p["designation"]
+        for part in d["part"]
+    )
+    older = params(op.lookup(source, {"system": CS, "code": "D", "version": "1"}))
+    assert older["display"][0]["valueString"] == "疾病(旧)"
+
+
+def test_lookup_of_unknown_code_or_system_is_an_error_outcome(source):
+    with pytest.raises(ChangbaiError) as exc:
+        op.lookup(source, {"system": CS, "code": "nope"})
+    assert "Unknown code 'nope'" in exc.value.outcome()["issue"][0]["details"]["text"]
+    with pytest.raises(ChangbaiError) as exc:
+        op.lookup(source, {"system": "http://nowhere", "code": "x"})
+    assert exc.value.status == 404
+
+
+def test_validate_code_against_value_set_and_code_system(source):
+    good = params(op.validate_code(source, {"url": "http://example.org/vs/isa", "system": CS, "code": "D1.1"}))
+    assert good["result"][0]["valueBoolean"] is True and good["display"][0]["valueString"] == "原发性高血压"
+    bad = params(op.validate_code(source, {"url": "http://example.org/vs/isa", "system": CS, "code": "S1"}))
+    assert bad["result"][0]["valueBoolean"] is False
+    assert "was not found in the value set 'http://example.org/vs/isa|1'" in bad["message"][0]["valueString"]
+    wrong_display = params(
+        op.validate_code(
+            source, {"url": "http://example.org/vs/all", "coding": {"system": CS, "code": "S1", "display": "牙痛"}}
+        )
+    )
+    assert wrong_display["result"][0]["valueBoolean"] is False
+    assert "Wrong Display Name '牙痛'" in wrong_display["message"][0]["valueString"]
+    cs_check = params(op.validate_code_cs(source, {"url": CS, "code": "D2.1"}))
+    assert cs_check["result"][0]["valueBoolean"] is True
+    cc = params(
+        op.validate_code(
+            source,
+            {
+                "url": "http://example.org/vs/isa",
+                "codeableConcept": {"coding": [{"system": CS, "code": "S1"}, {"system": CS, "code": "D1"}]},
+            },
+        )
+    )
+    assert cc["result"][0]["valueBoolean"] is True and cc["code"][0]["valueCode"] == "D1"
+    retired = params(op.validate_code(source, {"url": "http://example.org/vs/all", "system": CS, "code": "D1.2"}))
+    assert retired["inactive"][0]["valueBoolean"] is True
+
+
+def test_subsumes(source):
+    def outcome(a, b):
+        return op.subsumes(source, {"system": CS, "codeA": a, "codeB": b})["parameter"][0]["valueCode"]
+
+    assert outcome("D", "D1.1") == "subsumes"
+    assert outcome("D1.1", "D") == "subsumed-by"
+    assert outcome("D1", "D1") == "equivalent"
+    assert outcome("D1", "S1") == "not-subsumed"
+
+
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        ("isa", ["D1", "D1.1", "D1.2"]),
+        ("desc", ["D1.1", "D1.2"]),
+        ("nota", ["S", "S1"]),
+        ("regex", ["D1.1", "D2.1"]),
+        ("eq", ["D2.1"]),
+        ("in", ["D1", "S1"]),
+        ("exists", ["D2.1"]),
+        ("gen", ["D", "D1", "D1.1"]),
+        ("enum-ex", ["D1"]),
+        ("import", ["D1", "D1.1", "D1.2"]),
+        ("v1", ["D"]),
+    ],
+)
+def test_expand_filters(source, name, expected):
+    assert codes(expand(source, name)) == expected
+
+
+def test_expand_text_filter_paging_active_only_and_language(source):
+    assert codes(expand(source, "all", filter="高血压")) == ["D1", "D1.1", "D1.2"]
+    page = expand(source, "all", offset=2, count=3)
+    assert page["expansion"]["total"] == 8 and codes(page) == ["D1.1", "D1.2", "D2"]
+    assert "D1.2" not in codes(expand(source, "all", activeOnly=True))
+    english = expand(source, "isa", displayLanguage="en")
+    assert english["expansion"]["contains"][0]["display"] == "Hypertension"
+    used = [p["valueUri"] for p in english["expansion"]["parameter"] if p["name"] == "used-codesystem"]
+    assert used == [f"{CS}|2"]
+
+
+def test_expand_of_unknown_value_set_is_not_found(source):
+    with pytest.raises(ChangbaiError) as exc:
+        expand(source, "missing")
+    assert exc.value.status == 404
+    assert exc.value.outcome()["resourceType"] == "OperationOutcome"
+
+
+def test_translate_forward_and_reverse_with_equivalence(source):
+    fwd = params(op.translate(source, {"sourceSystem": CS, "sourceCode": "D1.1", "targetSystem": CS2}))
+    assert fwd["result"][0]["valueBoolean"] is True
+    parts = {p["name"]: p for p in fwd["match"][0]["part"]}
+    assert parts["concept"]["valueCoding"] == {"system": CS2, "code": "X1"}
+    assert parts["equivalence"]["valueCode"] == "equivalent"
+    rev = params(op.translate(source, {"targetCode": "X0", "targetSystem": CS2, "sourceSystem": CS}))
+    parts = {p["name"]: p for p in rev["match"][0]["part"]}
+    assert parts["source"]["valueCoding"] == {"system": CS, "code": "D1"}
+    assert parts["equivalence"]["valueCode"] == "narrower"  # read backwards, wider becomes narrower
+    none = params(op.translate(source, {"sourceSystem": CS, "sourceCode": "S1"}))
+    assert none["result"][0]["valueBoolean"] is False
