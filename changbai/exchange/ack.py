@@ -12,24 +12,8 @@ import time
 from collections.abc import Iterable
 
 from changbai.exchange.er7 import Delimiters, HL7Error, Message, escape
-from changbai.exchange.maps import charset_codec
+from changbai.exchange.maps import charset_codec, v2_map
 
-#: HL7 table 0357 (message error condition codes), for ERR-3 text.
-ERROR_TEXT = {
-    "0": "Message accepted",
-    "100": "Segment sequence error",
-    "101": "Required field missing",
-    "102": "Data type error",
-    "103": "Table value not found",
-    "200": "Unsupported message type",
-    "201": "Unsupported event code",
-    "202": "Unsupported processing id",
-    "203": "Unsupported version id",
-    "204": "Unknown key identifier",
-    "205": "Duplicate key identifier",
-    "206": "Application record locked",
-    "207": "Application internal error",
-}
 MAX_ERR = 20
 
 
@@ -88,7 +72,7 @@ def build_ack(
 def _err(err: HL7Error, d: Delimiters, old_style: bool) -> str:
     f, cs, sc = d.field, d.component, d.subcomponent
     location = [err.segment, str(err.seq or ""), str(err.field_no or ""), str(err.component or "")]
-    desc = ERROR_TEXT.get(err.hl7_code, "Application internal error")
+    desc = v2_map("0357", err.hl7_code) or "Application internal error"
     if old_style:
         eld = cs.join([*location[:3], sc.join([err.hl7_code, desc, "HL70357"])])
         return f.join(["ERR", eld])

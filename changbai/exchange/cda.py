@@ -43,9 +43,13 @@ def _code_systems() -> dict[str, str]:
 
 
 @cache
-def _sections() -> list[dict[str, Any]]:
+def _config() -> dict[str, Any]:
     with (DATA / "cda_sections.json").open(encoding="utf-8") as fh:
-        return json.load(fh)["sections"]
+        return json.load(fh)
+
+
+def _sections() -> list[dict[str, Any]]:
+    return _config()["sections"]
 
 
 def system_uri(oid: str | None) -> str | None:
@@ -406,13 +410,9 @@ def _medications(entry: Any, spec: dict[str, Any], out: Extracted) -> list[dict[
     if med is None:
         out.skipped.append("medication entry without a product code")
         return []
-    status = {
-        "active": "active",
-        "completed": "completed",
-        "aborted": "stopped",
-        "suspended": "on-hold",
-        "cancelled": "not-taken",
-    }.get(_first(sa, "h:statusCode").get("code", "") if _first(sa, "h:statusCode") is not None else "", "unknown")
+    status_code = _first(sa, "h:statusCode")
+    code = status_code.get("code", "") if status_code is not None else ""
+    status = _config()["medication_status"].get(code, "unknown")
     ms: dict[str, Any] = {"resourceType": "MedicationStatement", "status": status, "medicationCodeableConcept": med}
     for eff in sa.findall("h:effectiveTime", NS):
         low, high = _first(eff, "h:low"), _first(eff, "h:high")
@@ -448,10 +448,9 @@ def _allergies(entry: Any, spec: dict[str, Any], out: Extracted) -> list[dict[st
             continue
         allergy: dict[str, Any] = {"resourceType": "AllergyIntolerance", "code": agent}
         kind = _first(obs, "h:value")
-        if kind is not None and kind.get("code") in ("416098002", "419511003", "59037007"):
-            allergy["category"] = ["medication"]
-        elif kind is not None and kind.get("code") in ("414285001", "235719002"):
-            allergy["category"] = ["food"]
+        category = _config()["allergy_category"].get(kind.get("code", "") if kind is not None else "")
+        if category:
+            allergy["category"] = [category]
         onset = _when(_first(obs, "h:effectiveTime"))
         if onset:
             allergy["onsetDateTime"] = onset

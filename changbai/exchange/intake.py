@@ -23,8 +23,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-import orjson
-
 from changbai import logs
 from changbai.errors import ChangbaiError
 from changbai.exchange import ack as acks
@@ -332,7 +330,3 @@ class MemoryStore:
 
     def get(self, id: int) -> InboxRecord:
         return self.by_id[id]
-
-
-def problems_json(record: InboxRecord) -> str:
-    return orjson.dumps(record.problems).decode()

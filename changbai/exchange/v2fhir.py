@@ -878,14 +878,4 @@ class _Mapper:
 
 
 def _mime(type_of_data: str, subtype: str) -> str:
-    known = {
-        "PDF": "application/pdf",
-        "TEXT": "text/plain",
-        "HTML": "text/html",
-        "XML": "application/xml",
-        "RTF": "application/rtf",
-        "JPEG": "image/jpeg",
-        "PNG": "image/png",
-        "TIFF": "image/tiff",
-    }
-    return known.get(subtype.upper()) or known.get(type_of_data.upper()) or "application/octet-stream"
+    return v2_map("0191", subtype.upper()) or v2_map("0191", type_of_data.upper()) or "application/octet-stream"
