@@ -7,7 +7,9 @@ force-system-version / system-version / check-system-version), evaluates it agai
 
 from __future__ import annotations
 
+import threading
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -305,11 +307,64 @@ def _flatten(contains: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+def _search_text(entry: Entry) -> str:
+    """Code, display and designations, lower-cased and joined (cached on the concept)."""
+    concept = entry.concept
+    if concept is not None and entry.display == concept.display:
+        cached = concept.__dict__.get("_search_text")
+        if cached is None:
+            parts = [concept.code, concept.display or "", *(d.get("value", "") for d in concept.designations)]
+            cached = "\n".join(parts).lower()
+            concept.__dict__["_search_text"] = cached
+        return cached
+    return "\n".join([entry.code, entry.display or ""]).lower()
+
+
 def text_matches(entry: Entry, words: list[str]) -> bool:
-    hay = [entry.code.lower(), (entry.display or "").lower()]
-    if entry.concept:
-        hay.extend(d.get("value", "").lower() for d in entry.concept.designations)
-    return all(any(w in h for h in hay) for w in words)
+    hay = _search_text(entry)
+    return all(w in hay for w in words)
+
+
+#: Recent expansions (before text filter and paging), reused while the value set and the code system
+#: indexes they used are unchanged: a text-filtered page of a big value set then costs one scan.
+_EXPANSIONS: OrderedDict[tuple, tuple[Resource, list[Entry], dict[str, str], list[str], list[CodeSystemIndex]]] = (
+    OrderedDict()
+)
+_EXPANSIONS_LOCK = threading.Lock()
+
+
+def _expansion_key(vs: Resource, opts: Options) -> tuple:
+    version_id = (vs.get("meta") or {}).get("versionId")
+    return (
+        vs.get("url"),
+        vs.get("version"),
+        version_id if version_id is not None else id(vs),
+        opts.active_only,
+        tuple(sorted(opts.force_versions.items())),
+        tuple(sorted(opts.default_versions.items())),
+        tuple(sorted(opts.check_versions.items())),
+        tuple(sorted(opts.default_vs_versions.items())),
+    )
+
+
+def cached_entries(source: TerminologySource, vs: Resource, opts: Options) -> tuple[list[Entry], Expander]:
+    key = _expansion_key(vs, opts)
+    with _EXPANSIONS_LOCK:
+        hit = _EXPANSIONS.get(key)
+    if (hit is not None and hit[0] is vs) or (hit is not None and (vs.get("meta") or {}).get("versionId")):
+        _vs, entries, systems, valuesets, indexes = hit  # type: ignore[misc]
+        if all(load_index(source, i.url, i.version) is i for i in indexes):
+            expander = Expander(source, opts)
+            expander.used_systems, expander.used_valuesets = dict(systems), list(valuesets)
+            return entries, expander
+    expander = Expander(source, opts)
+    entries = expander.entries(vs)
+    indexes = list({id(e.index): e.index for e in entries if e.index is not None}.values())
+    with _EXPANSIONS_LOCK:
+        _EXPANSIONS[key] = (vs, entries, dict(expander.used_systems), list(expander.used_valuesets), indexes)
+        while len(_EXPANSIONS) > 64:
+            _EXPANSIONS.popitem(last=False)
+    return entries, expander
 
 
 def pick_display(entry: Entry, languages: list[str]) -> str | None:
@@ -340,8 +395,7 @@ def _lang_match(wanted: str, have: str) -> bool:
 
 def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
     """$expand: the ValueSet with an ``expansion`` (flat; ``contains`` paged by offset/count)."""
-    expander = Expander(source, opts)
-    entries = expander.entries(vs)
+    entries, expander = cached_entries(source, vs, opts)
     if opts.text_filter:
         words = [w.lower() for w in opts.text_filter.split() if w]
         entries = [e for e in entries if text_matches(e, words)]

@@ -1,0 +1,150 @@
+"""Terminology engine latency: $lookup and $validate-code p50/p99, $expand of a 10,000-code value set with
+a text filter. Targets: p99 under 5 ms for lookup / validate-code, expand under 50 ms.
+
+Baselines measured in the same run: a lookup by walking the CodeSystem's concept tree (no index), and
+the first $expand, which pays for building the index.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import statistics
+import time
+from typing import Any
+
+from changbai.terminology import operations as op
+from changbai.terminology.binding import shipped_source
+from changbai.terminology.source import InMemorySource, LayeredSource
+
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+ICD10_VS = "https://changbai.example/fhir/ValueSet/icd-10"
+BIG_CS = "http://example.org/bench/big"
+BIG_VS = "http://example.org/bench/big-vs"
+_WORDS = [
+    "高血压",
+    "糖尿病",
+    "冠心病",
+    "脑梗死",
+    "慢性",
+    "急性",
+    "肺炎",
+    "感染",
+    "肾功能衰竭",
+    "肝硬化",
+    "骨折",
+    "损伤",
+    "中毒",
+    "恶性肿瘤",
+    "良性",
+    "炎症",
+    "综合征",
+    "左侧",
+    "右侧",
+    "伴有",
+    "并发症",
+]
+
+
+def big_code_system(n: int = 10_000) -> list[dict[str, Any]]:
+    rng = random.Random(7)
+    groups = [{"code": f"G{g:03d}", "display": f"分组{g}", "concept": []} for g in range(100)]
+    for i in range(n - len(groups)):
+        name = "".join(rng.choice(_WORDS) for _ in range(rng.randint(2, 4)))
+        groups[i % 100]["concept"].append({"code": f"C{i:05d}", "display": name})
+    cs = {
+        "resourceType": "CodeSystem",
+        "url": BIG_CS,
+        "version": "1",
+        "status": "active",
+        "content": "complete",
+        "concept": groups,
+    }
+    vs = {
+        "resourceType": "ValueSet",
+        "url": BIG_VS,
+        "version": "1",
+        "status": "active",
+        "compose": {"include": [{"system": BIG_CS}]},
+    }
+    return [cs, vs]
+
+
+def timed(fn: Any, n: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000)
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+
+
+def tree_lookup(cs: dict[str, Any], code: str) -> dict[str, Any] | None:
+    stack = list(cs.get("concept", []))
+    while stack:
+        c = stack.pop()
+        if c["code"] == code:
+            return c
+        stack.extend(c.get("concept", []))
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--n", type=int, default=2000, help="lookups / validations per measurement")
+    args = parser.parse_args(argv or [])
+    source = LayeredSource(InMemorySource(big_code_system()), shipped_source())
+    cs = source.code_system(ICD10)
+    assert cs is not None
+    icd_codes = []
+    stack = list(cs["concept"])
+    while stack:
+        c = stack.pop()
+        icd_codes.append(c["code"])
+        stack.extend(c.get("concept", []))
+    rng = random.Random(1)
+    sample = [rng.choice(icd_codes) for _ in range(args.n)]
+
+    rows: list[tuple[str, float, float, str]] = []
+    it = iter(sample * 2)
+    base = timed(lambda: tree_lookup(cs, next(it)), args.n)
+    rows.append(("baseline: walk the concept tree (no index)", statistics.median(base), pct(base, 99), "-"))
+
+    op.lookup(source, {"system": ICD10, "code": "I10"})  # build the index once
+    it = iter(sample * 2)
+    look = timed(lambda: op.lookup(source, {"system": ICD10, "code": next(it)}), args.n)
+    rows.append(("$lookup (ICD-10, 2,426 codes)", statistics.median(look), pct(look, 99), "p99 < 5 ms"))
+
+    it = iter(sample * 2)
+    val = timed(lambda: op.validate_code(source, {"url": ICD10_VS, "system": ICD10, "code": next(it)}), args.n)
+    rows.append(("$validate-code (ValueSet, ICD-10)", statistics.median(val), pct(val, 99), "p99 < 5 ms"))
+    it = iter(sample * 2)
+    val_cs = timed(lambda: op.validate_code_cs(source, {"url": ICD10, "code": next(it)}), args.n)
+    rows.append(("$validate-code (CodeSystem, ICD-10)", statistics.median(val_cs), pct(val_cs, 99), "p99 < 5 ms"))
+
+    words = ["高血压", "慢性肾", "恶性肿瘤", "急性", "损伤中毒"]
+    t0 = time.perf_counter()
+    first = op.expand(source, {"url": BIG_VS, "filter": "高血压", "count": 100})
+    cold = (time.perf_counter() - t0) * 1000
+    rows.append(("baseline: first $expand 10,000 codes (builds index)", cold, cold, "-"))
+    wi = iter(words * 20)
+    exp = timed(lambda: op.expand(source, {"url": BIG_VS, "filter": next(wi), "count": 100}), 50)
+    rows.append(("$expand 10,000-code value set, text filter", statistics.median(exp), pct(exp, 99), "< 50 ms"))
+    full = timed(lambda: op.expand(source, {"url": BIG_VS, "count": 10_000}), 10)
+    rows.append(("$expand 10,000-code value set, all codes", statistics.median(full), pct(full, 99), "-"))
+
+    print("| measurement | p50 ms | p99 ms | target |")
+    print("| --- | ---: | ---: | --- |")
+    for name, p50, p99, target in rows:
+        print(f"| {name} | {p50:.3f} | {p99:.3f} | {target} |")
+    print(f"\n(filter '高血压' matched {first['expansion']['total']} of 10,000 codes; n={args.n})")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
