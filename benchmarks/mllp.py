@@ -162,6 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         serve(args.serve, args.port, args.database or "")
         return 0
     rows = []
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory() as tmp:
         for mode in ("echo", "memory", "store"):
             for connections in (1, 4):
@@ -170,7 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append(scenario(mode, connections, messages(args.messages, prefix), database))
     print(
         f"HL7 v2 over MLLP, ADT^A01/A08 + ORU^R01 mix, {args.messages} messages per row, "
-        f"{os.cpu_count()} CPUs, store: {'given database' if args.database else 'SQLite file'}\n"
+        f"{os.cpu_count()} CPUs (1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after), "
+        f"store: {'given database' if args.database else 'SQLite file'}\n"
     )
     print("| scenario | connections | messages | messages/s | ACK p50 ms | ACK p99 ms |")
     print("| --- | --- | --- | --- | --- | --- |")
