@@ -184,11 +184,11 @@ class Unit:
             if self.repo.db.is_sqlite:
                 marks = ", ".join("?" for _ in columns)
                 sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
-                cursor.executemany(sql, [tuple(row.get(c) for c in columns) for row in rows])
+                cursor.executemany(sql, [tuple(map(row.get, columns)) for row in rows])
             else:
                 with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
                     for row in rows:
-                        copy.write_row(tuple(row.get(c) for c in columns))
+                        copy.write_row(tuple(map(row.get, columns)))
         finally:
             cursor.close()
 
