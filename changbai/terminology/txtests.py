@@ -209,6 +209,97 @@ def in_process(
     raise ChangbaiError(f"operation {operation} is not supported")
 
 
+_PATHS = {
+    "expand": "ValueSet/$expand",
+    "validate-code": "ValueSet/$validate-code",
+    "cs-validate-code": "CodeSystem/$validate-code",
+    "lookup": "CodeSystem/$lookup",
+    "translate": "ConceptMap/$translate",
+    "subsumes": "CodeSystem/$subsumes",
+    "batch-validate": "ValueSet/$batch-validate-code",
+}
+
+
+_R5_TO_R4_EQUIVALENCE = {
+    "related-to": "relatedto",
+    "equivalent": "equivalent",
+    "source-is-narrower-than-target": "wider",
+    "source-is-broader-than-target": "narrower",
+    "not-related-to": "disjoint",
+}
+
+
+def to_r4(resource: Any) -> Any:
+    """The suite's setup resources are R5; an R4 server is sent their R4 form (as the suite's own runner
+    does): R5-only elements dropped, ConceptMap scope and relationship renamed."""
+    if isinstance(resource, list):
+        return [to_r4(v) for v in resource]
+    if not isinstance(resource, dict):
+        return resource
+    out: dict[str, Any] = {}
+    for key, value in resource.items():
+        if ":" in key or key.startswith("versionAlgorithm") or key in ("copyrightLabel",):
+            continue
+        if key == "sourceScopeUri":
+            out["sourceUri"] = value
+        elif key == "targetScopeUri":
+            out["targetUri"] = value
+        elif key == "sourceScopeCanonical":
+            out["sourceCanonical"] = value
+        elif key == "targetScopeCanonical":
+            out["targetCanonical"] = value
+        elif key == "relationship" and isinstance(value, str):
+            if "mode" not in resource:  # ConceptMap.group.unmapped has no equivalence in R4
+                out["equivalence"] = _R5_TO_R4_EQUIVALENCE.get(value, "relatedto")
+        else:
+            out[key] = to_r4(value)
+    return out
+
+
+class HttpHandler:
+    """Runs the tests against a FHIR server: each suite's setup resources are PUT first (once per suite),
+    then every operation is POSTed with its Parameters. ``client`` is an httpx.Client on the FHIR base;
+    ``fresh`` (optional) returns a client on an empty server, called before each suite is loaded, since
+    suites reuse ids and urls for different content."""
+
+    def __init__(self, client: Any, fresh: Callable[[], Any] | None = None) -> None:
+        self.client = client
+        self.fresh = fresh
+        self.loaded: int | None = None
+        self.load_errors: list[str] = []
+
+    def _load(self, source: InMemorySource) -> None:
+        if self.loaded == id(source):
+            return
+        self.loaded = id(source)
+        if self.fresh is not None:
+            self.client = self.fresh()
+        for r in source:
+            # POST, not PUT: suites give several versions of one code system the same id
+            resp = self.client.post(f"/{r['resourceType']}", json=to_r4(r))
+            if resp.status_code >= 400:
+                self.load_errors.append(f"{r['resourceType']}/{r.get('id')}: {resp.text[:200]}")
+
+    def __call__(self, operation: str, source: InMemorySource, params: Resource, accept_language: str | None,
+                 header: dict[str, str]) -> Resource:
+        from changbai.errors import ChangbaiError as _Error
+
+        if operation == "metadata":
+            resp = self.client.get("/metadata")
+        elif operation == "term-caps":
+            resp = self.client.get("/metadata", params={"mode": "terminology"})
+        else:
+            self._load(source)
+            headers = {"accept-language": accept_language} if accept_language else {}
+            resp = self.client.post(f"/{_PATHS[operation]}", json=params, headers={**headers, **header})
+        body = resp.json()
+        if resp.status_code >= 400:
+            error = _Error(f"HTTP {resp.status_code}", status=resp.status_code)
+            error.outcome = lambda: body  # type: ignore[method-assign]
+            raise error
+        return body
+
+
 @dataclass
 class Outcome:
     suite: str
