@@ -30,7 +30,7 @@ class Platform:
         self.settings = settings
         self.db = db or Database(settings.resolved_database_url())
         self.repo = Repository(self.db)
-        self.router = Router(self.repo)
+        self.router = Router(self.repo, settings)
         for op in core_operations():
             self.router.register(op)
         self.routes: list[Any] = []

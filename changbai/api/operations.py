@@ -90,4 +90,62 @@ def core_operations() -> list[Operation]:
             instance=True,
             definition="http://hl7.org/fhir/OperationDefinition/Patient-everything",
         ),
+        # $import writes through its own units (one per chunk), so it runs outside a write transaction.
+        Operation(
+            "import", import_op, system=True, definition="http://hl7.org/fhir/uv/bulkdata/OperationDefinition/import"
+        ),
     ]
+
+
+def import_op(
+    router: Router, unit: Unit, req: FhirRequest, rtype: str | None, id: str | None, params: dict[str, Any] | None
+) -> FhirResponse:
+    """$import in the style of FHIR Bulk Data: NDJSON files named by ``input.url`` (file:// paths inside
+    the import directory) are loaded through the bulk path, the same pipeline as every write. Answers with
+    an OperationOutcome that counts what was loaded and names each refused line."""
+    from pathlib import Path
+
+    from changbai.api.router import FhirResponse
+    from changbai.store.bulk import LoadReport, load_file
+
+    if req.method != "POST":
+        from changbai.errors import MethodNotAllowed
+
+        raise MethodNotAllowed("$import changes data; use POST")
+    root = (Path(router.settings.data_dir) / "import").resolve()
+    files = []
+    for p in (params or {}).get("parameter", []):
+        if p.get("name") != "input":
+            continue
+        url = next(
+            (
+                part.get("valueUrl") or part.get("valueUri") or part.get("valueString")
+                for part in p.get("part", [])
+                if part.get("name") == "url"
+            ),
+            None,
+        )
+        if not isinstance(url, str) or not url.startswith("file://"):
+            raise InvalidInput("Each input needs a url part with a file:// URL of an NDJSON file", expression="input")
+        path = Path(url[len("file://") :]).resolve()
+        if not path.is_relative_to(root) or not path.is_file():
+            raise InvalidInput(f"{url} is not a file inside the import directory {root}", expression="input")
+        files.append(path)
+    if not files:
+        raise InvalidInput("$import needs at least one input (type and url)", expression="input")
+    report = LoadReport()
+    for path in files:
+        load_file(router.repo, path, report, ctx=unit.ctx)
+    issues = [
+        Issue(
+            f"read {report.read}, created {report.created}, updated {report.updated}, "
+            f"unchanged {report.unchanged}, refused {len(report.errors)}",
+            "informational",
+            "information",
+        )
+    ]
+    issues += [
+        Issue(f"{e['file']} line {e['line']}: {e['error']}", "invalid", "error", [f"{e['file']}:{e['line']}"])
+        for e in report.errors[:100]
+    ]
+    return FhirResponse(200, operation_outcome(issues))

@@ -24,6 +24,7 @@ from changbai.errors import (
     operation_outcome,
 )
 from changbai.fhir.spec import is_resource_type
+from changbai.settings import Settings, get_settings
 from changbai.store.pipeline import Context
 from changbai.store.repository import Outcome, Repository, Stored, Unit, check_id, check_type
 from changbai.store.search import SearchResult, compartment_condition, summarise
@@ -79,8 +80,9 @@ class Operation:
 class Router:
     """Maps FHIR interactions to repository calls. ``base_url`` comes from the request context."""
 
-    def __init__(self, repo: Repository) -> None:
+    def __init__(self, repo: Repository, settings: Settings | None = None) -> None:
         self.repo = repo
+        self.settings = settings or get_settings()
         self.operations: dict[str, list[Operation]] = {}
 
     def register(self, op: Operation) -> None:
