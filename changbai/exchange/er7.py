@@ -2,7 +2,8 @@
 
 Written here rather than taken from PyPI: the small libraries there do not decode MSH-18 character sets,
 do not report where a message is broken in the terms an ERR segment needs (segment, sequence, field,
-component, table 0357 code), and we need all of that for AE/AR acknowledgements.
+component, table 0357 code), and we need all of that for AE/AR acknowledgements. (Measured on the 100
+published samples: `hl7` 0.4.5 about 8x slower per message than this parser; see docs/exchange.md.)
 
 A parsed field is a list of repetitions; a repetition a list of components; a component a list of
 subcomponents (unescaped text). Most callers use :meth:`Segment.get` with 1-based positions, as the
