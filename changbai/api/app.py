@@ -86,10 +86,10 @@ def create_platform(
 
 def default_extensions() -> list[Extension]:
     """The modules installed on every node. Each entry is a module's ``install(platform)`` function."""
-    from changbai import security
+    from changbai import security, web
     from changbai.exchange import federation, subscriptions
 
-    return [federation.install, subscriptions.install, security.install]
+    return [federation.install, subscriptions.install, security.install, web.install]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
