@@ -253,13 +253,13 @@ def _child(name: str) -> Evaluator:
                 e = node.elements.get(json_name)
                 if e is None:
                     continue
-                t: str | Node = e.node if e.node is not None else e.type
-                if t == "Resource" and isinstance(value, dict):
-                    t = value.get("resourceType", "Resource")
+                vt: str | Node = e.node if e.node is not None else e.type
+                if vt == "Resource" and isinstance(value, dict):
+                    vt = value.get("resourceType", "Resource")
                 if isinstance(value, list):
-                    out.extend(Item(v, t) for v in value if v is not None)
+                    out.extend(Item(v, vt) for v in value if v is not None)
                 else:
-                    out.append(Item(value, t))
+                    out.append(Item(value, vt))
         return out
 
     return child
@@ -411,11 +411,12 @@ def compile_relative(expression: str) -> Callable[[Item], list[Item]]:
 
 def _fallback(expression: str) -> Callable[[dict[str, Any]], list[Item]]:
     import fhirpathpy
+    from fhirpathpy.models import models
 
-    compiled = fhirpathpy.compile(expression)
+    compiled = fhirpathpy.compile(expression, models["r4"])
 
     def evaluate(resource: dict[str, Any]) -> list[Item]:
-        return [Item(v, _guess_type(v)) for v in compiled(resource)]
+        return [Item(v, _guess_type(v)) for v in compiled(resource, {})]
 
     return evaluate
 

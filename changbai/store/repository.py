@@ -460,7 +460,9 @@ class Unit:
                 for _, op, _, v, _ in new
             ]
             if len(rows) == 1:
-                rids = [self.conn.execute(_INSERT_RESOURCE, rows[0]).inserted_primary_key[0]]
+                key = self.conn.execute(_INSERT_RESOURCE, rows[0]).inserted_primary_key
+                assert key is not None
+                rids = [key[0]]
             else:
                 rids = [r[0] for r in self.conn.execute(_INSERT_RESOURCE_RETURNING, rows)]
             rid_of = {id(p[1]): rid for p, rid in zip(new, rids, strict=True)}

@@ -196,7 +196,9 @@ def split_or(value: str) -> list[str]:
 
 
 def split_unescaped(value: str, sep: str, maxsplit: int = -1) -> list[str]:
-    parts, cur, i = [], [], 0
+    parts: list[str] = []
+    cur: list[str] = []
+    i = 0
     while i < len(value):
         ch = value[i]
         if ch == "\\" and i + 1 < len(value):
