@@ -81,7 +81,7 @@ def timed(fn: Any, n: int) -> list[float]:
 
 def pct(values: list[float], p: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))]
 
 
 def tree_lookup(cs: dict[str, Any], code: str) -> dict[str, Any] | None:

@@ -154,11 +154,9 @@ class CodeSystemIndex:
             elif (code in _NOT_SELECTABLE or uri in _NOT_SELECTABLE) and value is True:
                 c.abstract = True
         for ext in c.extensions:
-            if ext.get("url", "").endswith("codesystem-concept-comments"):
-                continue
-            if ext.get("url") == "http://hl7.org/fhir/StructureDefinition/structuredefinition-standards-status":
-                if ext.get("valueCode") == "deprecated" and c.status is None:
-                    c.status = "deprecated"
+            standards_status = "http://hl7.org/fhir/StructureDefinition/structuredefinition-standards-status"
+            if ext.get("url") == standards_status and ext.get("valueCode") == "deprecated" and c.status is None:
+                c.status = "deprecated"
 
     # queries
     def get(self, code: str) -> Concept | None:

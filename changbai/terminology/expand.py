@@ -195,14 +195,24 @@ class Expander:
                 for c in _flatten(vs["expansion"].get("contains", []))
             ]
         inactive_ok = compose.get("inactive", True) is not False
-        out: dict[tuple[str, str], Entry] = {}
+        # Two versions of one code system may both be included: entries are distinct per version unless the
+        # compose says versionsMatch=true; an exclude removes a code in every version unless versionsMatch=false.
+        versions_match = _expansion_parameter(compose, "versionsMatch")
+
+        def include_key(e: Entry) -> tuple:
+            return e.key if versions_match == "true" else (e.system, e.version, e.code)
+
+        def exclude_key(e: Entry) -> tuple:
+            return (e.system, e.version, e.code) if versions_match == "false" else e.key
+
+        out: dict[tuple, Entry] = {}
         for inc in compose.get("include", []):
             for e in self._include(inc, pathway):
-                out.setdefault(e.key, e)
+                out.setdefault(include_key(e), e)
         if compose.get("exclude") and out:
             for exc in compose["exclude"]:
-                for e in self._include(exc, pathway, excluding=True):
-                    out.pop(e.key, None)
+                gone = {exclude_key(e) for e in self._include(exc, pathway, excluding=True)}
+                out = {k: e for k, e in out.items() if exclude_key(e) not in gone}
         result = list(out.values())
         if not inactive_ok or self.opts.active_only:
             result = [e for e in result if not e.inactive]
@@ -250,7 +260,8 @@ class Expander:
                     "ValueSet.compose.include.system",
                 )
             )
-        self.used_systems[index.url] = f"{index.url}|{index.version}" if index.version else index.url
+        label = f"{index.url}|{index.version}" if index.version else index.url
+        self.used_systems[label] = label
         if inc.get("concept"):
             entries = []
             for c in inc["concept"]:
@@ -296,6 +307,18 @@ class Expander:
             inactive=concept.inactive,
             abstract=concept.abstract,
         )
+
+
+def _expansion_parameter(compose: dict[str, Any], name: str) -> str | None:
+    for ext in compose.get("extension", []):
+        if ext.get("url") == "http://hl7.org/fhir/StructureDefinition/valueset-expansion-parameter":
+            parts = {
+                e.get("url"): next((v for k, v in e.items() if k.startswith("value")), None)
+                for e in ext.get("extension", [])
+            }
+            if parts.get("name") == name:
+                return str(parts.get("value")).lower()
+    return None
 
 
 def _flatten(contains: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -438,15 +461,20 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
             )
             declared.append({"code": p, "uri": uri} if uri else {"code": p})
         expansion["property"] = declared
-    contains = [_contains(e, opts) for e in page]
+    versions: dict[str, set[str | None]] = {}
+    for e in entries:
+        versions.setdefault(e.system, set()).add(e.version)
+    contains = [_contains(e, opts, len(versions.get(e.system, ())) > 1) for e in page]
     if contains:
         expansion["contains"] = contains
     out["expansion"] = expansion
     return out
 
 
-def _contains(e: Entry, opts: Options) -> dict[str, Any]:
+def _contains(e: Entry, opts: Options, show_version: bool = False) -> dict[str, Any]:
     item: dict[str, Any] = {"system": e.system}
+    if show_version and e.version:
+        item["version"] = e.version
     if e.abstract:
         item["abstract"] = True
     if e.inactive:

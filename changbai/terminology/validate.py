@@ -212,19 +212,23 @@ class Validator:
                         "VALUESET_VALUE_MISMATCH_DEFAULT",
                     )
                 )
-        if res.spec and index is None and res.source_of_spec != "latest":
-            if not (coding_version and coding_version == res.spec):
-                r.issues.append(
-                    TxIssue(
-                        "error",
-                        "not-found",
-                        "not-found",
-                        unknown_system_text(self.source, system, res.spec, CANNOT_VALIDATE),
-                        _p(prefix, "system"),
-                        "UNKNOWN_CODESYSTEM_VERSION",
-                    )
+        if (
+            res.spec
+            and index is None
+            and res.source_of_spec != "latest"
+            and not (coding_version and coding_version == res.spec)
+        ):
+            r.issues.append(
+                TxIssue(
+                    "error",
+                    "not-found",
+                    "not-found",
+                    unknown_system_text(self.source, system, res.spec, CANNOT_VALIDATE),
+                    _p(prefix, "system"),
+                    "UNKNOWN_CODESYSTEM_VERSION",
                 )
-                r.unknown_systems.append(f"{system}|{res.spec}")
+            )
+            r.unknown_systems.append(f"{system}|{res.spec}")
         if coding_index is not None and (
             res.source_of_spec in ("latest", "default", "check")
             or (res.source_of_spec == "include" and version_matches(res.spec or "", coding_version or ""))
@@ -319,7 +323,7 @@ class Validator:
                 )
             if vs is not None:
                 r.issues.append(
-                    _not_in_vs(_shown_code(system, coding_version, code, None), vs_label, _p(prefix, "code"), in_cc)
+                    _not_in_vs(_shown_code(system, coding_version, code, display), vs_label, _p(prefix, "code"), in_cc)
                 )
             return r
         r.concept = concept
@@ -547,7 +551,8 @@ def validate(
             out.append({"name": "message", "valueString": "; ".join(messages)})
         out.append({"name": "issues", "resource": outcome(issues)})
     for u in dict.fromkeys(unknown):
-        out.append({"name": "x-caused-by-unknown-system", "valueCanonical": u})
+        name = "x-caused-by-unknown-system" if "|" in u else "x-unknown-system"
+        out.append({"name": name, "valueCanonical": u})
     return {"resourceType": "Parameters", "parameter": out}
 
 

@@ -57,13 +57,16 @@ def source():
         ],
     }
     old = {**cs, "version": "1", "concept": [concept("D", "疾病(旧)")]}
-    vs = lambda id, compose: {
-        "resourceType": "ValueSet",
-        "url": f"http://example.org/vs/{id}",
-        "version": "1",
-        "status": "active",
-        "compose": compose,
-    }
+
+    def vs(id, compose):
+        return {
+            "resourceType": "ValueSet",
+            "url": f"http://example.org/vs/{id}",
+            "version": "1",
+            "status": "active",
+            "compose": compose,
+        }
+
     inc = lambda *filters: {"include": [{"system": CS, "filter": list(filters)}]}  # noqa: E731
     resources = [
         cs,

@@ -48,28 +48,51 @@ def test_lookup_over_http_from_the_store(fhir):
 
 
 def test_validate_code_expand_subsumes_and_translate_over_http(fhir):
-    r = fhir.post("/ValueSet/$validate-code", json={"resourceType": "Parameters", "parameter": [
-        {"name": "url", "valueUri": f"{BASE}/ValueSet/gb-t-2260"},
-        {"name": "coding", "valueCoding": {"system": f"{BASE}/CodeSystem/gb-t-2260", "code": "220100"}}]})
+    r = fhir.post(
+        "/ValueSet/$validate-code",
+        json={
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "url", "valueUri": f"{BASE}/ValueSet/gb-t-2260"},
+                {"name": "coding", "valueCoding": {"system": f"{BASE}/CodeSystem/gb-t-2260", "code": "220100"}},
+            ],
+        },
+    )
     assert r.status_code == 200, r.text
     assert values(r.json())["result"] == [True] and values(r.json())["display"] == ["长春市"]
-    r = fhir.post("/ValueSet/$expand", json={"resourceType": "Parameters", "parameter": [
-        {"name": "url", "valueUri": f"{BASE}/ValueSet/gb-t-3304"}, {"name": "filter", "valueString": "朝鲜"}]})
+    r = fhir.post(
+        "/ValueSet/$expand",
+        json={
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "url", "valueUri": f"{BASE}/ValueSet/gb-t-3304"},
+                {"name": "filter", "valueString": "朝鲜"},
+            ],
+        },
+    )
     assert r.status_code == 200, r.text
     assert [c["code"] for c in r.json()["expansion"]["contains"]] == ["10"]
     r = fhir.get("/CodeSystem/$subsumes", params={"system": ICD10, "codeA": "IX", "codeB": "I10"})
     assert values(r.json())["outcome"] == ["subsumes"]
-    r = fhir.get("/ConceptMap/$translate", params={
-        "sourceSystem": f"{BASE}/CodeSystem/gb-t-2261-1-sex", "sourceCode": "1",
-        "targetSystem": "http://hl7.org/fhir/administrative-gender"})
+    r = fhir.get(
+        "/ConceptMap/$translate",
+        params={
+            "sourceSystem": f"{BASE}/CodeSystem/gb-t-2261-1-sex",
+            "sourceCode": "1",
+            "targetSystem": "http://hl7.org/fhir/administrative-gender",
+        },
+    )
     assert r.status_code == 200, r.text
     assert values(r.json())["result"] == [True]
 
 
 def test_conditions_coded_in_a_chapter_are_found_with_below(fhir):
     def condition(code: str) -> dict:
-        return {"resourceType": "Condition", "subject": {"reference": "Patient/p1"},
-                "code": {"coding": [{"system": ICD10, "code": code}]}}
+        return {
+            "resourceType": "Condition",
+            "subject": {"reference": "Patient/p1"},
+            "code": {"coding": [{"system": ICD10, "code": code}]},
+        }
 
     fhir.put("/Patient/p1", json={"resourceType": "Patient", "id": "p1"})
     for code in ("I10", "I21.9", "E11.9"):
