@@ -173,6 +173,8 @@ class _Mapper:
             "AllergyIntolerance": self.allergy,
             "Condition": self.condition,
             "merge": self.merge,
+            "RelatedPerson": self.related_person,
+            "Coverage": self.coverage,
         }
         for seg in self.msg.segments[1:]:
             self.current = seg
@@ -864,6 +866,47 @@ class _Mapper:
         if category:
             allergy["category"] = [category]
         self.put(allergy, f"allergy:{self.patient_ref['reference']}:{al1.get(3)}", once=True)
+
+    def related_person(self, nk1: Segment) -> None:
+        """NK1 next of kin -> RelatedPerson (name, relationship from table 0063, telecom, address)."""
+        names = [n for r in nk1.reps(2) if (n := dt.xpn_name(r))]
+        if not names or self.patient_ref is None:
+            return
+        person: dict[str, Any] = {"resourceType": "RelatedPerson", "patient": dict(self.patient_ref), "name": names}
+        relation = nk1.get(3)
+        if relation:
+            coding = v2_coding("0063", relation)
+            person["relationship"] = [{"coding": [coding]} if coding else self.concept(nk1, 3)]
+        telecom = [t for n in (5, 6) for r in nk1.reps(n) if (t := dt.xtn_telecom(r, "home" if n == 5 else "work"))]
+        if telecom:
+            person["telecom"] = telecom
+        addresses = [a for r in nk1.reps(4) if (a := dt.xad_address(r))]
+        if addresses:
+            person["address"] = addresses
+        self.put(person, f"nk1:{self.patient_ref['reference']}:{nk1.get(1)}:{nk1.get(2)}", once=True)
+
+    def coverage(self, in1: Segment) -> None:
+        """IN1 insurance -> Coverage (payor by name, policy number, period); the insurer is not invented."""
+        payor = in1.get(4) or in1.get(3) or in1.get(2, 2) or in1.get(2)
+        if not payor or self.patient_ref is None:
+            return
+        cov: dict[str, Any] = {
+            "resourceType": "Coverage",
+            "status": "active",
+            "beneficiary": dict(self.patient_ref),
+            "payor": [{"display": payor}],
+        }
+        plan = self.concept(in1, 2)
+        if plan:
+            cov["type"] = plan
+        policy = in1.get(36) or in1.get(49)
+        if policy:
+            cov["subscriberId"] = policy
+            cov["identifier"] = [{"system": dt.local_system(f"{self.facility}-policy"), "value": policy}]
+        start, end = self.when(in1, 12), self.when(in1, 13)
+        if start or end:
+            cov["period"] = {k: v for k, v in (("start", start), ("end", end)) if v}
+        self.put(cov, f"in1:{self.patient_ref['reference']}:{in1.get(2)}:{policy or in1.get(1)}", once=True)
 
     def condition(self, dg1: Segment) -> None:
         code = self.concept(dg1, 3)

@@ -179,3 +179,21 @@ def test_gb18030_message_maps_chinese_names_and_division_codes() -> None:
     [patient] = m.resources("Patient")
     assert patient["name"][0] == {"family": "张", "given": ["三丰"]}
     assert patient["address"][0]["district"] == "220102"
+
+
+def test_next_of_kin_and_insurance_become_related_person_and_coverage() -> None:
+    text = (
+        adt()
+        + "NK1|1|ZHANG^SI|SPO|1 RENMIN RD^^CHANGCHUN|13911111111\r"
+        + "IN1|1|URBAN^城镇职工医保|JLYB|吉林省医疗保障局||||||||20260101|20261231"  # IN1-12, IN1-13
+        + "|" * 23  # to IN1-36, the policy number
+        + "YB220102001\r"
+    )
+    m = mapped(text)
+    [person] = m.resources("RelatedPerson")
+    assert person["name"][0] == {"family": "ZHANG", "given": ["SI"]}
+    assert person["relationship"][0]["coding"][0]["code"] == "SPS"
+    assert person["patient"]["reference"] == m.bundle["entry"][0]["fullUrl"]
+    [coverage] = m.resources("Coverage")
+    assert coverage["payor"] == [{"display": "吉林省医疗保障局"}] and coverage["subscriberId"] == "YB220102001"
+    assert coverage["period"] == {"start": "2026-01-01", "end": "2026-12-31"}
