@@ -183,10 +183,7 @@ class _Mapper:
                 handlers[target](seg)
             elif seg.name == "RXR" and self.immunization is not None:
                 self.route(seg, self.immunization)
-        if (
-            self.kind in ("results", "orders", "immunization", "pharmacy", "documents", "charges", "scheduling")
-            and self.patient_ref is None
-        ):
+        if self.patient_ref is None:  # every supported message is about a patient
             raise HL7Error("PID segment is missing", segment="PID", hl7_code="100")
         self.finish_document()
         bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "transaction", "entry": self.entries}

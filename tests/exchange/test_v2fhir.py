@@ -197,3 +197,10 @@ def test_next_of_kin_and_insurance_become_related_person_and_coverage() -> None:
     [coverage] = m.resources("Coverage")
     assert coverage["payor"] == [{"display": "吉林省医疗保障局"}] and coverage["subscriberId"] == "YB220102001"
     assert coverage["period"] == {"start": "2026-01-01", "end": "2026-12-31"}
+
+
+def test_a_message_without_pid_is_refused_naming_the_missing_segment() -> None:
+    text = "MSH|^~\\&|HIS|JLH|||20260101||ADT^A01|N1|P|2.5\rEVN|A01|20260101\rPV1|1|I\r"
+    with pytest.raises(er7.HL7Error) as caught:
+        mapped(text)
+    assert (caught.value.segment, caught.value.hl7_code, caught.value.reject) == ("PID", "100", False)
