@@ -162,7 +162,8 @@ def online_speed(n: int, queries: int = 500) -> dict[str, float]:
     records, _ = simulate.population(int(n / 1.6), seed=21, dup_rate=0.4)
     patients = [normalise_patient(r) for r in records]
     out: dict[str, float] = {"indexed": len(patients)}
-    probes = random.Random(3).sample(patients, min(queries, len(patients)))
+    usable = [p for p in patients if p.usable]
+    probes = random.Random(3).sample(usable, min(queries, len(usable)))
     for label, index in (("memory", MemoryIndex()), ("sqlite", None)):
         with tempfile.TemporaryDirectory() as tmp:
             if index is None:

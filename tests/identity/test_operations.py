@@ -262,10 +262,10 @@ def test_merge_then_unmerge_returns_the_exact_previous_state_with_provenance(fhi
             "village-c",
             "C-1",
             identifier=[{"system": "urn:changbai:mrn:village-c", "value": "C-1"}],
-            name=[{"text": "张卫"}],
+            name=[{"text": "李强"}],
             telecom=[],
             address=[],
-            birthDate="1980-03-16",
+            birthDate="1962-08-01",
         ),
     )
     before = {t: persons_of(fhir, t) for t in ("urn:changbai:mrn:hospital-a|A-1", "urn:changbai:mrn:village-c|C-1")}
