@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from changbai.errors import InvalidInput
+from changbai.fhir import validation
 
 
 def register(subparsers: Any) -> None:
@@ -48,6 +49,9 @@ def _read_patients(path: Path) -> list[dict[str, Any]]:
             raise InvalidInput(f"{path}:{n}: not JSON: {exc.msg}") from exc
         if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
             raise InvalidInput(f"{path}:{n}: not a Patient")
+        errors = [i for i in validation.validate(resource) if i.severity in ("error", "fatal")]
+        if errors:
+            raise InvalidInput(f"{path}:{n}: {errors[0].diagnostics}", issues=errors)
         out.append(resource)
     return out
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from changbai.errors import InvalidInput, NotFound
+from changbai.fhir import validation
 from changbai.identity.normalise import normalise_patient
 from changbai.identity.registry import Registry
 
@@ -49,6 +50,7 @@ def match_op(
     resource = _one(params, "resource")
     if not isinstance(resource, dict) or resource.get("resourceType") != "Patient":
         raise InvalidInput("$match needs a Patient in the 'resource' parameter", expression="Parameters")
+    validation.check(resource)  # a malformed Patient is a clear 400, not a failed match
     count = _one(params, "count")
     only_certain = _flag(_one(params, "onlyCertainMatches"))
     patient = normalise_patient(resource, key=str(resource.get("id") or ""))

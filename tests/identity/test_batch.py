@@ -84,3 +84,6 @@ def test_cli_refuses_a_file_that_is_not_patients(tmp_path, capsys):
     path.write_text('{"resourceType": "Observation"}\n')
     assert cli_main(["empi", "dedupe", str(path)]) == 2
     assert "not a Patient" in capsys.readouterr().err
+    path.write_text('{"resourceType": "Patient", "name": "张伟"}\n', encoding="utf-8")
+    assert cli_main(["empi", "dedupe", str(path)]) == 2
+    assert "bad.ndjson:1" in capsys.readouterr().err

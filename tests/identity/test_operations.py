@@ -134,6 +134,14 @@ def test_match_with_nothing_usable_is_a_clear_error(fhir):
     assert r.status_code == 400
     assert "nothing usable" in r.json()["issue"][0]["diagnostics"]
     assert fhir.post("/Patient/$match", json={"resourceType": "Parameters", "parameter": []}).status_code == 400
+    malformed = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {"name": "resource", "resource": {"resourceType": "Patient", "name": "张伟", "birthDate": "1980-03-15"}}
+        ],
+    }
+    r = fhir.post("/Patient/$match", json=malformed)
+    assert r.status_code == 400 and r.json()["resourceType"] == "OperationOutcome"
 
 
 def test_invalid_resident_id_is_flagged_and_does_not_link(fhir):
