@@ -30,6 +30,7 @@ MAX_EXPANSION = 10_000
 _DESIGNATION_USE_PREFERRED = {
     "system": "http://terminology.hl7.org/CodeSystem/hl7TermMaintInfra",
     "code": "preferredForLanguage",
+    "display": "Preferred For Language",
 }
 
 
@@ -396,6 +397,8 @@ def pick_display(entry: Entry, languages: list[str]) -> str | None:
         return entry.display
     cs_lang = entry.index.language
     for lang in languages:
+        if lang == "-*":
+            return None  # '*; q=0': only the languages asked for
         if lang == "*":
             return entry.display
         if cs_lang and _lang_match(lang, cs_lang) and entry.display:
@@ -486,9 +489,20 @@ def _contains(e: Entry, opts: Options, show_version: bool = False) -> dict[str, 
     if opts.include_designations and e.concept is not None:
         designations = []
         lang = e.index.language if e.index else None
+        if display != e.display and e.display and lang:
+            # the display was taken from another language: the default one becomes a designation
+            designations.append({"language": lang, "use": dict(_DESIGNATION_USE_PREFERRED), "value": e.display})
+        skipped = False
         for d in e.designations + e.concept.designations:
-            if d.get("value") == display and (not d.get("language") or d.get("language") == lang):
-                continue
+            if d.get("value") == display and not skipped:
+                d_lang = d.get("language")
+                if display == e.display:
+                    same = not d_lang or d_lang == lang
+                else:
+                    same = any(_lang_match(want, d_lang or "") for want in opts.display_languages)
+                if same:
+                    skipped = display != e.display
+                    continue
             designations.append(d)
         if designations:
             item["designation"] = designations

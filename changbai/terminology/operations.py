@@ -54,7 +54,13 @@ def _canonicals(values: list[Any]) -> dict[str, str]:
 
 def options(inputs: Inputs, *, accept_language: str | None = None) -> Options:
     langs = inputs.get("displayLanguage") or accept_language
-    display_languages = [part.split(";")[0].strip() for part in langs.split(",")] if langs else []
+    display_languages = []
+    for part in (langs or "").split(","):
+        tag, _, quality = part.partition(";")
+        if tag.strip() == "*" and quality.replace(" ", "") == "q=0":
+            display_languages.append("-*")  # no fallback to other languages
+        elif tag.strip():
+            display_languages.append(tag.strip())
     echo = []
     for name in _ECHO:
         for value in inputs.all(name):
@@ -62,6 +68,8 @@ def options(inputs: Inputs, *, accept_language: str | None = None) -> Options:
                 bool: "Boolean",
                 int: "Integer",
             }.get(type(value), "Code" if name == "displayLanguage" else "String")
+            if name == "displayLanguage" and isinstance(value, str) and ";" in value:
+                value = ", ".join(part.strip() for part in value.split(","))
             echo.append({"name": name, f"value{kind}": value})
     return Options(
         active_only=inputs.bool("activeOnly"),
@@ -80,6 +88,29 @@ def options(inputs: Inputs, *, accept_language: str | None = None) -> Options:
         default_vs_versions=_canonicals(inputs.all("default-valueset-version")),
         echo=echo,
     )
+
+
+def _with_defaults(inputs: Inputs, vs: Resource, accept_language: str | None) -> Inputs:
+    """Expansion parameters the request leaves out, from the Accept-Language header or the value set's own
+    valueset-expansion-parameter extensions (which then count as given, and are echoed)."""
+    extra: dict[str, Any] = {}
+    if "displayLanguage" not in inputs and accept_language:
+        extra["displayLanguage"] = accept_language
+    for ext in (vs.get("compose") or {}).get("extension", []):
+        if ext.get("url") != "http://hl7.org/fhir/StructureDefinition/valueset-expansion-parameter":
+            continue
+        parts = {
+            e.get("url"): next((v for k, v in e.items() if k.startswith("value")), None)
+            for e in ext.get("extension", [])
+        }
+        name = parts.get("name")
+        if name in _ECHO and name not in inputs and name not in extra:
+            extra[name] = parts.get("value")
+    if not extra:
+        return inputs
+    merged = Inputs(None)
+    merged.values = {**inputs.values, **{k: [v] for k, v in extra.items()}}
+    return merged
 
 
 def _value_set(source: TerminologySource, inputs: Inputs, instance: Resource | None) -> Resource:
@@ -115,7 +146,8 @@ def expand(
     inputs = Inputs(parameters)
     source = _request_source(source, inputs)
     vs = _value_set(source, inputs, valueset)
-    opts = options(inputs, accept_language=accept_language)
+    inputs = _with_defaults(inputs, vs, accept_language)
+    opts = options(inputs)
     if limit is not None:
         opts.limit = limit
     return _expand(source, vs, opts)
