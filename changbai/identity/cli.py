@@ -51,7 +51,7 @@ def _read_patients(path: Path) -> list[dict[str, Any]]:
             raise InvalidInput(f"{path}:{n}: not a Patient")
         errors = [i for i in validation.validate(resource) if i.severity in ("error", "fatal")]
         if errors:
-            raise InvalidInput(f"{path}:{n}: {errors[0].diagnostics}", issues=errors)
+            raise InvalidInput(f"{path}:{n}: {errors[0].diagnostics}", expression=errors[0].expression)
         out.append(resource)
     return out
 
