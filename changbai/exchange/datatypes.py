@@ -19,11 +19,25 @@ from changbai.exchange.maps import coding_system, identifier_system, ucum_unit, 
 #: The resident ID (居民身份证号码) system unless the platform's settings name another.
 RESIDENT_ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
 
-#: ``translate(system, code, facility) -> Coding | None``: the ConceptMap hook for local codes.
+#: ``translate(system, code, facility) -> Coding | None``: the ConceptMap hook for local codes; ``system``
+#: is the local system URI the code is kept under (see local_code_system).
 Translate = Callable[[str, str, str], "dict[str, Any] | None"]
 
 #: Where identifiers and codes from an authority/system we cannot name get their system URI.
 LOCAL_SYSTEM = "https://changbai.example/fhir/sid/v2/{}"
+
+
+#: A facility's own code list (the terminology module's local code maps use the same URI).
+LOCAL_CODES = "https://changbai.example/fhir/CodeSystem/local/{}"
+
+
+def local_code_system(system_name: str, facility: str) -> str:
+    """The system of a code the v2 message calls local: names 'L', '99zzz' (HL7's local-table convention)
+    or none are the sending facility's own list; any other unknown name is kept as a named system."""
+    name = system_name.strip()
+    if not name or name.upper() == "L" or name.startswith("99"):
+        return LOCAL_CODES.format(re.sub(r"[^A-Za-z0-9.-]+", "-", facility).strip("-") or "unknown")
+    return local_system(name)
 
 
 def local_system(name: str) -> str:
@@ -110,9 +124,9 @@ class Coder:
         system = coding_system(system_name)
         out: list[dict[str, Any]] = []
         if system is None:
-            local = local_system(system_name or self.facility or "local")
+            local = local_code_system(system_name, self.facility)
             original: dict[str, Any] = {"system": local, "code": code} if code else {}
-            translated = self.translate(system_name, code, self.facility) if self.translate and code else None
+            translated = self.translate(local, code, self.facility) if self.translate and code else None
             if translated:
                 out.append(dict(translated))
             elif code and system_name:  # a bare table value (IS/ID) is not reported as unmapped

@@ -17,7 +17,12 @@ from changbai.exchange.mllp import MllpServer
 
 
 def build_intake(platform: Any, translate: Translate | None = None) -> Intake:
+    """The HL7 v2 intake of a platform; local codes are translated by the ConceptMaps stored in it
+    unless another ``translate`` is given."""
+    from changbai.exchange.conceptmaps import ConceptMapTranslator
+
     settings = platform.settings
+    translate = translate or ConceptMapTranslator(platform.repo)
     return Intake(
         SqlInbox(platform.repo, router_transaction(platform.router)),
         translate,

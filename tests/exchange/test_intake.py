@@ -218,3 +218,43 @@ def test_admission_links_the_encounter_to_the_stored_patient_and_an_update_keeps
     assert patient["name"][0]["family"] == "LI" and version == 2
     [(_, _, enc)] = search(core_platform, "Encounter", f"identifier={JLH}|V100")
     assert enc["subject"]["reference"] == f"Patient/{pid}"
+
+
+def test_local_codes_are_translated_by_the_facility_concept_map_stored_in_the_platform(core_platform: Any) -> None:
+    local = "https://changbai.example/fhir/CodeSystem/local/JLH"
+    core_platform.repo.create(
+        {
+            "resourceType": "ConceptMap",
+            "status": "active",
+            "url": "https://changbai.example/fhir/ConceptMap/jlh-lab",
+            "group": [
+                {
+                    "source": local,
+                    "target": "http://loinc.org",
+                    "element": [
+                        {
+                            "code": "GLU",
+                            "target": [{"code": "2345-7", "display": "Glucose", "equivalence": "equivalent"}],
+                        }
+                    ],
+                }
+            ],
+        }
+    )
+    intake = build_intake(core_platform)
+    ack = intake.handle(
+        oru(
+            control_id="CM1",
+            obx=[
+                "OBX|1|NM|GLU^血糖^99JLH||5.6|mmol/L|||||F",
+                "OBX|2|NM|XYZ^其它^99JLH||1|mg|||||F",
+            ],
+        ).encode()
+    )
+    assert code(ack) == "AA"
+    [(_, _, glucose)] = search(core_platform, "Observation", "code=http://loinc.org|2345-7")
+    assert glucose["code"]["coding"][1] == {"system": local, "code": "GLU", "display": "血糖"}
+    [(_, _, other)] = search(core_platform, "Observation", f"code={local}|XYZ")
+    assert other["valueQuantity"]["value"] == 1  # kept as sent
+    [err] = [e for e in err_segments(ack) if e[3].startswith("103")]
+    assert err[4] == "W" and "XYZ" in err[8]  # and reported, not refused

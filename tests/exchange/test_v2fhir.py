@@ -130,7 +130,8 @@ def test_local_codes_go_through_the_facility_concept_map_and_unmapped_ones_are_k
     assert glu["code"]["coding"][0]["system"] == "http://loinc.org"
     assert glu["code"]["coding"][1]["code"] == "GLU"  # the code as sent stays beside the translation
     assert other["code"]["coding"][0]["code"] == "XYZ"
-    assert ("99JLH", "GLU", "JLH") in calls
+    assert ("https://changbai.example/fhir/CodeSystem/local/JLH", "GLU", "JLH") in calls
+    assert glu["code"]["coding"][1]["system"] == "https://changbai.example/fhir/CodeSystem/local/JLH"
     assert [u["code"] for u in m.unmapped] == ["XYZ"]
 
 
