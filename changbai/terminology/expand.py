@@ -261,6 +261,17 @@ class Expander:
                     "ValueSet.compose.include.system",
                 )
             )
+        check = self.opts.check_versions.get(index.url)
+        if check and not excluding and index.version and not version_matches(check, index.version):
+            raise TxError(
+                TxIssue(
+                    "error",
+                    "exception",
+                    "version-error",
+                    f"The version '{index.version}' is not allowed for system '{index.url}': required to be "
+                    f"'{check}' by a version-check parameter",
+                )
+            )
         label = f"{index.url}|{index.version}" if index.version else index.url
         self.used_systems[label] = label
         if inc.get("concept"):

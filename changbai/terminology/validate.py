@@ -42,6 +42,7 @@ class CodingResult:
     inactive: bool = False
     unknown_systems: list[str] = field(default_factory=list)
     in_vs: bool = False
+    include_unresolved: bool = False  # the value set names a version of the system that is not known
 
 
 def _p(prefix: str, leaf: str) -> str:
@@ -229,6 +230,7 @@ class Validator:
                 )
             )
             r.unknown_systems.append(f"{system}|{res.spec}")
+            r.include_unresolved = True
         if coding_index is not None and (
             res.source_of_spec in ("latest", "default", "check")
             or (res.source_of_spec == "include" and version_matches(res.spec or "", coding_version or ""))
@@ -512,14 +514,16 @@ def validate(
         results = []
         for i, c in enumerate(codeable_concept.get("coding", [])):
             results.append(v.check_coding(c, f"CodeableConcept.coding[{i}]", vs, cs_url=cs_url, in_cc=True))
-        found = [r for r in results if (r.in_vs if vs is not None else r.concept is not None)]
+        found = [
+            r for r in results if (r.in_vs if vs is not None else r.concept is not None) and not r.include_unresolved
+        ]
         chosen = found[0] if found else next((r for r in results if r.concept is not None), None)
         for r in results:
             issues.extend(r.issues)
             unknown.extend(r.unknown_systems)
         if found:
             issues = [i for i in issues if i.tx_code != "this-code-not-in-vs"]
-        elif vs is not None and results:
+        elif vs is not None and results and not any(r.include_unresolved for r in results):
             issues.insert(
                 0,
                 TxIssue(
@@ -530,8 +534,13 @@ def validate(
                 ),
             )
         result = bool(found) and not any(i.severity == "error" for i in issues)
-        if chosen is not None:
-            _describe(out, chosen)
+        if found:
+            _describe(out, chosen)  # type: ignore[arg-type]
+        elif chosen is not None:  # known code, but in no include of the value set: only what it resolved to
+            if chosen.version:
+                out.append({"name": "version", "valueString": chosen.version})
+            if chosen.display:
+                out.append({"name": "display", "valueString": chosen.display})
         out.append({"name": "codeableConcept", "valueCodeableConcept": codeable_concept})
     else:
         prefix = "Coding" if mode == "coding" else ""
@@ -546,7 +555,16 @@ def validate(
     out.append({"name": "result", "valueBoolean": bool(result)})
     if issues:
         messages = sorted({i.text for i in issues if i.severity in ("error", "warning") or not result})
-        messages = sorted({i.text for i in issues if i.severity != "information"}) or messages
+        messages = (
+            sorted(
+                {
+                    i.text
+                    for i in issues
+                    if i.severity != "information" and not (i.severity == "warning" and i.tx_code == "vs-invalid")
+                }
+            )
+            or messages
+        )
         if messages:
             out.append({"name": "message", "valueString": "; ".join(messages)})
         out.append({"name": "issues", "resource": outcome(issues)})
