@@ -360,10 +360,8 @@ class Console:
         actors = await run_in_threadpool(actor_names, fhir, consents)
         rows = [consent_row(c, actors) for c in consents]
         rows.sort(key=lambda r: (r["status"] != "active", r["start"]), reverse=False)
-        orgs = await run_in_threadpool(
-            fhir.search, "Organization", [("_count", "200"), ("_elements", "name"), ("_sort", "name")]
-        )
-        choices = [(f"Organization/{o['id']}", o.get("name") or o["id"]) for o in orgs]
+        q = request.query_params.get("q", "").strip()[:60]
+        choices = await run_in_threadpool(consent_choices, fhir, s.patient or "", q)
         done = request.query_params.get("done", "")
         return self.render(
             request,
@@ -371,6 +369,7 @@ class Console:
             s=s,
             rows=rows,
             choices=choices,
+            q=q,
             error=error,
             done=done if done in ("granted", "revoked") else "",
             today=date.today().isoformat(),
@@ -539,6 +538,25 @@ def consent_resource(patient: str, actor: str, start: str, end: str) -> dict[str
             ],
         },
     }
+
+
+def consent_choices(fhir: fd.Fhir, patient: str, q: str) -> list[tuple[str, str]]:
+    """Whom a resident may authorise: facilities and doctors matching ``q``, else the facilities that have
+    treated them (from their own encounters)."""
+    if q:
+        orgs = fhir.search("Organization", [("name", q), ("_count", "20"), ("_elements", "name")])
+        docs = fhir.search("Practitioner", [("name", q), ("_count", "10"), ("_elements", "name")])
+        return [(f"Organization/{o['id']}", o.get("name") or o["id"]) for o in orgs] + [
+            (f"Practitioner/{d['id']}", fd.name_of(d)) for d in docs
+        ]
+    seen: dict[str, str] = {}
+    for e in fhir.search(
+        "Encounter", [("patient", f"Patient/{patient}"), ("_count", "200"), ("_elements", "serviceProvider")]
+    ):
+        sp = e.get("serviceProvider") or {}
+        if (sp.get("reference") or "").startswith("Organization/"):
+            seen.setdefault(sp["reference"], sp.get("display") or sp["reference"])
+    return list(seen.items())
 
 
 def revoke_consent(fhir: fd.Fhir, cid: str, patient: str | None) -> None:

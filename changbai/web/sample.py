@@ -1,6 +1,7 @@
-"""A secured platform for the console's tests and screenshots: a small synthetic province (changbai.synth)
-loaded through the write pipeline, the master index installed, and one account per role bound to real
-records: a resident, a clinician at a facility that treats them, one at a facility that does not."""
+"""A secured sample platform for the console's tests, screenshots and benchmark: a synthetic province
+(changbai.synth) loaded through the write pipeline, the master index installed, and one account per role
+bound to real records: a resident, a clinician at a facility that treats them, clinicians at two facilities
+that do not, a platform operator."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ import orjson
 
 from changbai.settings import Settings
 
-PASSWORD = "console-test-password-1"
+#: The password of every sample account (a sample, never a real node).
+PASSWORD = "console-sample-password-1"
 
 
 @dataclass
@@ -23,6 +25,7 @@ class World:
     patient: dict[str, Any]  # the resident who signs in
     home_org: str  # a facility that treats them
     other_org: str  # a facility that does not
+    third_org: str  # another that does not
     accounts: dict[str, str] = field(default_factory=dict)  # username -> role
 
 
@@ -67,17 +70,45 @@ def build_world(tmp: Path, residents: int = 100, seed: int = 11) -> World:
                 e["subject"]["reference"]
             )
     home = theirs.most_common(1)[0][0]
-    other = next(o for o, ps in sorted(patients_of.items(), key=lambda x: -len(x[1])) if f"Patient/{pid}" not in ps)
+    others = [o for o, ps in sorted(patients_of.items(), key=lambda x: -len(x[1])) if f"Patient/{pid}" not in ps]
+    add_possible_duplicates(platform, _read(province, "Patient")[:40])
     sec = platform.security
-    world = World(platform, province, patient, home, other)
+    world = World(platform, province, patient, home, others[0], others[1])
     practitioners = [p["id"] for p in _read(province, "Practitioner")[:3]]
     people = [
         ("resident", "resident", {"patient": pid}),
         ("doctor-home", "clinician", {"organization": home, "practitioner": practitioners[0]}),
-        ("doctor-other", "clinician", {"organization": other, "practitioner": practitioners[1]}),
+        ("doctor-other", "clinician", {"organization": others[0], "practitioner": practitioners[1]}),
+        ("doctor-er", "clinician", {"organization": others[1], "practitioner": practitioners[2]}),
         ("ops", "operator", {}),
     ]
     for username, role, attrs in people:
         add_account(sec.db, sec.policy, username, role, password=PASSWORD, display=username, **attrs)
         world.accounts[username] = role
     return world
+
+
+def add_possible_duplicates(platform: Any, patients: list[dict[str, Any]], wanted: int = 4) -> int:
+    """Records the master index should put in its review queue: a resident registered again at another
+    facility without the ID number and with a new phone (same name, birth date and address)."""
+    from changbai.api.router import FhirRequest
+    from changbai.store.pipeline import Context
+
+    made = 0
+    for p in patients:
+        if made >= wanted or p["id"].startswith("pat-d"):
+            continue
+        copy = {k: v for k, v in p.items() if k not in ("id", "identifier", "telecom", "meta")}
+        copy["telecom"] = [{"system": "phone", "value": f"1390000{made:04d}", "use": "mobile"}]
+        name = dict(copy["name"][0])
+        given = (name.get("given") or [""])[0]
+        if len(given) < 2:
+            continue
+        name["given"] = [given[:-1] + ("华" if given[-1] != "华" else "明")]  # a clerk's typo in the given name
+        name["text"] = name.get("family", "") + name["given"][0]
+        copy["name"] = [name]
+        copy["birthDate"] = copy["birthDate"][:8] + f"{(int(copy['birthDate'][8:]) % 28) + 1:02d}"
+        resp = platform.router.handle(FhirRequest("POST", "Patient", body=copy), Context(source="cli"))
+        assert resp.status == 201, resp.body
+        made += 1
+    return made
