@@ -321,6 +321,25 @@ class Expander:
         )
 
 
+_STANDARDS_STATUS = "http://hl7.org/fhir/StructureDefinition/structuredefinition-standards-status"
+
+
+def status_warning(resource: Resource) -> str | None:
+    """withdrawn / deprecated (standards-status), draft, experimental: what users should be warned of."""
+    for ext in resource.get("extension", []):
+        if ext.get("url") == _STANDARDS_STATUS and ext.get("valueCode") in ("withdrawn", "deprecated"):
+            return str(ext["valueCode"])
+    if resource.get("status") == "draft":
+        return "draft"
+    if resource.get("experimental") is True:
+        return "experimental"
+    return None
+
+
+def _canonical_of(resource: Resource) -> str:
+    return f"{resource.get('url')}|{resource.get('version')}" if resource.get("version") else str(resource.get("url"))
+
+
 def _expansion_parameter(compose: dict[str, Any], name: str) -> str | None:
     for ext in compose.get("extension", []):
         if ext.get("url") == "http://hl7.org/fhir/StructureDefinition/valueset-expansion-parameter":
@@ -465,6 +484,11 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
         parameters.append({"name": "used-valueset", "valueUri": canonical})
     for url, ver in opts.force_versions.items():
         parameters.append({"name": "force-system-version", "valueUri": f"{url}|{ver}"})
+    flagged = [vs, *{id(e.index): e.index.resource for e in entries if e.index is not None}.values()]
+    for resource in flagged:
+        warning = status_warning(resource)
+        if warning and (resource is not vs or warning in ("withdrawn", "deprecated")):
+            parameters.append({"name": f"warning-{warning}", "valueUri": _canonical_of(resource)})
     if parameters:
         expansion["parameter"] = parameters
     if opts.properties:

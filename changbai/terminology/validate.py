@@ -17,9 +17,11 @@ from changbai.terminology.expand import (
     Entry,
     Expander,
     Options,
+    _canonical_of,
     load_index,
     pick_display,
     resolve_include,
+    status_warning,
     unknown_system_text,
 )
 from changbai.terminology.params import TxIssue, outcome
@@ -58,6 +60,7 @@ class Validator:
         self.lenient_display = lenient_display
         self.abstract_ok = abstract_ok
         self.expander = Expander(source, opts)
+        self.results: list[CodingResult] = []
 
     # membership
     def includes_for(self, vs: Resource, system: str, pathway: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -143,6 +146,7 @@ class Validator:
         infer_system: bool = False,
     ) -> CodingResult:
         r = CodingResult()
+        self.results.append(r)
         system = coding.get("system") or cs_url
         code = coding.get("code")
         display = coding.get("display")
@@ -552,6 +556,19 @@ def validate(
             out.append({"name": "code", "valueCode": r.code})
         if r.concept is not None or r.system:
             _describe(out, r, code=False)
+    referenced = [vs] if vs is not None else []
+    referenced += [r.index.resource for r in v.results if r.index is not None]
+    for resource in {id(x): x for x in referenced}.values():
+        warning = status_warning(resource)
+        if warning and (resource is not vs or warning in ("withdrawn", "deprecated")):
+            issues.append(
+                TxIssue(
+                    "information",
+                    "business-rule",
+                    "status-check",
+                    f"Reference to {warning} {resource['resourceType']} {_canonical_of(resource)}",
+                )
+            )
     out.append({"name": "result", "valueBoolean": bool(result)})
     if issues:
         messages = sorted({i.text for i in issues if i.severity in ("error", "warning") or not result})
