@@ -90,6 +90,30 @@ def options(inputs: Inputs, *, accept_language: str | None = None) -> Options:
     )
 
 
+_VS_SUPPLEMENT = "http://hl7.org/fhir/StructureDefinition/valueset-supplement"
+
+
+def _check_supplements(source: TerminologySource, inputs: Inputs, vs: Resource | None) -> None:
+    """Supplements asked for (useSupplement, or the value set's valueset-supplement extension) must exist."""
+    wanted = [str(c) for c in inputs.all("useSupplement")]
+    if vs is not None:
+        wanted += [str(e.get("valueCanonical")) for e in vs.get("extension", []) if e.get("url") == _VS_SUPPLEMENT]
+    for canonical in wanted:
+        url, version = split_canonical(canonical)
+        found = source.code_system(url, version)
+        if found is None or found.get("content") != "supplement":
+            raise TxError(
+                TxIssue(
+                    "error",
+                    "not-found",
+                    "not-found",
+                    f"Required supplement not found: {canonical}",
+                    message_id="VALUESET_SUPPLEMENT_MISSING",
+                ),
+                status=404,
+            )
+
+
 def _with_defaults(inputs: Inputs, vs: Resource, accept_language: str | None) -> Inputs:
     """Expansion parameters the request leaves out, from the Accept-Language header or the value set's own
     valueset-expansion-parameter extensions (which then count as given, and are echoed)."""
@@ -146,6 +170,7 @@ def expand(
     inputs = Inputs(parameters)
     source = _request_source(source, inputs)
     vs = _value_set(source, inputs, valueset)
+    _check_supplements(source, inputs, vs)
     inputs = _with_defaults(inputs, vs, accept_language)
     opts = options(inputs)
     if limit is not None:
@@ -164,6 +189,7 @@ def validate_code(
     inputs = Inputs(parameters)
     source = _request_source(source, inputs)
     vs = _value_set(source, inputs, valueset)
+    _check_supplements(source, inputs, vs)
     return _validate(source, inputs, vs, None, accept_language)
 
 
@@ -236,6 +262,7 @@ def lookup(
     version = coding.get("version") or inputs.get("version")
     if not system or not code:
         raise InvalidInput("$lookup needs a system and a code (or a coding)", expression="code")
+    _check_supplements(source, inputs, None)
     index = load_index(source, system, version)
     if index is None:
         text = (
