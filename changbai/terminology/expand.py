@@ -66,7 +66,6 @@ class Options:
     offset: int = 0
     count: int | None = None
     exclude_nested: bool = True
-    include_definition: bool = False
     force_versions: dict[str, str] = field(default_factory=dict)
     default_versions: dict[str, str] = field(default_factory=dict)
     check_versions: dict[str, str] = field(default_factory=dict)
@@ -321,6 +320,11 @@ class Expander:
         )
 
 
+#: Properties every code system has, with their canonical uris (R5 concept-properties).
+_STANDARD_PROPERTIES = {
+    p: f"http://hl7.org/fhir/concept-properties#{p}"
+    for p in ("definition", "status", "inactive", "notSelectable", "parent", "child", "deprecated")
+}
 _STANDARDS_STATUS = "http://hl7.org/fhir/StructureDefinition/structuredefinition-standards-status"
 
 
@@ -497,6 +501,7 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
             uri = next(
                 (e.index.property_defs[p].get("uri") for e in entries if e.index and p in e.index.property_defs), None
             )
+            uri = uri or _STANDARD_PROPERTIES.get(p)
             declared.append({"code": p, "uri": uri} if uri else {"code": p})
         expansion["property"] = declared
     versions: dict[str, set[str | None]] = {}
@@ -550,13 +555,6 @@ def _contains(e: Entry, opts: Options, show_version: bool = False) -> dict[str, 
             props.append({"code": "definition", "valueString": e.concept.definition})
         if props:
             item["property"] = props
-    if opts.include_definition and e.concept is not None and e.concept.definition:
-        item.setdefault("extension", []).append(
-            {
-                "url": "http://hl7.org/fhir/StructureDefinition/valueset-concept-definition",
-                "valueString": e.concept.definition,
-            }
-        )
     return item
 
 
