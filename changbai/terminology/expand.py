@@ -484,6 +484,9 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
     parameters = list(opts.echo)
     for canonical in expander.used_systems.values():
         parameters.append({"name": "used-codesystem", "valueUri": canonical})
+    for index in {id(e.index): e.index for e in entries if e.index is not None}.values():
+        for supplement in index.supplements:
+            parameters.append({"name": "used-supplement", "valueUri": _canonical_of(supplement)})
     for canonical in dict.fromkeys(expander.used_valuesets):
         parameters.append({"name": "used-valueset", "valueUri": canonical})
     for url, ver in opts.force_versions.items():

@@ -602,6 +602,8 @@ def _describe(out: list[dict[str, Any]], r: CodingResult, code: bool = True) -> 
         out.append({"name": "display", "valueString": r.display})
     if r.inactive:
         out.append({"name": "inactive", "valueBoolean": True})
+    if r.concept is not None and r.concept.status in ("deprecated", "withdrawn"):
+        out.append({"name": "status", "valueCode": r.concept.status})
 
 
 __all__ = ["Validator", "split_canonical", "validate"]
