@@ -80,7 +80,7 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def settings(tmp_path: Path, database_url: str) -> Settings:
-    return Settings(data_dir=tmp_path / "var", database_url=database_url)
+    return Settings(data_dir=tmp_path / "var", database_url=database_url, mllp_port=0)  # MLLP: own tests
 
 
 def free_port() -> int:

@@ -87,9 +87,9 @@ def create_platform(
 def default_extensions() -> list[Extension]:
     """The modules installed on every node. Each entry is a module's ``install(platform)`` function."""
     from changbai import security, web
-    from changbai.exchange import federation, subscriptions
+    from changbai.exchange import federation, service, subscriptions
 
-    return [federation.install, subscriptions.install, security.install, web.install]
+    return [security.install, service.install, federation.install, subscriptions.install, web.install]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

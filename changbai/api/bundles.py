@@ -9,7 +9,7 @@ rolls everything back with an OperationOutcome naming the entry. A batch runs ea
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urlencode, urlsplit
 
 from changbai.errors import ChangbaiError, InvalidInput, PreconditionFailed
 from changbai.fhir.spec import is_resource_type
@@ -41,6 +41,15 @@ def process_bundle(router: Any, req: Any, ctx: Context) -> Any:
     with router.repo.unit(ctx) as unit:
         responses = _transaction(router, unit, requests, entries)
     return FhirResponse(200, {"resourceType": "Bundle", "type": "transaction-response", "entry": responses})
+
+
+def run_transaction(router: Any, unit: Unit, bundle: dict[str, Any]) -> list[dict[str, Any]]:
+    """A transaction bundle's entries processed inside ``unit`` (the caller owns the transaction, e.g. the
+    HL7 v2 intake that commits the message's inbox row with its resources); returns the response entries."""
+    entries = bundle.get("entry") or []
+    if not isinstance(entries, list):
+        raise InvalidInput("Bundle.entry must be an array", expression="Bundle.entry")
+    return _transaction(router, unit, [_entry_request(e, i) for i, e in enumerate(entries)], entries)
 
 
 def _entry_request(entry: Any, i: int) -> Any:
@@ -130,10 +139,21 @@ def _transaction(router: Any, unit: Unit, requests: list[Any], entries: list[dic
             req.assigned_id = new_id()
             if isinstance(full_url, str):
                 mapping[full_url] = f"{rtype}/{req.assigned_id}"
-        elif req.method == "PUT" and isinstance(full_url, str) and full_url.startswith("urn:"):
+        elif req.method == "PUT" and isinstance(full_url, str) and isinstance(req.body, dict):
             rtype, _, rest = req.path.partition("/")
-            if rest and "?" not in req.path and not req.query:
+            if rest:
                 mapping[full_url] = f"{rtype}/{rest}"
+            elif req.query:  # conditional update: the match, or the id the create will get
+                try:
+                    found = unit.find(rtype, urlencode(req.query))
+                except ChangbaiError as exc:
+                    raise _at(exc, i) from None
+                if len(found) == 1:
+                    target = found[0][0]
+                else:
+                    target = req.body.get("id") or new_id()
+                    req.body = {**req.body, "id": target}
+                mapping[full_url] = f"{rtype}/{target}"
     # 2. rewrite references (fullUrl mapping and conditional references) in every resource
     cache: dict[str, str] = {}
     for i, req in enumerate(requests):

@@ -95,6 +95,12 @@ class Router:
         except ChangbaiError as exc:
             return FhirResponse(exc.status, exc.outcome())
 
+    def transaction(self, unit: Unit, bundle: dict[str, Any]) -> list[dict[str, Any]]:
+        """Process a transaction bundle inside a unit the caller owns; returns the response entries."""
+        from changbai.api.bundles import run_transaction
+
+        return run_transaction(self, unit, bundle)
+
     def handle_in(self, unit: Unit, req: FhirRequest) -> FhirResponse:
         """Handle one request inside an open unit of work (a transaction bundle's entry); errors propagate."""
         token = _open_unit.set(unit)

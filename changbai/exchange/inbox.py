@@ -23,7 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from changbai.errors import NotFound
 from changbai.exchange import er7
 from changbai.exchange.intake import Duplicate, InboxRecord
-from changbai.exchange.tables import clock, ensure_tables, inbox
+from changbai.exchange.tables import clock, inbox
 from changbai.store.pipeline import Context
 from changbai.store.repository import Repository, Unit
 
@@ -45,17 +45,12 @@ class _Job:
 
 
 def router_transaction(router: Any) -> ApplyTransaction:
-    """The platform's transaction-bundle processing, run inside a unit we own.
-
-    Integration point: this uses changbai.api.bundles' entry parsing and transaction steps; when the
-    store exposes a public ``apply_transaction(unit, bundle)``, this function becomes a one-line call.
-    """
-    from changbai.api import bundles
+    """The platform's transaction-bundle processing (``Router.transaction``), run inside a unit we own so
+    that the inbox row commits with the resources."""
 
     def apply(unit: Unit, bundle: dict[str, Any]) -> Any:
         entries = resolve_conditional_updates(unit, bundle["entry"])
-        requests = [bundles._entry_request(e, i) for i, e in enumerate(entries)]
-        return bundles._transaction(router, unit, requests, entries)
+        return router.transaction(unit, {**bundle, "entry": entries})
 
     return apply
 
@@ -114,7 +109,6 @@ class SqlInbox:
         self._queue: queue.Queue[_Job] = queue.Queue()
         self._writer: threading.Thread | None = None
         self._writer_lock = threading.Lock()
-        ensure_tables(repo.db)
 
     # ------------------------------------------------------------------------------------ reads
     def _key(self, sender: str, control_id: str, digest: str) -> Any:

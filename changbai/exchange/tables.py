@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, String, Table, Text
 
-from changbai.store.database import Database
 from changbai.store.schema import BigId, metadata
 
 inbox = Table(
@@ -49,12 +48,3 @@ clock = Table(
 )
 
 TABLES = (inbox, clock)
-
-
-def ensure_tables(db: Database) -> None:
-    """Create the exchange tables when missing.
-
-    Interim: until the store's migrations take revisions from other modules, this creates exactly
-    these two tables (checkfirst, so it is a no-op once they exist and safe next to Alembic)."""
-    with db.engine.begin() as conn:
-        metadata.create_all(conn, tables=list(TABLES), checkfirst=True)

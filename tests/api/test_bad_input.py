@@ -9,7 +9,7 @@ from changbai.settings import Settings
 
 @pytest.fixture
 def settings(tmp_path, database_url):
-    return Settings(data_dir=tmp_path / "var", database_url=database_url, max_body_bytes=10_000)
+    return Settings(data_dir=tmp_path / "var", database_url=database_url, max_body_bytes=10_000, mllp_port=0)
 
 
 def outcome(r, status):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -13,8 +14,8 @@ from tests.conftest import free_port
 
 
 def test_serve_starts_and_answers(tmp_path):
-    port = free_port()
-    env = {**os.environ, "CHANGBAI_LOG_LEVEL": "WARNING"}
+    port, mllp = free_port(), free_port()
+    env = {**os.environ, "CHANGBAI_LOG_LEVEL": "WARNING", "CHANGBAI_MLLP_PORT": str(mllp)}
     proc = subprocess.Popen(
         [sys.executable, "-m", "changbai.cli", "serve", "--port", str(port)],
         cwd=tmp_path,
@@ -34,6 +35,8 @@ def test_serve_starts_and_answers(tmp_path):
                 time.sleep(0.2)
         assert r.status_code == 200 and r.json()["fhirVersion"] == "4.0.1"
         assert (tmp_path / "var" / "changbai.db").exists()
+        with socket.create_connection(("127.0.0.1", mllp), timeout=5):  # the HL7 v2 listener is up too
+            pass
     finally:
         proc.terminate()
         proc.wait(timeout=10)

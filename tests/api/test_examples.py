@@ -13,7 +13,7 @@ from tests.api.examples import KNOWN_INVALID, load_examples, without_meta_versio
 
 @pytest.fixture
 def settings(tmp_path, database_url):  # larger body limit: the specification's own bundles reach 35 MB
-    return Settings(data_dir=tmp_path / "var", database_url=database_url, max_body_bytes=64 * 1024 * 1024)
+    return Settings(data_dir=tmp_path / "var", database_url=database_url, max_body_bytes=64 * 1024 * 1024, mllp_port=0)
 
 
 def test_put_every_example_and_read_it_back(client):

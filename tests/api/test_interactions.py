@@ -337,3 +337,33 @@ def test_search_via_post_and_head(client):
     assert "gender=male" in next(link["url"] for link in r.json()["link"] if link["relation"] == "self")
     head = client.head("/Patient")
     assert head.status_code == 200 and head.content == b""
+
+
+def test_transaction_conditional_update_maps_its_full_url(client):
+    ident = "urn:oid:2.16.156.10011.1.3|220102199003071234"
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "urn:uuid:3c5a9d0e-0000-4000-8000-000000000001",
+                "resource": PATIENT,
+                "request": {"method": "PUT", "url": f"Patient?identifier={ident}"},
+            },
+            {
+                "resource": {
+                    "resourceType": "Encounter",
+                    "status": "finished",
+                    "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "IMP"},
+                    "subject": {"reference": "urn:uuid:3c5a9d0e-0000-4000-8000-000000000001"},
+                },
+                "request": {"method": "POST", "url": "Encounter"},
+            },
+        ],
+    }
+    first = client.post("", json=bundle).json()["entry"]
+    pid = first[0]["response"]["location"].split("/")[1]
+    assert first[1]["resource"]["subject"]["reference"] == f"Patient/{pid}"
+    second = client.post("", json=bundle).json()["entry"]  # now the condition matches the same patient
+    assert second[0]["response"]["location"].split("/")[1] == pid
+    assert second[1]["resource"]["subject"]["reference"] == f"Patient/{pid}"

@@ -3,9 +3,8 @@
 Revision ID: 0005_exchange_inbox
 Revises: 0004_index_groups
 
-To be placed among the store's revisions (or its folder added to version_locations). Until then
-changbai.exchange.tables.ensure_tables creates the same tables; this revision therefore skips tables
-that already exist.
+Databases made before this revision had these tables created outside Alembic; it skips tables that
+already exist.
 """
 
 import sqlalchemy as sa
