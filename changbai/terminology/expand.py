@@ -63,7 +63,7 @@ class Options:
     designation_filters: list[str] = field(default_factory=list)
     properties: list[str] = field(default_factory=list)
     text_filter: str | None = None
-    offset: int = 0
+    offset: int | None = None  # None: not asked for (and not echoed)
     count: int | None = None
     exclude_nested: bool = True
     force_versions: dict[str, str] = field(default_factory=dict)
@@ -206,8 +206,8 @@ class Expander:
             return (e.system, e.version, e.code) if versions_match == "false" else e.key
 
         out: dict[tuple, Entry] = {}
-        for inc in compose.get("include", []):
-            for e in self._include(inc, pathway):
+        for position, inc in enumerate(compose.get("include", [])):
+            for e in self._include(inc, pathway, position=position):
                 out.setdefault(include_key(e), e)
         if compose.get("exclude") and out:
             for exc in compose["exclude"]:
@@ -218,7 +218,9 @@ class Expander:
             result = [e for e in result if not e.inactive]
         return result
 
-    def _include(self, inc: dict[str, Any], pathway: tuple[str, ...], excluding: bool = False) -> list[Entry]:
+    def _include(
+        self, inc: dict[str, Any], pathway: tuple[str, ...], excluding: bool = False, position: int = 0
+    ) -> list[Entry]:
         system = inc.get("system")
         imported: list[set[tuple[str, str]]] = []
         imported_entries: list[Entry] = []
@@ -286,7 +288,7 @@ class Expander:
                 entries.append(entry)
         else:
             codes: list[str] | None = None
-            for f in inc.get("filter", []):
+            for fi, f in enumerate(inc.get("filter", [])):
                 if "value" not in f:
                     raise TxError(
                         TxIssue(
@@ -295,6 +297,7 @@ class Expander:
                             "vs-invalid",
                             f"The system {system} filter with property = {f.get('property')}, op = "
                             f"{f.get('op')} has no value",
+                            f"ValueSet.compose.include[{position}].filter[{fi}]",
                         )
                     )
                 found = index.filter(f.get("property", ""), f.get("op", ""), f["value"])
@@ -472,14 +475,15 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
             ),
             status=422,
         )
-    page = entries[opts.offset : opts.offset + opts.count if opts.count is not None else None]
+    start = opts.offset or 0
+    page = entries[start : start + opts.count if opts.count is not None else None]
     out = {k: v for k, v in vs.items() if k in _EXPANSION_KEEPS}
     expansion: dict[str, Any] = {
         "identifier": f"urn:uuid:{uuid.uuid4()}",
         "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
         "total": total,
     }
-    if opts.offset or opts.count is not None:
+    if opts.offset is not None:
         expansion["offset"] = opts.offset
     parameters = list(opts.echo)
     for canonical in expander.used_systems.values():

@@ -391,12 +391,69 @@ def _run_test(
     return Outcome(suite, test["name"], diff is None, diff or "")
 
 
-def scrub(resource: Any) -> Any:
-    """Drop what the suite's runner drops before comparing: narrative and server diagnostics."""
+#: Extensions the suite's runner keeps when it scrubs a response (others are server detail and removed).
+MANAGED_EXTENSIONS = frozenset(
+    "http://hl7.org/fhir/StructureDefinition/" + name
+    for name in (
+        "codesystem-alternate",
+        "codesystem-conceptOrder",
+        "codesystem-label",
+        "coding-sctdescid",
+        "itemWeight",
+        "rendering-style",
+        "rendering-xhtml",
+        "translation",
+        "valueset-concept-definition",
+        "valueset-conceptOrder",
+        "valueset-deprecated",
+        "valueset-label",
+        "valueset-supplement",
+        "alternate-code-use",
+        "alternate-code-status",
+    )
+) | frozenset(
+    "http://hl7.org/fhir/test/" + name
+    for name in (
+        "CodeSystem/de-multi",
+        "CodeSystem/en-multi",
+        "StructureDefinition/unknown-extension-1",
+        "StructureDefinition/unknown-extension-3",
+        "StructureDefinition/unknown-extension-4",
+        "StructureDefinition/unknown-extension-5",
+        "ValueSet/extensions-bad-supplement",
+        "ValueSet/simple-all",
+        "ValueSet/simple-enumerated",
+        "ValueSet/simple-filter-isa",
+    )
+)
+
+
+def _managed(ext: Any) -> bool:
+    url = ext.get("url", "") if isinstance(ext, dict) else ""
+    absolute = url.startswith(("http:", "https:", "urn:"))
+    return not absolute or url in MANAGED_EXTENSIONS
+
+
+def scrub(resource: Any, key: str | None = None) -> Any:
+    """What the suite's runner does to a response before comparing: narrative and meta removed, and
+    extensions that are not among the ones the tests manage dropped (ValueSet.compose is left alone)."""
     if isinstance(resource, dict):
-        return {k: scrub(v) for k, v in resource.items() if k not in ("text", "meta") or "resourceType" not in resource}
+        out = {}
+        for k, v in resource.items():
+            if k in ("text", "meta") and "resourceType" in resource:
+                continue
+            if k == "compose" and resource.get("resourceType") == "ValueSet":
+                out[k] = v
+                continue
+            if k in ("extension", "modifierExtension") and isinstance(v, list):
+                kept = [scrub(e, k) for e in v if _managed(e)]
+                if kept:
+                    out[k] = kept
+                continue
+            out[k] = scrub(v, k)
+        return out
     if isinstance(resource, list):
-        return [scrub(v) for v in resource]
+        return [scrub(v, key) for v in resource]
     return resource
 
 

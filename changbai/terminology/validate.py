@@ -24,7 +24,7 @@ from changbai.terminology.expand import (
     status_warning,
     unknown_system_text,
 )
-from changbai.terminology.params import TxIssue, outcome
+from changbai.terminology.params import TxError, TxIssue, outcome
 from changbai.terminology.source import TerminologySource, split_canonical, version_matches
 
 Resource = dict[str, Any]
@@ -91,13 +91,29 @@ class Validator:
                     continue
         return list(dict.fromkeys(found))
 
-    def in_value_set(self, vs: Resource, system: str, code: str, index: CodeSystemIndex | None) -> bool:
+    def in_value_set(
+        self, vs: Resource, system: str, code: str, index: CodeSystemIndex | None, pathway: tuple[str, ...] = ()
+    ) -> bool:
+        ident = f"{vs.get('url', '')}|{vs.get('version', '')}"
+        if ident in pathway:
+            raise TxError(
+                TxIssue(
+                    "error",
+                    "processing",
+                    "vs-invalid",
+                    f"Found a circularity pointing to {ident} processing ValueSet with pathway [{', '.join(pathway)}]",
+                )
+            )
+        pathway = (*pathway, ident)
         compose = vs.get("compose") or {}
         if not compose and vs.get("expansion"):
             return any(e.system == system and e.code == code for e in self.expander.entries(vs))
         inactive_ok = compose.get("inactive", True) is not False
-        found = any(self._include_has(inc, system, code, index) for inc in compose.get("include", []))
-        if found and any(self._include_has(exc, system, code, index) for exc in compose.get("exclude", [])):
+        found = any(
+            self._include_has(inc, system, code, index, pathway, position)
+            for position, inc in enumerate(compose.get("include", []))
+        )
+        if found and any(self._include_has(exc, system, code, index, pathway) for exc in compose.get("exclude", [])):
             return False
         if found and not inactive_ok and index is not None:
             c = index.get(code)
@@ -105,7 +121,15 @@ class Validator:
                 return False
         return found
 
-    def _include_has(self, inc: dict[str, Any], system: str, code: str, index: CodeSystemIndex | None) -> bool:
+    def _include_has(
+        self,
+        inc: dict[str, Any],
+        system: str,
+        code: str,
+        index: CodeSystemIndex | None,
+        pathway: tuple[str, ...] = (),
+        position: int = 0,
+    ) -> bool:
         if inc.get("system") is not None:
             if inc["system"] != system:
                 return False
@@ -120,9 +144,18 @@ class Validator:
                 return False
             if inc.get("concept") and not any(c.get("code") == concept.code for c in inc["concept"]):
                 return False
-            for f in inc.get("filter", []):
+            for fi, f in enumerate(inc.get("filter", [])):
                 if "value" not in f:
-                    return False
+                    raise TxError(
+                        TxIssue(
+                            "error",
+                            "invalid",
+                            "vs-invalid",
+                            f"The system {system} filter with property = {f.get('property')}, op = "
+                            f"{f.get('op')} has no value",
+                            f"ValueSet.compose.include[{position}].filter[{fi}]",
+                        )
+                    )
                 if concept.code not in _filter_set(idx, f):
                     return False
         for canonical in inc.get("valueSet", []):
@@ -130,7 +163,7 @@ class Validator:
                 imported = self.expander.value_set(canonical, ("import",))
             except Exception:
                 return False
-            if not self.in_value_set(imported, system, code, index):
+            if not self.in_value_set(imported, system, code, index, pathway):
                 return False
         return inc.get("system") is not None or bool(inc.get("valueSet"))
 
