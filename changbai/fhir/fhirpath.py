@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import orjson
+
 from changbai.fhir.spec import Node, spec
 
 
@@ -91,7 +93,7 @@ class _Parser:
             out: list[Item] = []
             for p in parts:
                 out.extend(p(items))
-            return out
+            return _distinct(out) if len(out) > 1 else out
 
         return union
 
@@ -191,6 +193,19 @@ class _Parser:
 
 
 # -------------------------------------------------------------------------------------------- closures
+def _distinct(items: list[Item]) -> list[Item]:
+    """``|`` is a union: equal values appear once."""
+    seen: set[Any] = set()
+    out = []
+    for item in items:
+        v = item.value
+        key = orjson.dumps(v, option=orjson.OPT_SORT_KEYS) if isinstance(v, dict | list) else (type(v), v)
+        if key not in seen:
+            seen.add(key)
+            out.append(item)
+    return out
+
+
 def _identity(items: list[Item]) -> list[Item]:
     return items
 
