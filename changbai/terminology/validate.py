@@ -44,7 +44,10 @@ class CodingResult:
     inactive: bool = False
     unknown_systems: list[str] = field(default_factory=list)
     in_vs: bool = False
-    include_unresolved: bool = False  # the value set names a version of the system that is not known
+    include_unresolved: bool = False
+    unknown_outside: list[str] = field(
+        default_factory=list
+    )  # unknown systems the value set does not name  # the value set names a version of the system that is not known
 
 
 def _p(prefix: str, leaf: str) -> str:
@@ -315,7 +318,9 @@ class Validator:
                     )
                 )
                 r.unknown_systems.append(system)
-            if vs is not None:
+                if not includes:
+                    r.unknown_outside.append(system)
+            if vs is not None and not includes:  # the value set names that system: membership cannot be judged
                 r.issues.append(
                     _not_in_vs(_shown_code(system, coding_version, code, None), vs_label, _p(prefix, "code"), in_cc)
                 )
@@ -360,7 +365,9 @@ class Validator:
                         "Unknown_Code_in_Version",
                     )
                 )
-            if vs is not None:
+            if index.content == "fragment":
+                r.valid = not any(i.severity == "error" for i in r.issues)  # may be valid in another fragment
+            elif vs is not None:
                 r.issues.append(
                     _not_in_vs(_shown_code(system, coding_version, code, display), vs_label, _p(prefix, "code"), in_cc)
                 )
@@ -471,7 +478,9 @@ class Validator:
         elif len(wanted) == 1:
             v, lang = wanted[0]
             text = (
-                f"{head} Valid display is '{v}' ({lang or index.language or '--'}) (for the language(s) '{lang_label}')"
+                f"{head} Valid display is '{v}'"
+                + (f" ({lang or index.language})" if (lang or index.language) else "")
+                + f" (for the language(s) '{lang_label}')"
             )
         else:
             parts = " or ".join(f"'{v}' ({lang or index.language or '--'})" for v, lang in wanted)
@@ -618,8 +627,9 @@ def validate(
         if messages:
             out.append({"name": "message", "valueString": "; ".join(messages)})
         out.append({"name": "issues", "resource": outcome(issues)})
+    outside = {u for r in v.results for u in r.unknown_outside}
     for u in dict.fromkeys(unknown):
-        name = "x-caused-by-unknown-system" if "|" in u else "x-unknown-system"
+        name = "x-unknown-system" if u in outside else "x-caused-by-unknown-system"
         out.append({"name": name, "valueCanonical": u})
     return {"resourceType": "Parameters", "parameter": out}
 
