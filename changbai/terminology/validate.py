@@ -45,6 +45,7 @@ class CodingResult:
     unknown_systems: list[str] = field(default_factory=list)
     in_vs: bool = False
     include_unresolved: bool = False
+    normalized_code: str | None = None
     unknown_outside: list[str] = field(
         default_factory=list
     )  # unknown systems the value set does not name  # the value set names a version of the system that is not known
@@ -373,7 +374,21 @@ class Validator:
                 )
             return r
         r.concept = concept
-        r.code = concept.code
+        r.code = code
+        if concept.code != code:  # found in a case-insensitive code system with another case
+            r.normalized_code = concept.code
+            r.issues.append(
+                TxIssue(
+                    "information",
+                    "business-rule",
+                    "code-rule",
+                    f"The code '{code}' differs from the correct code '{concept.code}' by case. Although the code "
+                    f"system '{system}|{index.version}' is case insensitive, implementers are strongly encouraged to "
+                    "use the correct case anyway",
+                    _p(prefix, "code"),
+                    "CODE_CASE_DIFFERENCE",
+                )
+            )
         entry = Entry(system, index.version, concept.code, concept.display, concept, index)
         r.display = pick_display(entry, self.opts.display_languages) or concept.display
         r.inactive = concept.inactive
@@ -403,7 +418,7 @@ class Validator:
         if concept.inactive:
             status = concept.status if concept.status and concept.status != "inactive" else None
             text = (
-                f"The concept '{concept.code}' has a status of {status} and its use should be reviewed"
+                f"The concept '{concept.code}' has a status of {status} and inactive and its use should be reviewed"
                 if status
                 else f"The concept '{concept.code}' has a status of inactive and its use should be reviewed"
             )
@@ -619,7 +634,8 @@ def validate(
                 {
                     i.text
                     for i in issues
-                    if i.severity != "information" and not (i.severity == "warning" and i.tx_code == "vs-invalid")
+                    if i.severity != "information"
+                    and not (i.severity == "warning" and i.tx_code in ("vs-invalid", "invalid-code"))
                 }
             )
             or messages
@@ -645,6 +661,8 @@ def _describe(out: list[dict[str, Any]], r: CodingResult, code: bool = True) -> 
         out.append({"name": "display", "valueString": r.display})
     if r.inactive:
         out.append({"name": "inactive", "valueBoolean": True})
+    if r.normalized_code:
+        out.append({"name": "normalized-code", "valueCode": r.normalized_code})
     if r.concept is not None and r.concept.status in ("deprecated", "withdrawn"):
         out.append({"name": "status", "valueCode": r.concept.status})
 
