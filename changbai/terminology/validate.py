@@ -628,7 +628,7 @@ def validate(
             )
     out.append({"name": "result", "valueBoolean": bool(result)})
     if issues:
-        messages = sorted({i.text for i in issues if i.severity in ("error", "warning") or not result})
+        messages = sorted({i.text for i in issues}) if not result else []
         messages = (
             sorted(
                 {
