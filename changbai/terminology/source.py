@@ -72,11 +72,13 @@ def pick_version(candidates: list[Resource], version: str | None) -> Resource | 
         if not matching:
             return None
         candidates = matching
-    return max(candidates, key=lambda r: version_key(r.get("version") or ""))
+    best = max(range(len(candidates)), key=lambda i: (version_key(candidates[i].get("version") or ""), i))
+    return candidates[best]
 
 
 class InMemorySource:
-    """Resources held in dicts; later additions of the same url and version replace earlier ones."""
+    """Resources held in dicts. Several resources may share url and version (as in a store); lookups
+    then answer the one added last, and ConceptMap iteration sees them all."""
 
     def __init__(self, resources: Iterable[Resource] = ()) -> None:
         self._by_type: dict[str, dict[str, list[Resource]]] = {"CodeSystem": {}, "ValueSet": {}, "ConceptMap": {}}
@@ -89,7 +91,7 @@ class InMemorySource:
         if kind not in self._by_type or not url:
             return
         bucket = self._by_type[kind].setdefault(url, [])
-        bucket[:] = [r for r in bucket if r.get("version") != resource.get("version")]
+        bucket[:] = [r for r in bucket if r is not resource]
         bucket.append(resource)
 
     def __iter__(self) -> Iterator[Resource]:
@@ -113,7 +115,7 @@ class InMemorySource:
         return self._get("ConceptMap", url, version)
 
     def versions(self, resource_type: str, url: str) -> list[str]:
-        found = [r.get("version") or "" for r in self._by_type[resource_type].get(url, [])]
+        found = {r.get("version") or "" for r in self._by_type[resource_type].get(url, [])}
         return sorted((v for v in found if v), key=version_key)
 
     def concept_maps(self) -> Iterable[Resource]:
