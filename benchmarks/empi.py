@@ -71,7 +71,7 @@ def province(people: int, seed: int = 1) -> tuple[list[dict[str, Any]], dict[str
 def ours(records: list[dict[str, Any]], id_systems: tuple[str, ...] = ()) -> tuple[list[list[str]], MatchModel]:
     patients = [normalise_patient(r, key=r["id"], id_systems=id_systems) for r in records]
     rows = [blocking.blocking_row(p) for p in patients]
-    model = training.fit(rows, model=None, version="benchmark", n_random=min(200_000, len(rows) * 20))
+    model = training.fit(rows, model=None, version="benchmark")
     return batch.dedupe_frame(batch.frame(patients), model), model
 
 

@@ -90,8 +90,14 @@ def ascii_key(text: str) -> str:
     """Toneless pinyin of the Han characters with letters and digits kept ("光明街12号" ->
     "guangmingjie12hao"): string similarity then means the same in Python and in SQL engines that
     measure bytes, and a homophone slip in an address costs nothing."""
-    out = lazy_pinyin(to_simplified(text), style=Style.NORMAL, errors="default")
-    return "".join(ch for ch in "".join(out).lower() if ch.isascii() and ch.isalnum())
+    out = "".join(_char_key(ch) for ch in to_simplified(text))
+    return "".join(ch for ch in out.lower() if ch.isascii() and ch.isalnum())
+
+
+@lru_cache(maxsize=50_000)
+def _char_key(ch: str) -> str:
+    """One character's toneless pinyin (cached: addresses repeat characters endlessly)."""
+    return lazy_pinyin(ch, style=Style.NORMAL, errors="default")[0] if is_han(ch) else ch
 
 
 _HANGUL = re.compile(r"[\uac00-\ud7a3]")

@@ -55,6 +55,7 @@ def korean_surnames() -> dict[str, str]:
     return {row[0]: row[1] for row in _read_table("korean_surnames.tsv")}
 
 
+@lru_cache(maxsize=200_000)
 def name_keys(name: str) -> NameKeys | None:
     """Keys of one written name, or None when nothing usable is left."""
     text = to_simplified(name).strip()
