@@ -87,3 +87,23 @@ def test_cli_refuses_a_file_that_is_not_patients(tmp_path, capsys):
     path.write_text('{"resourceType": "Patient", "name": "张伟"}\n', encoding="utf-8")
     assert cli_main(["empi", "dedupe", str(path)]) == 2
     assert "bad.ndjson:1" in capsys.readouterr().err
+
+
+def test_package_exposes_dedupe_sharing_the_shipped_model():
+    import changbai.identity as identity
+
+    records = [
+        {
+            "resourceType": "Patient",
+            "id": "p1",
+            "name": [{"text": "王芳"}],
+            "identifier": [{"system": "urn:oid:2.16.156.10011.1.3", "value": "11010519491231002X"}],
+        },
+        {
+            "resourceType": "Patient",
+            "id": "p2",
+            "name": [{"text": "Wang Fang"}],
+            "identifier": [{"system": "urn:other", "value": "110105491231002"}],
+        },
+    ]
+    assert identity.dedupe(records) == [["p1", "p2"]]
