@@ -8,6 +8,7 @@ judged and nothing is reported (unknown is not the same as wrong).
 
 from __future__ import annotations
 
+import time
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -20,6 +21,9 @@ if TYPE_CHECKING:
     from changbai.store.repository import Repository
 
 _SEVERITY = {"required": "error", "extensible": "warning", "preferred": "warning"}
+#: How long the answer "is this value set in the store?" is reused (most bindings name FHIR core value
+#: sets that are not loaded; asking the store for each coded element of each write would be waste).
+STORE_LOOKUP_TTL = 60.0
 
 
 @lru_cache(maxsize=1)
@@ -86,12 +90,26 @@ def binding_checker_for(repo: Repository | None = None) -> Any:
 
     Looks in the shipped content first, then in the store (value sets an operator has added)."""
 
+    stored: dict[str, tuple[float, bool]] = {}  # value set url -> (until, in the store?)
+
+    def in_store(url: str) -> bool:
+        now = time.monotonic()
+        hit = stored.get(url)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        with repo.unit(write=False) as unit:  # type: ignore[union-attr]
+            exists = bool(unit.search("ValueSet", [("url", url), ("_count", "1")]).matches)
+        stored[url] = (now + STORE_LOOKUP_TTL, exists)
+        return exists
+
     def checker(strength: str, valueset_url: str, value: Any, path: str) -> Issue | None:
+        if strength not in _SEVERITY:
+            return None
         found = check_binding(strength, valueset_url, value, path=path)
         if found is not None or repo is None:
             return found
         url, version = split_canonical(valueset_url)
-        if shipped_source().value_set(url, version) is not None:
+        if shipped_source().value_set(url, version) is not None or not in_store(url):
             return None
         from changbai.terminology.service import StoreSource
 

@@ -101,3 +101,24 @@ def test_conditions_coded_in_a_chapter_are_found_with_below(fhir):
     assert r.status_code == 200, r.text
     found = sorted(e["resource"]["code"]["coding"][0]["code"] for e in r.json().get("entry", []))
     assert found == ["I10", "I21.9"]
+
+
+def test_binding_checker_uses_value_sets_added_to_the_store(tx_platform):
+    from changbai.terminology.binding import binding_checker_for
+
+    vs = {
+        "resourceType": "ValueSet",
+        "id": "local-sex",
+        "url": "http://example.org/vs/local-sex",
+        "status": "active",
+        "compose": {
+            "include": [{"system": f"{BASE}/CodeSystem/gb-t-2261-1-sex", "concept": [{"code": "1"}, {"code": "2"}]}]
+        },
+    }
+    with tx_platform.repo.unit() as unit:
+        unit.create(vs)
+    check = binding_checker_for(tx_platform.repo)
+    assert check("required", "http://example.org/vs/local-sex", "1", "Patient.x") is None
+    issue = check("required", "http://example.org/vs/local-sex", "9", "Patient.x")
+    assert issue is not None and issue.severity == "error" and "local-sex" in issue.diagnostics
+    assert check("required", "http://hl7.org/fhir/ValueSet/unknown", "x", "Patient.y") is None
