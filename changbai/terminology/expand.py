@@ -158,11 +158,14 @@ class Expander:
         self.source = source
         self.opts = opts
         self.used_systems: dict[str, str] = {}
+        self.contained: dict[str, Resource] = {}
         self.used_valuesets: list[str] = []
         self.warnings: list[TxIssue] = []
 
     # resolution
     def value_set(self, canonical: str, pathway: tuple[str, ...] = ()) -> Resource:
+        if canonical in self.contained:
+            return self.contained[canonical]
         url, version = split_canonical(canonical)
         if version is None and url in self.opts.default_vs_versions:
             version = self.opts.default_vs_versions[url]
@@ -188,6 +191,11 @@ class Expander:
                 )
             )
         pathway = (*pathway, ident)
+        for inner in vs.get("contained", []):  # '#id' references, and contained value sets by url
+            if inner.get("resourceType") == "ValueSet":
+                self.contained.setdefault(f"#{inner.get('id')}", inner)
+                if inner.get("url"):
+                    self.contained.setdefault(inner["url"], inner)
         compose = vs.get("compose") or {}
         if not compose and vs.get("expansion"):
             return [
@@ -226,7 +234,8 @@ class Expander:
         imported_entries: list[Entry] = []
         for i, canonical in enumerate(inc.get("valueSet", [])):
             vs = self.value_set(canonical, pathway)
-            self.used_valuesets.append(f"{vs.get('url')}|{vs.get('version')}" if vs.get("version") else vs["url"])
+            if canonical not in self.contained:
+                self.used_valuesets.append(_canonical_of(vs))
             found = self.entries(vs, pathway)
             imported.append({e.key for e in found})
             if i == 0:
