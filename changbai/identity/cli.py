@@ -28,6 +28,10 @@ def register(subparsers: Any) -> None:
     show.add_argument("--model", type=Path)
     show.set_defaults(handler=_show)
 
+    rematch = sub.add_parser("rematch", help="re-link every Patient in the store under the current model")
+    rematch.add_argument("--model", type=Path, help="model file (default: the shipped one)")
+    rematch.set_defaults(handler=_rematch)
+
     dedupe = sub.add_parser("dedupe", help="cluster an NDJSON file of Patients into persons (Splink)")
     dedupe.add_argument("patients", type=Path)
     dedupe.add_argument("--model", type=Path)
@@ -78,6 +82,26 @@ def _show(args: argparse.Namespace) -> int:
     from changbai.identity import model
 
     print(json.dumps(model.load(args.model).to_json(), ensure_ascii=False, indent=2))
+    return 0
+
+
+def _rematch(args: argparse.Namespace) -> int:
+    from changbai.identity import model, tables
+    from changbai.identity.registry import rematch
+    from changbai.settings import get_settings
+    from changbai.store.database import Database
+    from changbai.store.repository import Repository
+
+    db = Database(get_settings().resolved_database_url())
+    try:
+        tables.ensure_tables(db)
+        counts = rematch(Repository(db), model.load(args.model) if args.model else None)
+    finally:
+        db.dispose()
+    print(
+        f"rematched {counts['patients']} Patients into {counts['persons']} persons; "
+        f"{counts['replayed']} decisions of people replayed"
+    )
     return 0
 
 

@@ -276,3 +276,44 @@ def identify_step(conn: Connection, ctx: Any, op: Any) -> None:
     for warning in patient.warnings:
         op.warnings.append(Issue(warning, "business-rule", "warning", ["Patient.identifier"]))
     registry.register(patient, actor)
+
+
+_MANUAL = ("link", "unlink", "merge", "unmerge")
+
+
+def rematch(repo: Any, model: MatchModel | None = None, page: int = 500) -> dict[str, int]:
+    """Re-link every Patient in the store under ``model`` (after a model change), in one transaction.
+
+    The candidate index and automatic links are rebuilt from the Patients themselves; open review items
+    are dropped and found again; "not a duplicate" decisions stay; people's link, unlink and merge
+    decisions are replayed in their order (a merge as links to its target, an unmerge as unlinks)."""
+    counts = {"patients": 0, "persons": 0, "replayed": 0}
+    with repo.unit() as unit:
+        conn = unit.conn
+        manual = list(conn.execute(select(t.event).where(t.event.c.action.in_(_MANUAL)).order_by(t.event.c.seq)))
+        conn.execute(delete(t.block))
+        conn.execute(delete(t.record))
+        conn.execute(delete(t.review).where(t.review.c.status == "open"))
+        registry = Registry(conn, model)
+        offset = 0
+        while True:
+            result = unit.search("Patient", [("_count", str(page)), ("_offset", str(offset))])
+            for m in result.matches:
+                registry.register(normalise_patient(m.resource, key=m.id), "rematch")
+                counts["patients"] += 1
+            if not result.has_more or not result.matches:
+                break
+            offset += len(result.matches)
+        for e in manual:
+            if registry.person_of(e.patient) is None:
+                continue
+            if e.action in ("link", "merge") and e.other and registry.person_of(e.other) is not None:
+                registry.link(e.patient, e.other, e.actor)
+            elif e.action in ("unlink", "unmerge"):
+                registry.unlink(e.patient, e.actor)
+            else:
+                continue
+            counts["replayed"] += 1
+        persons = conn.execute(select(t.record.c.person).distinct())
+        counts["persons"] = len(list(persons))
+    return counts

@@ -320,3 +320,38 @@ def test_golden_record_takes_each_element_by_survivorship(fhir):
     systems = {i["system"] for i in golden["identifier"]}
     assert {"urn:changbai:mrn:hospital-a", "urn:changbai:mrn:clinic-b", RID} <= systems
     assert golden["birthDate"] == "1980-03-15"
+
+
+def test_rematch_after_a_model_change_keeps_decisions_of_people(empi_platform, fhir):
+    from changbai.identity.model import Guard, load
+    from changbai.identity.registry import Registry, rematch
+
+    a = create(fhir, registration("hospital-a", "A-1"))
+    b = create(fhir, registration("clinic-b", "B-1"))
+    c = create(fhir, registration("village-c", "C-1"))
+    d = create(
+        fhir,
+        registration(
+            "clinic-d",
+            "D-1",
+            identifier=[],
+            name=[{"text": "李娜"}],
+            gender="female",
+            birthDate="1990-01-01",
+            telecom=[],
+            address=[],
+        ),
+    )
+    fhir.post("/Patient/$empi-link", json=params(patient=d["id"], other=a["id"]))  # a person's decision
+    strict = load()
+    strict.guards.append(Guard("review-everything", {}, {}, "review"))  # nothing links automatically any more
+    counts = rematch(empi_platform.repo, strict)
+    assert counts["patients"] == 4 and counts["replayed"] == 1
+    with empi_platform.repo.unit(write=False) as unit:
+        registry = Registry(unit.conn)
+        assert registry.person_of(d["id"]) == registry.person_of(a["id"])
+        assert len({registry.person_of(p["id"]) for p in (a, b, c)}) == 3
+    counts = rematch(empi_platform.repo)  # back to the shipped model: a, b, c are one person again
+    with empi_platform.repo.unit(write=False) as unit:
+        registry = Registry(unit.conn)
+        assert len({registry.person_of(p["id"]) for p in (a, b, c, d)}) == 1
