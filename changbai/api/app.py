@@ -88,8 +88,16 @@ def default_extensions() -> list[Extension]:
     """The modules installed on every node. Each entry is a module's ``install(platform)`` function."""
     from changbai import security, web
     from changbai.exchange import federation, service, subscriptions
+    from changbai.terminology import service as terminology
 
-    return [security.install, service.install, federation.install, subscriptions.install, web.install]
+    return [
+        security.install,
+        terminology.install,
+        service.install,
+        federation.install,
+        subscriptions.install,
+        web.install,
+    ]
 
 
 def create_app(settings: Settings | None = None) -> Starlette:

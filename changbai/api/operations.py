@@ -41,7 +41,7 @@ def validate_op(
         raise InvalidInput("$validate needs a resource (the body, or a 'resource' parameter)")
     if rtype is not None and resource.get("resourceType") != rtype:
         raise InvalidInput(f"$validate on {rtype} got a {resource.get('resourceType')}")
-    issues = validation.validate(resource)
+    issues = validation.validate(resource, binding_checker=router.repo.pipeline.binding_checker)
     if not issues:
         issues = [Issue("No issues found: the resource is valid R4", "informational", "information")]
     return FhirResponse(200, operation_outcome(issues))

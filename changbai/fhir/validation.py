@@ -5,37 +5,42 @@ Checks what makes a resource valid R4 JSON: known resource type, no unknown elem
 the ``_element`` companions of primitives, no empty objects/arrays/strings, one type per choice element,
 contained and nested resources. Each issue names its place as a FHIRPath-like expression.
 
-Terminology bindings are checked by the terminology module through ``binding_checker`` (pluggable, so
-this module stays below terminology in the dependency order).
+Terminology bindings are checked by a ``binding_checker`` the caller passes (the terminology module
+provides one), so this module stays below terminology in the dependency order.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 from changbai.errors import InvalidInput, InvalidResource, Issue
 from changbai.fhir.spec import Element, Node, spec
 from changbai.fhir.values import date_range
 
-#: Optional hook: (strength, valueset_url, value, path) -> Issue | None. Set by the terminology module.
+#: (strength, valueset_url, value, path) -> Issue | None; the terminology module makes one per store.
 BindingChecker = Callable[[str, str, Any, str], "Issue | None"]
-binding_checker: BindingChecker | None = None
+_checker: ContextVar[BindingChecker | None] = ContextVar("changbai_binding_checker", default=None)
 
 MAX_ISSUES = 100
 _CODING_TYPES = ("code", "Coding", "CodeableConcept")
 
 
-def validate(resource: Any, *, path: str | None = None) -> list[Issue]:
+def validate(resource: Any, *, path: str | None = None, binding_checker: BindingChecker | None = None) -> list[Issue]:
     """All issues of a resource (errors and warnings). An empty list means valid."""
     issues: list[Issue] = []
-    _resource(resource, path, issues)
+    token = _checker.set(binding_checker)
+    try:
+        _resource(resource, path, issues)
+    finally:
+        _checker.reset(token)
     return issues
 
 
-def check(resource: Any) -> list[Issue]:
+def check(resource: Any, *, binding_checker: BindingChecker | None = None) -> list[Issue]:
     """Raise :class:`InvalidResource` when the resource has errors; return the warnings otherwise."""
-    issues = validate(resource)
+    issues = validate(resource, binding_checker=binding_checker)
     errors = [i for i in issues if i.severity in ("error", "fatal")]
     if errors:
         raise InvalidResource(errors[0].diagnostics, issues=errors)
@@ -144,7 +149,7 @@ def _value(el: Element, value: Any, path: str, issues: list[Issue]) -> None:
             _err(issues, path, f"{value} is not a valid {el.type}", "value")
         elif el.type == "integer" and not -(2**31) <= value < 2**31:
             _err(issues, path, f"{value} is outside the 32-bit integer range", "value")
-        if binding_checker is not None and el.binding and el.type == "code":
+        if el.binding and el.type == "code" and _checker.get() is not None:
             _binding(el, value, path, issues)
         return
     if not isinstance(value, dict):
@@ -157,16 +162,17 @@ def _value(el: Element, value: Any, path: str, issues: list[Issue]) -> None:
     if node is None:
         return
     _object(value, node, path, issues)
-    if binding_checker is not None and el.binding and el.type in _CODING_TYPES:
+    if el.binding and el.type in _CODING_TYPES and _checker.get() is not None:
         _binding(el, value, path, issues)
 
 
 def _binding(el: Element, value: Any, path: str, issues: list[Issue]) -> None:
-    assert el.binding is not None and binding_checker is not None
+    checker = _checker.get()
+    assert el.binding is not None and checker is not None
     strength, valueset = el.binding
     if not valueset:
         return
-    issue = binding_checker(strength, valueset, value, path)
+    issue = checker(strength, valueset, value, path)
     if issue is not None and len(issues) < MAX_ISSUES:
         issues.append(issue)
 

@@ -58,18 +58,24 @@ ReadStep = Callable[["Connection", Context, str, dict[str, Any]], None]
 SearchStep = Callable[["Connection", Context, "SearchRequest"], None]
 
 
-def validate_step(conn: Connection, ctx: Context, op: WriteOp) -> None:
-    """Structural R4 validation; errors refuse the write, warnings ride along in the outcome."""
-    if op.resource is not None:
-        op.warnings.extend(validation.check(op.resource))
-
-
 @dataclass
 class Pipeline:
-    prepare: list[tuple[str, WriteStep]] = field(default_factory=lambda: [("validate", validate_step)])
+    prepare: list[tuple[str, WriteStep]] = field(default_factory=list)
     commit: list[tuple[str, WriteStep]] = field(default_factory=list)
     read: list[tuple[str, ReadStep]] = field(default_factory=list)
     search: list[tuple[str, SearchStep]] = field(default_factory=list)
+    #: checks coded values against their bindings during validation (set by the terminology module)
+    binding_checker: validation.BindingChecker | None = None
+
+    def __post_init__(self) -> None:
+        if not any(name == "validate" for name, _ in self.prepare):
+            self.prepare.insert(0, ("validate", self.validate_step))
+
+    def validate_step(self, conn: Connection, ctx: Context, op: WriteOp) -> None:
+        """R4 validation (structure, and bindings when a checker is set); errors refuse the write,
+        warnings ride along in the outcome."""
+        if op.resource is not None:
+            op.warnings.extend(validation.check(op.resource, binding_checker=self.binding_checker))
 
     def add(self, phase: str, name: str, step: Any, *, before: str | None = None) -> None:
         """Plug ``step`` into ``phase`` (prepare | commit | read | search), optionally before a named step."""

@@ -121,6 +121,8 @@ class Repository:
     def __init__(self, db: Database, pipeline: Pipeline | None = None) -> None:
         self.db = db
         self.pipeline = pipeline or Pipeline()
+        #: expands :below/:above/:in/:not-in token searches (set by the terminology module)
+        self.token_expander: Any = None
 
     @contextmanager
     def unit(self, ctx: Context | None = None, *, write: bool = True) -> Iterator[Unit]:
@@ -242,22 +244,32 @@ class Unit:
         self, rtype: str | None, params: list[tuple[str, str]], *, strict: bool = True, restrict: Any = None
     ) -> Any:
         """Run a search; ``restrict`` is an extra SQL condition on resource rows (compartments)."""
-        from changbai.store.search import SearchRequest, execute
+        from changbai.store.search import execute
 
         self.flush()
-        request = SearchRequest.parse(rtype, params, strict=strict)
+        request = self._parse(rtype, params, strict)
         if restrict is not None:
             request.restrictions.append(restrict)
         self.pipeline.run_search(self.conn, self.ctx, request)
         return execute(self, request)
 
+    def _parse(self, rtype: str | None, params: list[tuple[str, str]], strict: bool = True) -> Any:
+        """A SearchRequest compiled with this store's token expander (for :below, :in ...)."""
+        from changbai.store.search import SearchRequest, current_expander
+
+        token = current_expander.set(self.repo.token_expander)
+        try:
+            return SearchRequest.parse(rtype, params, strict=strict)
+        finally:
+            current_expander.reset(token)
+
     def find(self, rtype: str, query: str) -> list[tuple[str, int]]:
         """Resolve a conditional query (``identifier=sys|val``) to matching (id, version) pairs."""
-        from changbai.store.search import SearchRequest, match_ids
+        from changbai.store.search import match_ids
         from changbai.store.urls import parse_query
 
         self.flush()
-        request = SearchRequest.parse(rtype, parse_query(query), strict=True)
+        request = self._parse(rtype, parse_query(query))
         self.pipeline.run_search(self.conn, self.ctx, request)
         return match_ids(self, request, limit=2)
 
@@ -353,11 +365,11 @@ class Unit:
         return self._write(WriteOp("delete", rtype, id, None, previous, method="DELETE"), cur)
 
     def conditional_delete(self, rtype: str, query: str, *, multiple: bool = False) -> list[Outcome]:
-        from changbai.store.search import SearchRequest, match_ids
+        from changbai.store.search import match_ids
         from changbai.store.urls import parse_query
 
         self.flush()
-        request = SearchRequest.parse(rtype, parse_query(query), strict=True)
+        request = self._parse(rtype, parse_query(query))
         self.pipeline.run_search(self.conn, self.ctx, request)
         found = match_ids(self, request, limit=None if multiple else 2)
         if len(found) > 1 and not multiple:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
@@ -356,11 +357,13 @@ def _token_cond(
 #: Set by the terminology module: (modifier, value, parameter name) -> the (system, code) pairs that
 #: ``:below``/``:above`` a code or ``:in``/``:not-in`` a value set stand for. None: not available.
 TokenExpander = Callable[[str, str], "list[tuple[str | None, str]] | None"]
-token_expander: TokenExpander | None = None
+#: the expander of the repository whose search is being compiled (set by Unit.search)
+current_expander: ContextVar[TokenExpander | None] = ContextVar("changbai_token_expander", default=None)
 
 
 def _expand_token(modifier: str, value: str, name: str) -> list[tuple[str | None, str]]:
-    found = token_expander(modifier, value) if token_expander is not None else None
+    expander = current_expander.get()
+    found = expander(modifier, value) if expander is not None else None
     if found is None:
         raise NotSupported(
             f"Modifier ':{modifier}' is not available for '{value}' (no such code system or value set "

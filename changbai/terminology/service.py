@@ -157,11 +157,9 @@ def token_expander(repo: Repository) -> Callable[[str, str], list[tuple[str | No
 
 def install(platform: Platform) -> None:
     """Register the operations and plug the binding checker and token expander into fhir / store."""
-    from changbai.fhir import validation
-    from changbai.store import search
     from changbai.terminology.binding import binding_checker_for
 
     for op in operation_table():
         platform.router.register(op)
-    search.token_expander = token_expander(platform.repo)
-    validation.binding_checker = binding_checker_for(platform.repo)
+    platform.repo.token_expander = token_expander(platform.repo)
+    platform.repo.pipeline.binding_checker = binding_checker_for(platform.repo)
