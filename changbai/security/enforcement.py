@@ -93,9 +93,10 @@ class Security:
         if p is not None:
             self._authorise_write(conn, ctx, p, op)
         if op.resource is not None:
+            op.resource = dict(op.resource)  # labels and protected fields never alter the caller's dict
             labels = self._labels(conn, p, op.rtype, op.resource)
             pol.apply_labels(op.resource, labels)
-            self.protector.protect(op.resource)
+            self.protector.protect(op.resource, op.previous)
 
     def _authorise_write(self, conn: Connection, ctx: Context, p: Principal, op: WriteOp) -> None:
         entity = f"{op.rtype}/{op.id}"

@@ -58,18 +58,41 @@ class FieldProtector:
                 out.append(("phone", tel))
         return out
 
-    def protect(self, resource: dict[str, Any]) -> None:
-        """Replace protected values by blind-index token + ciphertext (in place; already-protected kept)."""
-        for kind, element in self._fields(resource):
-            value = element.get("value")
-            if not isinstance(value, str) or value.startswith(TOKEN_PREFIX):
+    def protect(self, resource: dict[str, Any], previous: dict[str, Any] | None = None) -> None:
+        """Replace protected values by blind-index token + ciphertext. The changed elements are copies, so
+        the caller's nested objects are never altered (already-protected values are kept as they are). A
+        masked value sent back unchanged by a reader who saw the mask keeps the stored value."""
+        masked = self._masks(previous) if previous is not None else {}
+        for key, kind_of in (("identifier", self._id_kind), ("telecom", _phone_kind)):
+            elements = resource.get(key)
+            if not isinstance(elements, list):
                 continue
-            exts = [
-                e for e in element.get("extension") or [] if not (isinstance(e, dict) and e.get("url") == EXT_CIPHER)
-            ]
-            exts.append({"url": EXT_CIPHER, "valueString": self.encrypt(kind, value)})
-            element["extension"] = exts
-            element["value"] = self.token(kind, value)
+            out = []
+            for element in elements:
+                kind = kind_of(element)
+                value = element.get("value") if kind else None
+                if kind is None or not isinstance(value, str) or value.startswith(TOKEN_PREFIX):
+                    out.append(element)
+                    continue
+                if "*" in value and (kind, value) in masked:
+                    out.append(masked[(kind, value)])
+                    continue
+                exts = [e for e in element.get("extension") or [] if not _is_cipher(e)]
+                exts.append({"url": EXT_CIPHER, "valueString": self.encrypt(kind, value)})
+                out.append({**element, "extension": exts, "value": self.token(kind, value)})
+            resource[key] = out
+
+    def _masks(self, previous: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+        out = {}
+        for kind, element in self._fields(previous):
+            blob = next((e.get("valueString") for e in element.get("extension") or [] if _is_cipher(e)), None)
+            clear = self.decrypt(kind, blob) if blob else None
+            if clear is not None:
+                out[(kind, mask(kind, clear))] = element
+        return out
+
+    def _id_kind(self, element: Any) -> str | None:
+        return "id" if isinstance(element, dict) and element.get("system") == self.id_system else None
 
     def reveal(self, resource: dict[str, Any], full: bool) -> None:
         """Turn protected values back into clear text (``full``) or a mask, in place."""
@@ -104,6 +127,14 @@ class FieldProtector:
         if bar and system not in ("", "phone"):
             return value
         return f"{'phone|' if bar and system else ''}{self.token('phone', code if bar else value)}"
+
+
+def _phone_kind(element: Any) -> str | None:
+    return "phone" if isinstance(element, dict) and element.get("system") == "phone" else None
+
+
+def _is_cipher(ext: Any) -> bool:
+    return isinstance(ext, dict) and ext.get("url") == EXT_CIPHER
 
 
 RESIDENT_ID = re.compile(r"^\d{17}[\dXx]$|^\d{15}$")

@@ -3,6 +3,7 @@ staff of every role, and helpers that mint their access tokens."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,7 @@ def seed(platform: Any) -> None:
 
     with platform.repo.unit(Context(source="system")) as unit:
         for resource in WORLD:
-            unit.update(resource["resourceType"], resource["id"], dict(resource))
+            unit.update(resource["resourceType"], resource["id"], copy.deepcopy(resource))
     sec = platform.security
     for username, attrs in ACCOUNTS.items():
         attrs = dict(attrs)
