@@ -212,13 +212,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-n", type=int, default=100_000, help="records for the batch dedupe timing")
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
     parser.add_argument("--skip-speed", action="store_true")
+    parser.add_argument("--sections", default="accuracy,online,batch", help="comma-separated: accuracy, online, batch")
     args = parser.parse_args(argv)
     if args.quick:
         args.people, args.speed_n, args.batch_n = 2000, 5000, 5000
     logging.getLogger("splink").setLevel(logging.ERROR)
 
+    sections = set(args.sections.split(","))
+    if args.skip_speed:
+        sections -= {"online", "batch"}
+    if "accuracy" in sections:
+        accuracy_table(args.people)
+    if "online" in sections:
+        print("\n## Online match\n")
+        online = online_speed(args.speed_n)
+        print("| index | N | p50 ms | p95 ms |")
+        print("| --- | ---: | ---: | ---: |")
+        for kind in ("memory", "sqlite"):
+            print(
+                f"| {kind} | {int(online['indexed'])} | {online[f'{kind}_p50_ms']:.2f} | "
+                f"{online[f'{kind}_p95_ms']:.2f} |"
+            )
+    if "batch" in sections:
+        b = batch_speed(args.batch_n)
+        per_million = (b["normalise_s"] + b["splink_s"]) * 1_000_000 / b["records"]
+        print(
+            f"\nbatch dedupe of {int(b['records'])} records: normalise {b['normalise_s']:.1f} s + "
+            f"Splink predict and cluster {b['splink_s']:.1f} s; linear extrapolation to 1M: "
+            f"{per_million / 60:.1f} min"
+        )
+    return 0
+
+
+def accuracy_table(people: int) -> None:
     datasets: list[tuple[str, list[dict[str, Any]], dict[str, str], tuple[str, ...]]] = []
-    records, truth, label = province(args.people)
+    records, truth, label = province(people)
     datasets.append((label, records, truth, ()))
     for n in (1, 2, 3, 4):
         records, truth = febrl(n)
@@ -244,25 +272,6 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         print(_row(label, f"Splink baseline (p >= {BASELINE_THRESHOLD})", len(records), accuracy(base, truth), theirs))
-
-    if not args.skip_speed:
-        print("\n## Speed\n")
-        online = online_speed(args.speed_n)
-        print("| measure | N | p50 ms | p95 ms |")
-        print("| --- | ---: | ---: | ---: |")
-        for kind in ("memory", "sqlite"):
-            print(
-                f"| online match, {kind} index | {int(online['indexed'])} | {online[f'{kind}_p50_ms']:.2f} | "
-                f"{online[f'{kind}_p95_ms']:.2f} |"
-            )
-        b = batch_speed(args.batch_n)
-        per_million = (b["normalise_s"] + b["splink_s"]) * 1_000_000 / b["records"]
-        print(
-            f"\nbatch dedupe of {int(b['records'])} records: normalise {b['normalise_s']:.1f} s + "
-            f"Splink predict and cluster {b['splink_s']:.1f} s; linear extrapolation to 1M: "
-            f"{per_million / 60:.1f} min"
-        )
-    return 0
 
 
 if __name__ == "__main__":
