@@ -61,9 +61,12 @@ def demo(args: argparse.Namespace) -> int:
         if report.errors:
             for err in report.errors[:10]:
                 console.print(f"[red]rejected[/red] {err['file']}:{err['line']}: {err['error']}")
+        from changbai.terminology.content import load as load_terminology
+
+        codes = load_terminology(platform.repo)  # ICD-10, national value domains ... (after the province's own)
         console.print(
             f"province loaded: {report.created + report.updated + report.unchanged:,} resources "
-            f"in {time.perf_counter() - start:.0f} s"
+            f"and {codes} terminology resources in {time.perf_counter() - start:.0f} s"
         )
     accounts = _demo_accounts(platform)
     base = f"http://{settings.host}:{settings.port}"
