@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 import re
+import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -44,6 +45,9 @@ R = t.resource.c
 LETTER = {"create": "c", "update": "u", "patch": "u", "delete": "d"}
 PROTECTED_PARAMS = {"identifier": "id", "phone": "phone", "telecom": "phone"}
 BREAK_GLASS_MINUTES = 60
+#: How long one principal's grants are reused within this process (a Consent or break-the-glass written
+#: here invalidates them at once; other processes see the change within this time).
+GRANTS_SECONDS = 5.0
 _PURPOSE = re.compile(r"^[A-Za-z0-9\-]{1,40}$")
 
 
@@ -62,6 +66,9 @@ class Security:
         self.org_region: dict[str, str | None] = {}
         self.patient_region: dict[str, str | None] = {}
         self.treated: set[tuple[str, str]] = set()
+        #: grants by principal, reused for GRANTS_SECONDS unless a Consent or break-the-glass changes them
+        self._grants: dict[tuple[Any, ...], tuple[float, int, Grants]] = {}
+        self.generation = 0
 
     # ---------------------------------------------------------------------------------- principals
     def principal(self, claims: dict[str, Any]) -> Principal:
@@ -177,6 +184,8 @@ class Security:
         return self.patient_region[patient]
 
     def commit(self, conn: Connection, ctx: Context, op: WriteOp) -> None:
+        if op.rtype in ("Consent", "Patient"):
+            self.generation += 1  # authorisations or family-doctor contracts changed: recompute grants
         labels = pol.read_labels(op.resource or op.previous or {})
         patients = labels.get(pol.SYS_PATIENT, set())
         for org in labels.get(pol.SYS_FACILITY, set()):
@@ -212,6 +221,20 @@ class Security:
         cached = ctx.extras.get("sec_grants")
         if cached is not None and cached[0] is p:
             return cached[1]
+        key = (p.username, p.role.name, p.organization, p.practitioner, p.patient, p.region, ctx.purpose)
+        now = time.monotonic()
+        hit = self._grants.get(key)
+        if hit is not None and hit[1] == self.generation and now - hit[0] < GRANTS_SECONDS:
+            ctx.extras["sec_grants"] = (p, hit[2])
+            return hit[2]
+        g = self._compute_grants(conn, ctx, p)
+        if len(self._grants) > 10000:
+            self._grants.clear()
+        self._grants[key] = (now, self.generation, g)
+        ctx.extras["sec_grants"] = (p, g)
+        return g
+
+    def _compute_grants(self, conn: Connection, ctx: Context, p: Principal) -> Grants:
         g = Grants()
         reach = p.reach
         if "all" in reach:
@@ -234,7 +257,6 @@ class Security:
             b = st.break_glass.c
             rows = conn.execute(select(b.patient).where(b.username == p.username, b.expires > now_ms())).all()
             g.break_glass = {r.patient for r in rows}
-        ctx.extras["sec_grants"] = (p, g)
         return g
 
     def _consent_grants(self, conn: Connection, ctx: Context, p: Principal, g: Grants) -> None:
@@ -374,6 +396,7 @@ class Security:
                 **_who(p),
             )
             self.trail.append(conn, [row])
+        self.generation += 1
         return expires
 
     # ------------------------------------------------------------------------------------ the router

@@ -48,6 +48,8 @@ class Tokens:
         self.db = db
         self.keys = keys
         self.issuer = issuer
+        #: verified signatures: token -> claims (expiry, audience and revocation are still checked each time)
+        self._verified: dict[str, dict[str, Any]] = {}
 
     # --------------------------------------------------------------------------------- access tokens
     def issue(
@@ -81,11 +83,15 @@ class Tokens:
         """The claims of a valid token, or Unauthorized saying what is wrong."""
         if len(token) > MAX_TOKEN_CHARS or token.count(".") != 2:
             raise Unauthorized("The access token is malformed")
-        try:
-            decoded = jwt.decode(token, self.keys.verification_keys(), algorithms=["ES384"])
-        except (JoseError, ValueError, KeyError, TypeError):
-            raise Unauthorized("The access token is not valid (bad signature, unknown key or malformed)") from None
-        claims = decoded.claims
+        claims = self._verified.get(token)
+        if claims is None:
+            try:
+                claims = jwt.decode(token, self.keys.verification_keys(), algorithms=["ES384"]).claims
+            except (JoseError, ValueError, KeyError, TypeError):
+                raise Unauthorized("The access token is not valid (bad signature, unknown key or malformed)") from None
+            if len(self._verified) > 5000:
+                self._verified.clear()
+            self._verified[token] = claims
         now = time.time()
         if not isinstance(claims.get("exp"), int) or claims["exp"] <= now:
             raise Unauthorized("The access token has expired")

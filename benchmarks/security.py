@@ -1,0 +1,173 @@
+"""The cost of security: ingest (transaction bundles) and searches through `changbai serve`, with
+CHANGBAI_SECURITY=off (the baseline) and on (token check, scopes, access labels, field encryption, SQL
+restrictions, audit rows), in the same run, as a ratio. Target: at most 1.15 (15% slower).
+
+    .venv/bin/python -m benchmarks.security --resources 2000 --searches 300
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+import httpx
+
+from benchmarks.common import database, server, table
+from benchmarks.ingest import synthea_resources, transaction_chunks
+
+ORG = "bench-hospital"
+
+
+def cli(data_dir: str, database_url: str, *args: str) -> str:
+    env = {
+        **os.environ,
+        "CHANGBAI_DATA_DIR": data_dir,
+        "CHANGBAI_DATABASE_URL": database_url,
+        "CHANGBAI_LOG_LEVEL": "WARNING",
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "changbai.cli", *args], env=env, capture_output=True, text=True, timeout=120, check=True
+    )
+    return out.stdout.strip()
+
+
+def ingest(base: str, chunks: list[bytes], headers: dict[str, str]) -> float:
+    h = {"content-type": "application/fhir+json", "prefer": "return=minimal", **headers}
+    with httpx.Client(timeout=300) as client:
+        start = time.perf_counter()
+        for body in chunks:
+            r = client.post(base, content=body, headers=h)
+            if r.status_code != 200:
+                raise RuntimeError(r.text[:300])
+        return time.perf_counter() - start
+
+
+def searches(base: str, queries: list[tuple[str, dict[str, str]]], headers: dict[str, str]) -> tuple[float, int]:
+    found = 0
+    with httpx.Client(timeout=60, headers=headers) as client:
+        start = time.perf_counter()
+        for path, params in queries:
+            r = client.get(f"{base}/{path}", params=params)
+            if r.status_code != 200:
+                raise RuntimeError(f"{path} {params}: {r.text[:300]}")
+            found += len(r.json().get("entry", []))
+        return time.perf_counter() - start, found
+
+
+def queries_for(resources: list[dict[str, Any]], n: int) -> list[tuple[str, dict[str, str]]]:
+    patients = [r["id"] for r in resources if r["resourceType"] == "Patient"]
+    codes = sorted(
+        {
+            c["code"]
+            for r in resources
+            if r["resourceType"] == "Observation"
+            for c in r.get("code", {}).get("coding", [])
+        }
+    )
+    out: list[tuple[str, dict[str, str]]] = []
+    i = 0
+    while len(out) < n:
+        pid = patients[i % len(patients)]
+        code = codes[i % len(codes)]
+        out.append(("Observation", {"subject": f"Patient/{pid}", "_count": "20"}))
+        out.append(("Observation", {"code": code, "_count": "20"}))
+        out.append(("Encounter", {"patient": pid}))
+        out.append(("Patient", {"_id": pid, "_revinclude": "Condition:subject"}))
+        i += 1
+    return out[:n]
+
+
+def run(backend: str, mode: str, chunks: list[bytes], count: int, queries: list[Any]) -> dict[str, Any] | None:
+    with database(backend) as url, tempfile.TemporaryDirectory(prefix="changbai-sec-") as data_dir:
+        if url is None:
+            return None
+        env = {"CHANGBAI_SECURITY": mode, "CHANGBAI_DATA_DIR": data_dir, "CHANGBAI_TOKEN_RATE_PER_MINUTE": "100000"}
+        with server(url, **env) as base:
+            writer: dict[str, str] = {}
+            reader: dict[str, str] = {}
+            if mode == "on":
+                cli(data_dir, url, "users", "add", "bench-his", "--role", "integration", "--organization", ORG)
+                cli(
+                    data_dir,
+                    url,
+                    "users",
+                    "add",
+                    "bench-doctor",
+                    "--role",
+                    "clinician",
+                    "--organization",
+                    ORG,
+                    "--practitioner",
+                    "bench-dr",
+                )
+                writer = {
+                    "authorization": "Bearer "
+                    + cli(data_dir, url, "token", "bench-his", "--audience", base, "--minutes", "60")
+                }
+                reader = {
+                    "authorization": "Bearer "
+                    + cli(data_dir, url, "token", "bench-doctor", "--audience", base, "--minutes", "60")
+                }
+            ingest_s = ingest(base, chunks, writer)
+            searches(base, queries[:20], reader)  # warm caches alike in both modes
+            search_s, found = searches(base, queries, reader)
+        return {"ingest": count / ingest_s, "search": len(queries) / search_s, "found": found}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="benchmarks.security")
+    parser.add_argument("--resources", type=int, default=2000)
+    parser.add_argument("--searches", type=int, default=300)
+    parser.add_argument("--backends", default="sqlite")
+    parser.add_argument("--rounds", type=int, default=1, help="alternate off/on this many times, keep the best")
+    args = parser.parse_args(argv)
+    resources = synthea_resources(args.resources)
+    chunks = transaction_chunks(resources)
+    queries = queries_for(resources, args.searches)
+    rows = []
+    for backend in args.backends.split(","):
+        best: dict[str, dict[str, Any]] = {}
+        for _ in range(args.rounds):
+            for mode in ("off", "on"):
+                got = run(backend, mode, chunks, len(resources), queries)
+                if got is None:
+                    break
+                prev = best.get(mode)
+                best[mode] = got if prev is None else {k: max(prev[k], got[k]) for k in got}
+        if len(best) < 2:
+            print(f"{backend}: skipped (not reachable)")
+            continue
+        off, on = best["off"], best["on"]
+        rows.append(
+            [
+                backend,
+                "ingest (resources/s, bundles of 100)",
+                f"{off['ingest']:.0f}",
+                f"{on['ingest']:.0f}",
+                f"{off['ingest'] / on['ingest']:.2f}",
+            ]
+        )
+        rows.append(
+            [
+                backend,
+                f"search (queries/s; {off['found']} vs {on['found']} entries)",
+                f"{off['search']:.1f}",
+                f"{on['search']:.1f}",
+                f"{off['search'] / on['search']:.2f}",
+            ]
+        )
+    print(
+        f"Security cost: {len(resources)} Synthea resources, {len(queries)} searches; "
+        "ratio = time with security / time without (target <= 1.15)\n"
+    )
+    print(table(["backend", "workload", "security off (baseline)", "security on", "ratio"], rows))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
