@@ -289,6 +289,8 @@ class Grants:
     treated_by: str | None = None  # facility whose treated residents are visible
     care: list[str] = field(default_factory=list)  # Practitioner/x, Organization/y
     break_glass: set[str] = field(default_factory=set)
+    #: SQL conditions already built from these grants, by resource types (grants are reused for a while)
+    sql: dict[tuple[str, ...] | None, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def add_patient(self, pid: str, excluded: frozenset[str]) -> None:
         if pid in self.patients:
@@ -310,6 +312,14 @@ def _tok(types: list[str] | None, system: str, codes: Any) -> Any:
 
 def condition(grants: Grants, types: list[str] | None) -> ColumnElement[bool]:
     """The SQL condition on ``resource`` rows that a principal's grants allow (None types: any)."""
+    key = tuple(types) if types is not None else None
+    cached = grants.sql.get(key)
+    if cached is None:
+        cached = grants.sql[key] = _condition(grants, types)
+    return cached
+
+
+def _condition(grants: Grants, types: list[str] | None) -> ColumnElement[bool]:
     R = t.resource.c
     if grants.all:
         cond: ColumnElement[bool] = true()

@@ -27,6 +27,7 @@ REFRESH_SECONDS = 12 * 3600
 ASSERTION_MAX_SECONDS = 5 * 60
 CLIENT_ALGS = ["RS384", "ES384"]
 MAX_TOKEN_CHARS = 8192
+REVOCATION_CHECK_SECONDS = 2.0
 
 
 class OAuthError(Exception):
@@ -50,6 +51,9 @@ class Tokens:
         self.issuer = issuer
         #: verified signatures: token -> claims (expiry, audience and revocation are still checked each time)
         self._verified: dict[str, dict[str, Any]] = {}
+        #: jti -> when it was last found not revoked (revocations made here apply at once; those made by
+        #: another process within REVOCATION_CHECK_SECONDS)
+        self._not_revoked: dict[str, float] = {}
 
     # --------------------------------------------------------------------------------- access tokens
     def issue(
@@ -111,14 +115,24 @@ class Tokens:
             return None
 
     def revoke_jti(self, jti: str, expires_s: int) -> None:
+        self._not_revoked.pop(jti, None)
         with self.db.write() as conn:
             key = f"revoked:{jti}"
             if not conn.execute(select(st.jti.c.jti).where(st.jti.c.jti == key)).first():
                 conn.execute(insert(st.jti).values(jti=key, expires=expires_s * 1000))
 
     def is_revoked(self, jti: str) -> bool:
+        now = time.monotonic()
+        checked = self._not_revoked.get(jti)
+        if checked is not None and now - checked < REVOCATION_CHECK_SECONDS:
+            return False
         with self.db.read() as conn:
-            return conn.execute(select(st.jti.c.jti).where(st.jti.c.jti == f"revoked:{jti}")).first() is not None
+            revoked = conn.execute(select(st.jti.c.jti).where(st.jti.c.jti == f"revoked:{jti}")).first() is not None
+        if not revoked:
+            if len(self._not_revoked) > 20000:
+                self._not_revoked.clear()
+            self._not_revoked[jti] = now
+        return revoked
 
     # ----------------------------------------------------------------------------- client assertions
     def verify_assertion(self, assertion: str, token_url: str) -> dict[str, Any]:

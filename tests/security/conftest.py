@@ -139,6 +139,7 @@ class World:
 
 
 def secure_settings(tmp_path: Path, database_url: str, **kw: Any) -> Settings:
+    kw.setdefault("mllp_port", 0)  # no HL7 v2 listener: tests run side by side
     return Settings(data_dir=tmp_path / "var", database_url=database_url, security=True, **kw)
 
 

@@ -35,8 +35,13 @@ def test_injected_parameters_reveal_nothing(world, path, params):
 
 @pytest.mark.parametrize(
     "path",
-    ["../../etc/passwd", "Patient/..%2F..%2Fetc%2Fpasswd", "Patient/p1/_history/../../x", "%2e%2e/%2e%2e/keys",
-     "Patient/" + "a" * 300],
+    [
+        "../../etc/passwd",
+        "Patient/..%2F..%2Fetc%2Fpasswd",
+        "Patient/p1/_history/../../x",
+        "%2e%2e/%2e%2e/keys",
+        "Patient/" + "a" * 300,
+    ],
 )
 def test_path_traversal_is_a_clear_refusal(world, path):
     with world.client("clinA") as c:
@@ -50,12 +55,23 @@ def test_refusals_change_nothing_and_are_audited(world):
     before = world.get("operator1", "Observation", _summary="count").json()["total"]
     with world.client("clinA", scope="user/Observation.rs") as c:
         # a token that may only read tries to write, delete and escalate through a bundle
-        assert c.post("Observation", json={"resourceType": "Observation", "status": "final",
-                                           "code": {"text": "x"}}).status_code == 403
+        assert (
+            c.post(
+                "Observation", json={"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+            ).status_code
+            == 403
+        )
         assert c.delete("Observation/obs1").status_code == 403
-        bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [
-            {"request": {"method": "POST", "url": "Observation"},
-             "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "y"}}}]}
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {
+                    "request": {"method": "POST", "url": "Observation"},
+                    "resource": {"resourceType": "Observation", "status": "final", "code": {"text": "y"}},
+                }
+            ],
+        }
         assert c.post("", json=bundle).status_code == 403
         assert c.get("Patient/p1").status_code == 403  # no scope for Patient
         assert c.get("Patient", params={"name": "x" * 20000}).status_code >= 400
@@ -72,5 +88,10 @@ def test_scope_claims_cannot_be_widened_by_the_client(world):
     with world.client("resident1", scope="user/*.cruds system/*.cruds") as c:
         assert c.get("Observation/obs2").status_code == 404
         assert c.get("AuditEvent").json()["total"] >= 0
-        assert c.put("Observation/obs1", json={"resourceType": "Observation", "id": "obs1", "status": "final",
-                                                "code": {"text": "z"}}).status_code == 403
+        assert (
+            c.put(
+                "Observation/obs1",
+                json={"resourceType": "Observation", "id": "obs1", "status": "final", "code": {"text": "z"}},
+            ).status_code
+            == 403
+        )

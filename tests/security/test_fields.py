@@ -22,8 +22,12 @@ def test_not_stored_in_clear(world):
 
 def test_exact_search_by_id_number_and_phone(world):
     with world.client("clinA") as c:
-        for params in ({"identifier": f"{SYSTEM}|{ID_NUMBER}"}, {"identifier": ID_NUMBER}, {"phone": PHONE},
-                       {"telecom": f"phone|{PHONE}"}):
+        for params in (
+            {"identifier": f"{SYSTEM}|{ID_NUMBER}"},
+            {"identifier": ID_NUMBER},
+            {"phone": PHONE},
+            {"telecom": f"phone|{PHONE}"},
+        ):
             bundle = c.get("Patient", params=params).json()
             assert [e["resource"]["id"] for e in bundle.get("entry", [])] == ["p1"], params
         assert c.get("Patient", params={"identifier": f"{SYSTEM}|220102199001011235"}).json().get("entry") is None
@@ -44,7 +48,9 @@ def test_masked_for_readers_who_do_not_need_them(world):
 def test_a_hidden_resident_cannot_be_found_by_number(world):
     with world.client("clinC") as c:
         assert c.get("Patient", params={"identifier": f"{SYSTEM}|{ID_NUMBER}"}).json().get("entry") is None
-        assert c.get("Patient", params={"identifier": f"{SYSTEM}|{ID_NUMBER}", "_summary": "count"}).json()["total"] == 0
+        assert (
+            c.get("Patient", params={"identifier": f"{SYSTEM}|{ID_NUMBER}", "_summary": "count"}).json()["total"] == 0
+        )
 
 
 def test_update_keeps_protection_and_unchanged_stays_unchanged(world):
@@ -57,7 +63,9 @@ def test_update_keeps_protection_and_unchanged_stays_unchanged(world):
         masked["telecom"][0]["value"] = "13900001111"
         r = c.put("Patient/p1", json=masked)
         assert r.status_code == 200 and r.json()["meta"]["versionId"] == "2"
-        assert [e["resource"]["id"] for e in c.get("Patient", params={"phone": "13900001111"}).json()["entry"]] == ["p1"]
+        assert [e["resource"]["id"] for e in c.get("Patient", params={"phone": "13900001111"}).json()["entry"]] == [
+            "p1"
+        ]
     full = world.get("resident1", "Patient/p1").json()
     assert full["identifier"][0]["value"] == ID_NUMBER and full["telecom"][0]["value"] == "13900001111"
 
