@@ -86,7 +86,7 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _rematch(args: argparse.Namespace) -> int:
-    from changbai.identity import model, tables
+    from changbai.identity import model
     from changbai.identity.registry import rematch
     from changbai.settings import get_settings
     from changbai.store.database import Database
@@ -94,7 +94,6 @@ def _rematch(args: argparse.Namespace) -> int:
 
     db = Database(get_settings().resolved_database_url())
     try:
-        tables.ensure_tables(db)
         counts = rematch(Repository(db), model.load(args.model) if args.model else None)
     finally:
         db.dispose()

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from changbai.identity import tables
 from changbai.identity.operations import operations
 from changbai.identity.registry import identify_step
 
@@ -16,7 +15,6 @@ if TYPE_CHECKING:
 
 
 def install(platform: Platform) -> None:
-    tables.ensure_tables(platform.db)
     platform.repo.pipeline.add("prepare", "identify", identify_step)
     for op in operations():
         platform.router.register(op)

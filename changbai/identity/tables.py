@@ -6,18 +6,15 @@
 - ``empi_review``: possible matches waiting for a person, and their outcome.
 - ``empi_distinct``: "not a duplicate" decisions; such a pair is never linked automatically again.
 
-Interim, like the exchange module: created by :func:`ensure_tables` (checkfirst) until the store's
-migrations take revisions from other modules. Kept on their own MetaData, so the store's schema checks
-see only the store's tables.
+They live on the store's MetaData (like every module's tables) and are created by the store's
+migrations (revision 0006_identity).
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, String, Table, Text
 
-from changbai.store.database import Database
-
-metadata = MetaData()
+from changbai.store.schema import metadata
 
 record = Table(
     "empi_record",
@@ -75,8 +72,3 @@ distinct = Table(
 )
 
 TABLES = (record, block, event, review, distinct)
-
-
-def ensure_tables(db: Database) -> None:
-    with db.engine.begin() as conn:
-        metadata.create_all(conn, tables=list(TABLES), checkfirst=True)
