@@ -145,6 +145,8 @@ class AuthServer:
         if request.method == "GET":
             return _page(lang, params)
         address = request.client.host if request.client else ""
+        if not self.limiter.allow(address):
+            return _page(lang, params, error="429", status=429)
         username = str(params.get("username", ""))[:100]
         try:
             account = authenticate(self.sec.db, username, str(params.get("password", ""))[:1000])
