@@ -274,17 +274,21 @@ def summary(rec: Record) -> dict[str, Any]:
     """The EHR front page: allergies, conditions, current medicines, last vitals, immunisations, care team,
     flags, each item with its source facility."""
     names = rec.org_names
+    at = encounter_facilities(rec)
+
+    def src(r: dict[str, Any]) -> str:
+        return source_of(r, names) or at.get((r.get("encounter") or {}).get("reference", ""), "")
 
     def items(rtype: str, label: Any, keep: Any = None) -> list[dict[str, str]]:
         rows = [r for r in rec.of(rtype) if keep is None or keep(r)]
         rows.sort(key=when, reverse=True)
-        return [{"text": label(r), "date": when(r)[:10], "source": source_of(r, names)} for r in rows]
+        return [{"text": label(r), "date": when(r)[:10], "source": src(r)} for r in rows]
 
     conditions: dict[str, dict[str, str]] = {}
     for r in sorted(rec.of("Condition"), key=when, reverse=True):
         label = text_of(r.get("code"))
         if label and label not in conditions:
-            conditions[label] = {"text": label, "date": when(r)[:10], "source": source_of(r, names)}
+            conditions[label] = {"text": label, "date": when(r)[:10], "source": src(r)}
     latest: dict[str, dict[str, Any]] = {}
     for o in rec.of("Observation"):
         code = code_of(o.get("code"), LOINC)
@@ -296,7 +300,7 @@ def summary(rec: Record) -> dict[str, Any]:
             continue
         label = text_of(r.get("medicationCodeableConcept")) or (r.get("medicationReference") or {}).get("display", "")
         if label and label not in meds and len(meds) < 12:
-            meds[label] = {"text": label, "date": when(r)[:10], "source": source_of(r, names)}
+            meds[label] = {"text": label, "date": when(r)[:10], "source": src(r)}
     team = []
     for ct in rec.of("CareTeam"):
         if ct.get("status") not in (None, "active"):
@@ -319,7 +323,7 @@ def summary(rec: Record) -> dict[str, Any]:
                 "text": text_of(o.get("code")),
                 "value": value_text(o),
                 "date": when(o)[:10],
-                "source": source_of(o, names),
+                "source": src(o),
             }
             for o in sorted(latest.values(), key=lambda o: VITALS.index(code_of(o.get("code"), LOINC) or ""))
         ],
@@ -354,14 +358,25 @@ def timeline(rec: Record) -> list[dict[str, Any]]:
     return out
 
 
+def encounter_facilities(rec: Record) -> dict[str, str]:
+    """Encounter id -> the facility it happened at (for items that name only their encounter)."""
+    out = {}
+    for e in rec.of("Encounter"):
+        label = (e.get("serviceProvider") or {}).get("display") or source_of(e, rec.org_names)
+        if e.get("id") and label:
+            out[f"Encounter/{e['id']}"] = label
+    return out
+
+
 def results(rec: Record, limit: int = 60) -> list[dict[str, str]]:
     rows = sorted(rec.of("Observation"), key=when, reverse=True)[:limit]
+    at = encounter_facilities(rec)
     return [
         {
             "date": when(o)[:10],
             "item": text_of(o.get("code")),
             "value": value_text(o),
-            "source": source_of(o, rec.org_names),
+            "source": source_of(o, rec.org_names) or at.get((o.get("encounter") or {}).get("reference", ""), ""),
         }
         for o in rows
     ]
