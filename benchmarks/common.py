@@ -54,7 +54,8 @@ def server(database_url: str, **env: str) -> Iterator[str]:
     """`changbai serve` in its own process; yields the FHIR base URL."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="changbai-srv-") as d:
-        environ = {**os.environ, "CHANGBAI_LOG_LEVEL": "WARNING", "CHANGBAI_MAX_BODY_BYTES": str(256 << 20), **env}
+        environ = {**os.environ, "CHANGBAI_LOG_LEVEL": "WARNING", "CHANGBAI_MAX_BODY_BYTES": str(256 << 20),
+                   "CHANGBAI_MLLP_PORT": "0", **env}
         proc = subprocess.Popen(
             [sys.executable, "-m", "changbai.cli", "serve", "--port", str(port), "--database", database_url],
             cwd=d,

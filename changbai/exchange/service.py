@@ -8,12 +8,16 @@ the MLLP listener with the HTTP server when ``settings.mllp_port`` is set (``cha
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
+from changbai import logs
 from changbai.exchange.datatypes import Translate
 from changbai.exchange.inbox import SqlInbox, router_transaction
 from changbai.exchange.intake import Intake
 from changbai.exchange.mllp import MllpServer
+
+log = logs.get(__name__)
 
 
 def build_intake(platform: Any, translate: Translate | None = None) -> Intake:
@@ -43,7 +47,10 @@ def install(platform: Any) -> None:
     holder: dict[str, MllpServer] = {}
 
     async def start() -> None:
-        holder["server"] = await MllpServer(intake.handle, platform.settings.host, port).start()
+        try:
+            holder["server"] = await MllpServer(intake.handle, platform.settings.host, port).start()
+        except OSError as exc:  # the HTTP API still serves; the operator sees why MLLP is down
+            logs.event(log, "mllp listener not started", logging.ERROR, port=port, error=str(exc))
 
     async def stop() -> None:
         if "server" in holder:
