@@ -1,0 +1,181 @@
+"""Federation: replication throughput (county -> city -> province) and the province's lag under a
+steady write load at the county.
+
+Three `changbai serve` processes on loopback, each with its own SQLite file. Writes go to the county as
+transaction bundles of new Patients. Lag per resource is the province's meta.lastUpdated minus the
+county's (one machine, one clock). Baseline, measured in the same run: the same writes to a lone node
+(no federation), i.e. how fast a node stores what replication has to carry.
+
+    .venv/bin/python -m benchmarks.federation [--n 5000] [--rate 500] [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from contextlib import ExitStack
+from datetime import datetime
+
+import httpx
+
+from benchmarks.common import server, table
+
+SECRET = "bench-secret"
+
+
+def bundle(start: int, n: int, tag: str) -> dict[str, object]:
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": {
+                    "resourceType": "Patient",
+                    "identifier": [{"system": "urn:bench", "value": f"{tag}-{i}"}],
+                    "name": [{"family": "张", "given": [f"{tag}{i}"]}],
+                    "gender": "female" if i % 2 else "male",
+                    "birthDate": f"19{50 + i % 50}-01-01",
+                },
+                "request": {"method": "POST", "url": "Patient"},
+            }
+            for i in range(start, start + n)
+        ],
+    }
+
+
+def count(client: httpx.Client, base: str) -> int:
+    return int(client.get(f"{base}/Patient", params={"_summary": "count"}).json()["total"])
+
+
+def write_all(client: httpx.Client, base: str, n: int, tag: str, chunk: int = 100) -> float:
+    t0 = time.perf_counter()
+    for start in range(0, n, chunk):
+        r = client.post(base, json=bundle(start, min(chunk, n - start), tag))
+        r.raise_for_status()
+    return time.perf_counter() - t0
+
+
+def steady(client: httpx.Client, base: str, rate: int, seconds: float, tag: str, chunk: int = 50) -> int:
+    """Write ``rate`` Patients a second for ``seconds`` (bundles of ``chunk`` on a fixed schedule)."""
+    period = chunk / rate
+    written = 0
+    t0 = time.perf_counter()
+    tick = 0
+    while time.perf_counter() - t0 < seconds:
+        client.post(base, json=bundle(written, chunk, tag)).raise_for_status()
+        written += chunk
+        tick += 1
+        delay = t0 + tick * period - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    return written
+
+
+def updated(client: httpx.Client, base: str, tag: str) -> dict[str, float]:
+    """identifier value -> meta.lastUpdated (epoch seconds) of the bench's Patients at a node."""
+    out: dict[str, float] = {}
+    url: str | None = f"{base}/Patient?_count=1000&_elements=identifier"
+    while url:
+        b = client.get(url).json()
+        for e in b.get("entry", []):
+            r = e["resource"]
+            value = r["identifier"][0]["value"]
+            if value.startswith(tag):
+                out[value] = datetime.fromisoformat(r["meta"]["lastUpdated"].replace("Z", "+00:00")).timestamp()
+        url = next((x["url"] for x in b.get("link", []) if x["relation"] == "next"), None)
+    return out
+
+
+def pct(values: list[float], p: float) -> float:
+    if not values:
+        return float("nan")
+    s = sorted(values)
+    return s[min(len(s) - 1, round(p / 100 * (len(s) - 1)))]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="benchmarks.federation")
+    ap.add_argument("--n", type=int, default=5000, help="resources for the throughput run")
+    ap.add_argument("--rate", type=int, default=500, help="writes per second for the lag run")
+    ap.add_argument("--seconds", type=float, default=20, help="length of the lag run")
+    args = ap.parse_args(argv)
+
+    rows: list[list[object]] = []
+    with tempfile.TemporaryDirectory(prefix="changbai-fed-") as d, httpx.Client(timeout=120) as client:
+        # Baseline: a lone node storing the same writes.
+        with server(f"sqlite:///{d}/alone.db", CHANGBAI_MLLP_PORT="0") as alone:
+            secs = write_all(client, alone, args.n, "base")
+            rows.append(
+                ["baseline: lone node stores (no federation)", args.n, f"{secs:.1f}", f"{args.n / secs:.0f}", ""]
+            )
+
+        with ExitStack() as stack:
+            env = {
+                "CHANGBAI_NODE_SECRET": SECRET,
+                "CHANGBAI_FEDERATION_POLICY": "whole-record",
+                "CHANGBAI_MLLP_PORT": "0",
+            }
+            prov = stack.enter_context(
+                server(f"sqlite:///{d}/prov.db", CHANGBAI_NODE_ID="prov", CHANGBAI_NODE_TIER="province", **env)
+            )
+            city = stack.enter_context(
+                server(
+                    f"sqlite:///{d}/city.db",
+                    CHANGBAI_NODE_ID="city",
+                    CHANGBAI_NODE_TIER="city",
+                    CHANGBAI_PARENT_URL=prov,
+                    **env,
+                )
+            )
+            county = stack.enter_context(
+                server(
+                    f"sqlite:///{d}/county.db",
+                    CHANGBAI_NODE_ID="county",
+                    CHANGBAI_NODE_TIER="county",
+                    CHANGBAI_PARENT_URL=city,
+                    **env,
+                )
+            )
+            # Throughput: write n at the county as fast as it takes them; time until the province has all.
+            t0 = time.perf_counter()
+            write_secs = write_all(client, county, args.n, "tp")
+            while count(client, prov) < args.n:
+                time.sleep(0.05)
+            total = time.perf_counter() - t0
+            rows.append(
+                [
+                    "county -> city -> province: all at the province",
+                    args.n,
+                    f"{total:.1f}",
+                    f"{args.n / total:.0f}",
+                    f"county writes took {write_secs:.1f} s",
+                ]
+            )
+            # Lag under a steady load.
+            written = steady(client, county, args.rate, args.seconds, "lag")
+            deadline = time.monotonic() + 120
+            while count(client, prov) < args.n + written and time.monotonic() < deadline:
+                time.sleep(0.1)
+            at_county = updated(client, county, "lag")
+            at_prov = updated(client, prov, "lag")
+            lags = [at_prov[k] - at_county[k] for k in at_county if k in at_prov]
+            missing = len(at_county) - len(lags)
+            rows.append(
+                [
+                    f"lag at {args.rate} writes/s for {args.seconds:.0f} s (p50 / p99 / max)",
+                    written,
+                    f"{args.seconds:.0f}",
+                    f"{written / args.seconds:.0f} offered",
+                    f"p50 {statistics.median(lags):.2f} s, p99 {pct(lags, 99):.2f} s, max {max(lags):.2f} s"
+                    + (f", {missing} missing" if missing else ""),
+                ]
+            )
+    print(table(["run", "resources", "seconds", "resources/s", "notes"], rows))
+    print(f"\nTarget: province lags the county by under 5 s (p99) at {args.rate} writes/s.")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
