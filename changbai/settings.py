@@ -37,12 +37,17 @@ class Settings(BaseSettings):
     #: Requests per minute that one address may make to the token endpoint before a 429.
     token_rate_per_minute: int = 60
     #: Federation (docs/federation.md): this node's id (empty = not federated), tier, GB/T 2260 region,
-    #: parent FHIR base URL, the shared node secret (until SMART Backend Services), and the upward policy.
+    #: parent FHIR base URL, and the upward policy. A child authenticates to its parent with SMART Backend
+    #: Services (node_auth "smart"; "none" only for a parent with security off): client id (default: the
+    #: node id), private key file (default data_dir/keys/node-client.json) and the scope it asks for.
     node_id: str = ""
     node_tier: str = "county"
     node_region: str = ""
     parent_url: str = ""
-    node_secret: str = ""
+    node_auth: str = "smart"
+    node_client_id: str = ""
+    node_key_file: str = ""
+    node_scope: str = "system/*.cud"
     federation_policy: str = "whole-record"
     federation_poll_seconds: float = 0.2
     #: Subscriptions: first retry delay, largest backoff, and how long a notification is retried before

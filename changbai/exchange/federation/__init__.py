@@ -25,14 +25,14 @@ def install(platform: Platform) -> None:
 
     settings = platform.settings
     node = node_from_settings(settings)
-    platform.routes.append(Route("/federation/status", status_route(platform.repo, node), methods=["GET"]))
+    platform.routes.append(Route("/federation/status", status_route(platform, node), methods=["GET"]))
     if not node.federated:
         return
-    credentials = credentials_for(node.id, settings.node_secret)
-    for op in operations(node, credentials):
+    credentials = credentials_for(settings, node.id) if node.parent_url else None
+    for op in operations(platform, node, credentials):
         platform.router.register(op)
     platform.repo.pipeline.add("prepare", "federation-origin", _stamp_origin(node.origin_url))
-    if not node.parent_url:
+    if not node.parent_url or credentials is None:
         return
     from changbai.exchange.federation.transport import HttpTransport
     from changbai.exchange.federation.worker import UplinkWorker

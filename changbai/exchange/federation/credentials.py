@@ -1,62 +1,206 @@
-"""Node-to-node credentials behind one small interface.
+"""How nodes authenticate to each other: SMART Backend Services (client_credentials + private_key_jwt).
 
-Today a shared secret (CHANGBAI_NODE_SECRET) signs each request with HMAC-SHA256 over the node id and a
-timestamp, so the secret never travels. When the security module's SMART Backend Services tokens land,
-a second class with the same two methods (headers to send, verify what came in) replaces this one in
-:func:`credentials_for`; nothing else changes.
+A child node is a system client of its parent. It holds its own EC P-384 key pair (``node-client.json``
+in data_dir/keys, created on first use, never in the database); the parent's operator registers the
+child's public JWK set under the child's client id with role ``node`` (``changbai federation children
+add``, :func:`changbai.exchange.federation.enrol.register_child`). The child then
+
+1. reads the parent's ``.well-known/smart-configuration`` for its token endpoint,
+2. signs a short assertion (ES384, ``iss`` = ``sub`` = client id, ``aud`` = the token endpoint, a fresh
+   ``jti``) and asks for ``client_credentials`` with the node scope (``system/*.cud`` by default),
+3. caches the access token and asks for a new one a minute before it expires (or at once when the parent
+   answers 401: revoked, the parent's keys rotated), and
+4. sends it as ``Authorization: Bearer`` on ``$replicate`` and on cross-region retrieval.
+
+The parent's security module verifies the token like any other; :func:`sending_node` then accepts only a
+registered node client (:data:`NODE_ROLE`) whose scopes allow the writes of the batch.
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
+import json
+import os
+import secrets
+import threading
 import time
-from typing import Protocol
+from pathlib import Path
+from typing import Any, Protocol
 
-from changbai.errors import ChangbaiError
+import httpx
+from joserfc import jwt
+from joserfc.jwk import ECKey
 
-HEADER = "x-changbai-node"
-SKEW_SECONDS = 300
+from changbai import logs
+from changbai.errors import Forbidden, InvalidInput, Unauthorized
+
+log = logs.get(__name__)
+
+#: The role (security/data/roles.json) of a child node's client at its parent.
+NODE_ROLE = "node"
+KEY_FILE = "node-client.json"
+ASSERTION_TYPE = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+#: Ask for a new access token this many seconds before the current one expires.
+REFRESH_MARGIN = 60.0
+
+
+class CredentialsUnavailable(Exception):
+    """No access token could be obtained from the parent (it is down, or refuses this node)."""
 
 
 class NodeCredentials(Protocol):
     def headers(self) -> dict[str, str]:
-        """Headers that authenticate this node to its parent."""
+        """Headers that authenticate this node to its parent (raises CredentialsUnavailable)."""
         ...
 
-    def verify(self, headers: dict[str, str]) -> str:
-        """The id of the node that sent a request with these (lower-case) headers, or raise 401."""
+    def invalidate(self) -> None:
+        """The parent refused the last token (401): get a new one next time."""
         ...
 
 
-class Unauthenticated(ChangbaiError):
-    status = 401
-    code = "login"
-
-
-class SharedSecret:
-    def __init__(self, node_id: str, secret: str) -> None:
-        self.node_id = node_id
-        self.secret = secret.encode()
-
-    def _sign(self, node_id: str, ts: str) -> str:
-        return hmac.new(self.secret, f"{node_id}.{ts}".encode(), hashlib.sha256).hexdigest()
+class NoCredentials:
+    """For a parent that runs with security off (tests, benchmarks of the core): nothing to send."""
 
     def headers(self) -> dict[str, str]:
-        ts = str(int(time.time()))
-        return {HEADER: f"id={self.node_id},ts={ts},sig={self._sign(self.node_id, ts)}"}
+        return {}
 
-    def verify(self, headers: dict[str, str]) -> str:
-        if not self.secret:
-            raise Unauthenticated("This node has no CHANGBAI_NODE_SECRET; it accepts no node requests")
-        fields = dict(p.split("=", 1) for p in headers.get(HEADER, "").split(",") if "=" in p)
-        node_id, ts, sig = fields.get("id", ""), fields.get("ts", ""), fields.get("sig", "")
-        if not node_id or not ts.isdigit() or abs(time.time() - int(ts)) > SKEW_SECONDS:
-            raise Unauthenticated("Missing or stale node credentials")
-        if not hmac.compare_digest(sig, self._sign(node_id, ts)):
-            raise Unauthenticated("Node credentials do not verify")
-        return node_id
+    def invalidate(self) -> None:
+        return None
 
 
-def credentials_for(node_id: str, secret: str) -> NodeCredentials:
-    return SharedSecret(node_id, secret)
+# ------------------------------------------------------------------------------------------- the key
+def load_or_create_key(path: Path) -> ECKey:
+    """The node's private key; created (mode 0600, directory 0700) when missing."""
+    if path.exists():
+        return ECKey.import_key(json.loads(path.read_text()))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    key = ECKey.generate_key("P-384", private=True, auto_kid=True)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(json.dumps(key.as_dict(private=True)))
+    tmp.replace(path)
+    logs.event(log, "node key created", file=str(path))
+    return key
+
+
+def public_jwks(key: ECKey) -> dict[str, Any]:
+    """The JWK set the parent's operator registers (public part only)."""
+    public = key.as_dict(private=False)
+    public.update({"use": "sig", "alg": "ES384"})
+    return {"keys": [public]}
+
+
+# --------------------------------------------------------------------------------- the child's client
+class BackendServicesClient:
+    """Access tokens for this node at its parent, cached and renewed before they expire (thread-safe)."""
+
+    def __init__(
+        self, parent_url: str, client_id: str, key: ECKey, scope: str, *, client: httpx.Client | None = None
+    ) -> None:
+        self.parent_url = parent_url.rstrip("/")
+        self.client_id = client_id
+        self.key = key
+        self.scope = scope
+        self.http = client or httpx.Client(timeout=30)
+        self._lock = threading.Lock()
+        self._token = ""
+        self._renew_at = 0.0
+        self._token_url = ""
+
+    def headers(self) -> dict[str, str]:
+        with self._lock:
+            if not self._token or time.time() >= self._renew_at:
+                self._fetch()
+            return {"authorization": f"Bearer {self._token}"}
+
+    def invalidate(self) -> None:
+        with self._lock:
+            self._token = ""
+
+    def _discover(self) -> str:
+        url = f"{self.parent_url}/.well-known/smart-configuration"
+        try:
+            r = self.http.get(url, headers={"accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise CredentialsUnavailable(f"parent unreachable for discovery ({type(exc).__name__}: {exc})") from None
+        if r.status_code != 200:
+            raise CredentialsUnavailable(
+                f"parent answered {r.status_code} at {url}: it offers no SMART token endpoint (security off?)"
+            )
+        endpoint = r.json().get("token_endpoint") if r.content else None
+        if not isinstance(endpoint, str) or not endpoint.startswith(("http://", "https://")):
+            raise CredentialsUnavailable(f"parent's smart-configuration has no usable token_endpoint: {endpoint!r}")
+        return endpoint
+
+    def _assertion(self, token_url: str) -> str:
+        now = int(time.time())
+        claims = {
+            "iss": self.client_id,
+            "sub": self.client_id,
+            "aud": token_url,
+            "iat": now,
+            "exp": now + 240,
+            "jti": secrets.token_urlsafe(24),
+        }
+        header = {"alg": "ES384", "typ": "JWT", "kid": self.key.kid}
+        return jwt.encode(header, claims, self.key, algorithms=["ES384"])
+
+    def _fetch(self) -> None:
+        if not self._token_url:
+            self._token_url = self._discover()
+        form = {
+            "grant_type": "client_credentials",
+            "scope": self.scope,
+            "client_assertion_type": ASSERTION_TYPE,
+            "client_assertion": self._assertion(self._token_url),
+        }
+        try:
+            r = self.http.post(self._token_url, data=form, headers={"accept": "application/json"})
+        except httpx.HTTPError as exc:
+            raise CredentialsUnavailable(f"token endpoint unreachable ({type(exc).__name__}: {exc})") from None
+        body = r.json() if r.content and r.headers.get("content-type", "").startswith("application/") else {}
+        if r.status_code != 200 or not isinstance(body.get("access_token"), str):
+            self._token_url = ""  # discover again next time (the parent may have moved)
+            why = body.get("error_description") or body.get("error") or r.text[:200]
+            raise CredentialsUnavailable(
+                f"parent refused a token to client '{self.client_id}' ({r.status_code}: {why})"
+            )
+        seconds = float(body.get("expires_in") or 300)
+        self._token = body["access_token"]
+        self._renew_at = time.time() + max(seconds / 2, seconds - REFRESH_MARGIN)
+        logs.event(log, "node token obtained", client=self.client_id, expires_in=seconds, scope=body.get("scope"))
+
+    def close(self) -> None:
+        self.http.close()
+
+
+def credentials_for(settings: Any, node_id: str) -> NodeCredentials:
+    """The credentials this node presents to its parent, from settings (``node_auth``: smart | none)."""
+    mode = settings.node_auth.strip().lower()
+    if mode == "none":
+        return NoCredentials()
+    if mode != "smart":
+        raise InvalidInput(f"CHANGBAI_NODE_AUTH must be 'smart' or 'none', not '{settings.node_auth}'")
+    key = load_or_create_key(key_path(settings))
+    return BackendServicesClient(settings.parent_url, settings.node_client_id or node_id, key, settings.node_scope)
+
+
+def key_path(settings: Any) -> Path:
+    return Path(settings.node_key_file) if settings.node_key_file else Path(settings.data_dir) / "keys" / KEY_FILE
+
+
+# ---------------------------------------------------------------------------------- the parent's check
+def sending_node(ctx: Any, security_on: bool, writes: list[tuple[str, str]] | None = None) -> str:
+    """The node behind a request to a node-only operation: with security on, a registered node client
+    (role ``node``) whose scopes cover ``writes`` ([(type, letter)]); with security off, anyone."""
+    p = ctx.principal
+    if not security_on:
+        return str(p.username) if p is not None else "(unauthenticated)"
+    if p is None:
+        raise Unauthorized("Node operations need a node's bearer token (SMART Backend Services)")
+    if p.kind != "client" or p.role.name != NODE_ROLE:
+        raise Forbidden(f"'{p.username}' is not a registered node client; only child nodes may replicate")
+    for rtype, letter in writes or []:
+        if not p.may(rtype, letter):
+            raise Forbidden(f"The node '{p.username}' has no scope system/{rtype}.{letter} here")
+    return str(p.username)

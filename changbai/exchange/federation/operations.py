@@ -1,16 +1,20 @@
 """The federation's FHIR operations and the operator view.
 
-- ``POST [base]/$replicate``: a child node sends a batch of changes (see :mod:`.replicate`); node
-  credentials required.
-- ``[base]/$cross-region-retrieve?identifier=system|value``: a resident's record held anywhere in the
-  province (健康档案调阅). A county or city node forwards the question up with its node credentials and
-  the clinician's context; the province answers from its replicated copy through the ordinary search and
-  read pipeline, so the security module's consent and audit steps apply there as they do to any search.
-- ``GET /federation/status``: the operator view (lag per link, failures) as JSON.
+- ``POST [base]/$replicate``: a child node sends a batch of changes (see :mod:`.replicate`). With
+  security on, only a registered node client (SMART Backend Services token, role ``node``) whose scopes
+  cover the batch's writes may call it.
+- ``[base]/Patient/$cross-region-retrieve?identifier=system|value``: a resident's record held anywhere in
+  the province (健康档案调阅). A county or city node forwards the question up with its own bearer token and
+  the signed-in user it asks for (:data:`ON_BEHALF_OF`); the province runs it through the ordinary search
+  and read pipeline *as that user*, so the security module's consent, reach and audit rules apply there as
+  they do to any search. Type-level on Patient, so that clinicians (not only operators) may call it.
+- ``GET /federation/status``: the operator view (lag per link, failures) as JSON; with security on, for
+  roles with the ``federation.status`` service.
 """
 
 from __future__ import annotations
 
+import base64
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -19,20 +23,29 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from changbai.api.operations import param_value
-from changbai.errors import ChangbaiError, InvalidInput
+from changbai.errors import ChangbaiError, Forbidden, InvalidInput
 from changbai.exchange.federation import cursors
-from changbai.exchange.federation.credentials import HEADER, NodeCredentials
+from changbai.exchange.federation.credentials import (
+    NODE_ROLE,
+    CredentialsUnavailable,
+    NodeCredentials,
+    sending_node,
+)
 from changbai.exchange.federation.node import Node
 from changbai.exchange.federation.replicate import apply_bundle, head_seq
 from changbai.store.repository import Repository
 from changbai.store.search import compartment_condition
 
 if TYPE_CHECKING:
+    from changbai.api.app import Platform
     from changbai.api.router import FhirRequest, FhirResponse, Operation, Router
     from changbai.store.repository import Unit
 
+#: The user a node asks for: base64url JSON of their claims (sub, role, scope, organization, ..., node).
 ON_BEHALF_OF = "x-changbai-on-behalf-of"
 PURPOSE = "x-changbai-purpose"
+#: Claims of a signed-in user that travel with a forwarded retrieval.
+FORWARDED_CLAIMS = ("sub", "role", "scope", "organization", "practitioner", "patient", "region", "node")
 
 
 class LinkUnavailable(ChangbaiError):
@@ -40,14 +53,18 @@ class LinkUnavailable(ChangbaiError):
     code = "transient"
 
 
-def operations(node: Node, credentials: NodeCredentials) -> list[Operation]:
+def operations(platform: Platform, node: Node, credentials: NodeCredentials | None) -> list[Operation]:
     from changbai.api.router import FhirResponse, Operation
+
+    def security_on() -> bool:
+        return platform.security is not None
 
     def replicate(
         router: Router, unit: Unit, req: FhirRequest, rtype: str | None, id: str | None, params: dict[str, Any] | None
     ) -> FhirResponse:
-        sender = credentials.verify(req.headers)
-        counts = apply_bundle(unit, node, sender, param_value(params, "resource"))
+        bundle = param_value(params, "resource")
+        sender = sending_node(unit.ctx, security_on(), _writes(bundle))
+        counts = apply_bundle(unit, node, sender, bundle)
         body = {
             "resourceType": "Parameters",
             "parameter": [{"name": k, "valueInteger": v} for k, v in counts.items()],
@@ -60,19 +77,89 @@ def operations(node: Node, credentials: NodeCredentials) -> list[Operation]:
         identifier = param_value(params, "identifier")
         if not isinstance(identifier, str) or "|" not in identifier:
             raise InvalidInput("$cross-region-retrieve needs identifier=system|value (e.g. the resident ID)")
-        if req.header(HEADER):
-            unit.ctx.extras["sender_node"] = credentials.verify(req.headers)
-            unit.ctx.source = "federation"
-            unit.ctx.extras["on_behalf_of"] = req.header(ON_BEHALF_OF)
-            unit.ctx.purpose = req.header(PURPOSE) or unit.ctx.purpose
+        ctx = unit.ctx
+        p = ctx.principal
+        from_node = (p is not None and p.kind == "client" and p.role.name == NODE_ROLE) or (
+            not security_on() and bool(req.header(ON_BEHALF_OF))
+        )
+        if from_node:
+            ctx.extras["sender_node"] = sending_node(ctx, security_on())
+            ctx.source = "federation"
+            ctx.purpose = req.header(PURPOSE) or ctx.purpose
+            ctx.extras["on_behalf_of"] = req.header(ON_BEHALF_OF) or ""
+            if security_on() and node.answers_retrieval:
+                ctx.principal = _forwarded_principal(platform, ctx.extras["on_behalf_of"])
+        elif p is not None:
+            ctx.extras["on_behalf_of"] = encode_user(p, node.id)
         if not node.answers_retrieval:
+            if credentials is None:
+                raise LinkUnavailable("This node has no parent to forward the retrieval to")
             return FhirResponse(200, _forward(node, credentials, unit, identifier))
         return FhirResponse(200, _answer(router, unit, identifier))
 
     return [
         Operation("replicate", replicate, system=True, affects_state=True),
-        Operation("cross-region-retrieve", retrieve, system=True),
+        Operation("cross-region-retrieve", retrieve, types=("Patient",), type_level=True),
     ]
+
+
+def _writes(bundle: Any) -> list[tuple[str, str]]:
+    """The (type, SMART letter) pairs a replication batch needs: PUT may create or update, DELETE deletes."""
+    if not isinstance(bundle, dict) or not isinstance(bundle.get("entry", []), list):
+        return []
+    needed: set[tuple[str, str]] = set()
+    for entry in bundle.get("entry") or []:
+        request = entry.get("request") if isinstance(entry, dict) else None
+        if not isinstance(request, dict):
+            continue
+        rtype = str(request.get("url", "")).partition("/")[0]
+        if not rtype:
+            continue
+        letters = "d" if request.get("method") == "DELETE" else "cu"
+        needed |= {(rtype, letter) for letter in letters}
+    return sorted(needed)
+
+
+def encode_user(p: Any, node_id: str) -> str:
+    """The signed-in user's claims for the parent, as a header value."""
+    claims = {
+        "sub": p.username,
+        "role": p.role.name,
+        "scope": " ".join(str(s) for s in p.scopes),
+        "organization": p.organization,
+        "practitioner": p.practitioner,
+        "patient": p.patient,
+        "region": p.region,
+        "node": node_id,
+    }
+    raw = orjson.dumps({k: v for k, v in claims.items() if v})
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def _forwarded_principal(platform: Platform, header: str) -> Any:
+    """The user a node asks for, as a principal of this node's security module (same consent, reach and
+    audit). The asking node vouches for them; roles that see everything are never accepted this way."""
+    if not header:
+        raise Forbidden("Cross-region retrieval is answered for a signed-in user; the asking node named none")
+    try:
+        claims = orjson.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    except (ValueError, orjson.JSONDecodeError):
+        raise InvalidInput(f"The {ON_BEHALF_OF} header is not base64url JSON") from None
+    if (
+        not isinstance(claims, dict)
+        or not isinstance(claims.get("sub"), str)
+        or not isinstance(claims.get("role"), str)
+    ):
+        raise InvalidInput(f"The {ON_BEHALF_OF} header needs the user's sub and role")
+    claims = {k: v for k, v in claims.items() if k in FORWARDED_CLAIMS and isinstance(v, str)}
+    try:
+        role = platform.security.policy.role(claims["role"])
+    except InvalidInput:
+        raise Forbidden(f"The role '{claims['role'][:40]}' is not known here") from None
+    if "all" in role.reach or role.name == NODE_ROLE:
+        raise Forbidden(f"A forwarded {role.name} may not retrieve across regions; sign in at the province")
+    claims["sub"] = f"{claims['sub']}@{claims.get('node', 'node')}"
+    return platform.security.principal({**claims, "kind": "user"})
 
 
 def _answer(router: Router, unit: Unit, identifier: str) -> dict[str, Any]:
@@ -99,18 +186,25 @@ def _answer(router: Router, unit: Unit, identifier: str) -> dict[str, Any]:
 
 
 def _forward(node: Node, credentials: NodeCredentials, unit: Unit, identifier: str) -> dict[str, Any]:
-    headers = {"accept": "application/fhir+json", **credentials.headers()}
-    principal = unit.ctx.extras.get("on_behalf_of") or (str(unit.ctx.principal) if unit.ctx.principal else "")
-    if principal:
-        headers[ON_BEHALF_OF] = principal
+    headers = {"accept": "application/fhir+json"}
+    if unit.ctx.extras.get("on_behalf_of"):
+        headers[ON_BEHALF_OF] = unit.ctx.extras["on_behalf_of"]
     if unit.ctx.purpose:
         headers[PURPOSE] = unit.ctx.purpose
-    try:
-        r = httpx.get(
-            f"{node.parent_url}/$cross-region-retrieve", params={"identifier": identifier}, headers=headers, timeout=30
-        )
-    except httpx.HTTPError as exc:
-        raise LinkUnavailable(f"The parent node cannot be reached ({type(exc).__name__})") from None
+    url = f"{node.parent_url}/Patient/$cross-region-retrieve"
+    for attempt in (1, 2):
+        try:
+            r = httpx.get(
+                url, params={"identifier": identifier}, headers={**headers, **credentials.headers()}, timeout=30
+            )
+        except CredentialsUnavailable as exc:
+            raise LinkUnavailable(f"No token from the parent node: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise LinkUnavailable(f"The parent node cannot be reached ({type(exc).__name__})") from None
+        if r.status_code == 401 and attempt == 1:
+            credentials.invalidate()  # revoked or the parent's keys rotated: one fresh token, one retry
+            continue
+        break
     try:
         body = r.json() if r.content else {}
     except ValueError:
@@ -169,11 +263,16 @@ def link_status(repo: Repository, node: Node) -> dict[str, Any]:
     }
 
 
-def status_route(repo: Repository, node: Node) -> Any:
+def status_route(platform: Platform, node: Node) -> Any:
     async def status(request: Request) -> Response:
         from starlette.concurrency import run_in_threadpool
 
-        body = await run_in_threadpool(link_status, repo, node)
+        try:
+            ctx = await platform.authenticate(request, "federation")
+            platform.require(ctx, "federation.status", "GET /federation/status")
+        except ChangbaiError as exc:
+            return JSONResponse(exc.outcome(), exc.status, media_type="application/fhir+json")
+        body = await run_in_threadpool(link_status, platform.repo, node)
         return JSONResponse(orjson.loads(orjson.dumps(body)))
 
     return status

@@ -1,8 +1,9 @@
 """How a batch of changes reaches the parent: one interface, HTTP by default.
 
-``HttpTransport`` posts the batch to the parent's ``[base]/$replicate`` with this node's credentials; a
-2xx answer means the parent committed it (or had it already). Any other answer or a network error raises
-:class:`LinkDown`, and the worker keeps its checkpoint and retries. An optional NATS JetStream transport
+``HttpTransport`` posts the batch to the parent's ``[base]/$replicate`` with this node's bearer token; a
+2xx answer means the parent committed it (or had it already). Any other answer, a network error or no
+token raises :class:`LinkDown`, and the worker keeps its checkpoint and retries (after a 401 with a fresh
+token). An optional NATS JetStream transport
 would implement the same ``send`` (publish with a message id = first..last seq for de-duplication); it is
 not shipped yet (docs/federation.md).
 """
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 import httpx
 import orjson
 
-from changbai.exchange.federation.credentials import NodeCredentials
+from changbai.exchange.federation.credentials import CredentialsUnavailable, NodeCredentials
 
 
 class LinkDown(Exception):
@@ -35,11 +36,15 @@ class HttpTransport:
 
     def send(self, batch: dict[str, Any]) -> dict[str, Any]:
         headers = {"content-type": "application/fhir+json", "accept": "application/fhir+json"}
-        headers.update(self.credentials.headers())
         try:
+            headers.update(self.credentials.headers())
             r = self.client.post(self.url, content=orjson.dumps(batch), headers=headers)
+        except CredentialsUnavailable as exc:
+            raise LinkDown(f"no access token: {exc}") from None
         except httpx.HTTPError as exc:
             raise LinkDown(f"{type(exc).__name__}: {exc}") from None
+        if r.status_code == 401:
+            self.credentials.invalidate()
         if r.status_code // 100 != 2:
             raise LinkDown(f"parent answered {r.status_code}: {r.text[:300]}")
         return dict(r.json()) if r.content else {}

@@ -27,7 +27,7 @@ def install(platform: Platform) -> None:
     platform.repo.pipeline.add("prepare", "subscription-check", _check_subscription)
     platform.router.register(ws_binding_token(hub))
     platform.routes.append(WebSocketRoute("/subscriptions/ws", hub.endpoint))
-    platform.routes.extend(operator_routes(platform.db))
+    platform.routes.extend(operator_routes(platform))
     deliverer = Deliverer(
         platform.repo,
         hub,

@@ -4,6 +4,9 @@
 - ``GET /subscriptions/dead-letters[?subscription=id]``: the dead-letter list.
 - ``POST /subscriptions/dead-letters/replay`` with ``{"ids": [...]}`` and/or ``{"subscription": id}``
   (empty body: all): back into the queue.
+
+With security on, the operator API needs a bearer token of a role with the ``subscriptions.admin``
+service (roles.json: operator).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from changbai.errors import ChangbaiError
 from changbai.exchange.subscriptions import admin
 from changbai.exchange.subscriptions.channels import WebSocketHub
 from changbai.store.database import Database
@@ -56,7 +60,22 @@ def ws_binding_token(hub: WebSocketHub) -> Operation:
     return Operation("get-ws-binding-token", handler, types=("Subscription",), instance=True)
 
 
-def operator_routes(db: Database) -> list[Route]:
+def operator_routes(platform: Any) -> list[Route]:
+    """With security on, these need a signed-in caller whose role has the ``subscriptions.admin`` service."""
+    db: Database = platform.db
+
+    def guarded(fn: Any) -> Any:
+        async def wrapped(request: Request) -> Response:
+            try:
+                ctx = await platform.authenticate(request, "subscriptions")
+                platform.require(ctx, "subscriptions.admin", f"{request.method} {request.url.path}")
+            except ChangbaiError as exc:
+                return JSONResponse(exc.outcome(), exc.status, media_type="application/fhir+json")
+            response: Response = await fn(request)
+            return response
+
+        return wrapped
+
     async def status(request: Request) -> Response:
         return JSONResponse(await run_in_threadpool(admin.status, db))
 
@@ -78,7 +97,7 @@ def operator_routes(db: Database) -> list[Route]:
         return JSONResponse({"replayed": count})
 
     return [
-        Route("/subscriptions/status", status, methods=["GET"]),
-        Route("/subscriptions/dead-letters", dead, methods=["GET"]),
-        Route("/subscriptions/dead-letters/replay", replay, methods=["POST"]),
+        Route("/subscriptions/status", guarded(status), methods=["GET"]),
+        Route("/subscriptions/dead-letters", guarded(dead), methods=["GET"]),
+        Route("/subscriptions/dead-letters/replay", guarded(replay), methods=["POST"]),
     ]

@@ -1,10 +1,12 @@
-"""`changbai subscriptions status|dead-letters|replay` and `changbai federation status`: the operator view
-from the command line, on the node's own database (the same functions as the HTTP operator API)."""
+"""`changbai subscriptions status|dead-letters|replay` and `changbai federation status|key|children`: the
+operator view and node enrolment from the command line, on the node's own database and key files (the
+same functions as the HTTP operator API)."""
 
 from __future__ import annotations
 
 import argparse
 import json
+from pathlib import Path
 
 from changbai.settings import override
 
@@ -28,6 +30,19 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     fs = f.add_subparsers(dest="action", metavar="ACTION")
     fs.required = True
     fs.add_parser("status", help="this node, its links, lag and failures").set_defaults(handler=federation_status)
+    k = fs.add_parser("key", help="this node's public JWK set for its parent (creates the key pair if missing)")
+    k.add_argument("--out", type=Path, help="write the JWK set to this file (default: print it)")
+    k.set_defaults(handler=federation_key)
+    c = fs.add_parser("children", help="child nodes registered here (SMART Backend Services clients)")
+    cs = c.add_subparsers(dest="children_action", metavar="ACTION")
+    cs.required = True
+    ca = cs.add_parser("add", help="register a child node with its public JWK set")
+    ca.add_argument("node_id", help="the child's node id (CHANGBAI_NODE_ID there): its client id here")
+    ca.add_argument("--jwks", type=Path, required=True, help="the child's `changbai federation key` output")
+    ca.add_argument("--region", help="the child's GB/T 2260 region code")
+    ca.add_argument("--scopes", help="what it may ask for (default: the node role's, system/*.cud)")
+    ca.set_defaults(handler=children_add)
+    cs.add_parser("list", help="list registered child nodes").set_defaults(handler=children_list)
 
 
 def _db(args: argparse.Namespace):  # type: ignore[no-untyped-def]
@@ -72,4 +87,40 @@ def federation_status(args: argparse.Namespace) -> int:
 
     settings, db = _db(args)
     print(json.dumps(link_status(Repository(db), node_from_settings(settings)), indent=2, ensure_ascii=False))
+    return 0
+
+
+def federation_key(args: argparse.Namespace) -> int:
+    from changbai.exchange.federation.credentials import key_path, load_or_create_key, public_jwks
+
+    settings = override(database_url=args.database)
+    text = json.dumps(public_jwks(load_or_create_key(key_path(settings))), indent=2)
+    if args.out:
+        args.out.write_text(text + "\n")
+        print(f"wrote {args.out}: register it at the parent with `changbai federation children add`")
+    else:
+        print(text)
+    return 0
+
+
+def children_add(args: argparse.Namespace) -> int:
+    from changbai.errors import InvalidInput
+    from changbai.exchange.federation.enrol import register_child
+
+    _, db = _db(args)
+    try:
+        jwks = json.loads(args.jwks.read_text())
+    except (OSError, ValueError) as exc:
+        raise InvalidInput(f"Cannot read the JWK set {args.jwks}: {exc}") from None
+    register_child(db, args.node_id, jwks, scopes=args.scopes, region=args.region)
+    print(f"registered child node {args.node_id}")
+    return 0
+
+
+def children_list(args: argparse.Namespace) -> int:
+    from changbai.exchange.federation.enrol import children
+
+    _, db = _db(args)
+    for c in children(db):
+        print(f"{c['node']}\t{c['region'] or ''}\t{'active' if c['active'] else 'inactive'}\t{c['scopes'] or ''}")
     return 0

@@ -1,5 +1,10 @@
-"""Real federation nodes for tests: `changbai serve` processes with their own SQLite file and env, and a
-TCP link between two of them that a test can cut (the parent then refuses connections) and restore."""
+"""Real federation nodes for tests: `changbai serve` processes with their own SQLite file, key files and
+environment, security on (as on every real node), and a TCP link between two of them that a test can cut
+(the parent then refuses connections) and restore.
+
+Before a node starts, :meth:`NodeProcess.enrol` does what its operators do: a child's key pair is made
+(``changbai federation key``) and registered at the parent (``changbai federation children add``), and the
+test's own reader, a backend client with role operator, is registered at every node."""
 
 from __future__ import annotations
 
@@ -15,10 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from joserfc.jwk import ECKey
 
+from changbai.exchange.federation.credentials import BackendServicesClient, load_or_create_key, public_jwks
+from changbai.exchange.federation.enrol import register_child
 from tests.conftest import ROOT, free_port
 
-SECRET = "test-node-secret"
+#: The test's reader and writer at every node: a system client with role operator.
+TESTER = "tester"
+TESTER_KEY = ECKey.generate_key("P-384", private=True, auto_kid=True)
 
 
 class NodeProcess:
@@ -37,13 +47,39 @@ class NodeProcess:
             "CHANGBAI_MLLP_PORT": "0",
             "CHANGBAI_NODE_ID": name,
             "CHANGBAI_NODE_TIER": tier,
-            "CHANGBAI_NODE_SECRET": SECRET,
+            "CHANGBAI_SECURITY": "on",
             "CHANGBAI_PARENT_URL": parent_url,
             "CHANGBAI_BASE_URL": self.fhir,
             "CHANGBAI_FEDERATION_POLICY": "whole-record",
             **env,
         }
         self.proc: subprocess.Popen[bytes] | None = None
+        self._tester: BackendServicesClient | None = None
+
+    def enrol(self, children: list[NodeProcess] = ()) -> NodeProcess:  # type: ignore[assignment]
+        """Register the test's client and each child node's key here (the data its operators enter)."""
+        from changbai.security.accounts import add_account
+        from changbai.security.policy import load_policy
+        from changbai.store.database import Database
+
+        db = Database(self.database)
+        try:
+            add_account(db, load_policy(), TESTER, "operator", kind="client", jwks=public_jwks(TESTER_KEY))
+            for child in children:
+                key = load_or_create_key(child.workdir / "var" / "keys" / "node-client.json")
+                register_child(db, child.name, public_jwks(key))
+        finally:
+            db.dispose()
+        return self
+
+    def headers(self) -> dict[str, str]:
+        """The test client's bearer token at this node (cached, renewed when it expires)."""
+        if self._tester is None:
+            self._tester = BackendServicesClient(self.fhir, TESTER, TESTER_KEY, "system/*.cruds")
+        return self._tester.headers()
+
+    def client(self) -> httpx.Client:
+        return httpx.Client(base_url=self.fhir, headers=self.headers(), timeout=60)
 
     def start(self) -> NodeProcess:
         return self.launch().ready()
@@ -89,7 +125,7 @@ class NodeProcess:
                 self.kill()
 
     def status(self) -> dict[str, Any]:
-        return dict(httpx.get(f"{self.url}/federation/status", timeout=10).json())
+        return dict(httpx.get(f"{self.url}/federation/status", headers=self.headers(), timeout=10).json())
 
 
 class CuttableLink:
@@ -154,12 +190,12 @@ class CuttableLink:
                     s.shutdown(socket.SHUT_RDWR)
 
 
-def snapshot(fhir: str, types: tuple[str, ...] = ("Patient", "Observation")) -> dict[str, tuple[int, Any]]:
+def snapshot(node: NodeProcess, types: tuple[str, ...] = ("Patient", "Observation")) -> dict[str, tuple[int, Any]]:
     """Every current resource of ``types`` at a node: 'Type/id' -> (version, content without versioning)."""
     out: dict[str, tuple[int, Any]] = {}
-    with httpx.Client(timeout=60) as client:
+    with node.client() as client:
         for rtype in types:
-            url: str | None = f"{fhir}/{rtype}?_count=1000&_sort=_id"
+            url: str | None = f"{node.fhir}/{rtype}?_count=1000&_sort=_id"
             while url:
                 bundle = client.get(url).json()
                 for e in bundle.get("entry", []):
@@ -172,8 +208,9 @@ def snapshot(fhir: str, types: tuple[str, ...] = ("Patient", "Observation")) -> 
     return out
 
 
-def history_total(fhir: str) -> int:
-    return int(httpx.get(f"{fhir}/_history?_count=1", timeout=30).json().get("total", -1))
+def history_total(node: NodeProcess) -> int:
+    r = httpx.get(f"{node.fhir}/_history?_count=1", headers=node.headers(), timeout=30)
+    return int(r.json().get("total", -1))
 
 
 def wait_until(predicate: Any, timeout: float, what: str) -> None:

@@ -17,7 +17,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from tests.exchange.federation.nodes import (
@@ -33,15 +32,17 @@ FULL = os.environ.get("CHANGBAI_FEDERATION_FULL") == "1"
 
 class Tiers:
     def __init__(self, workdir: Path) -> None:
-        self.province = NodeProcess("jilin-province", "province", workdir, CHANGBAI_NODE_REGION="220000").launch()
+        self.province = NodeProcess("jilin-province", "province", workdir, CHANGBAI_NODE_REGION="220000")
         self.link = CuttableLink(self.province.port)
         self.link.restore()
         self.city = NodeProcess(
             "changchun-city", "city", workdir, f"{self.link.url}/fhir", CHANGBAI_NODE_REGION="220100"
-        ).launch()
-        self.county = NodeProcess(
-            "nongan-county", "county", workdir, self.city.fhir, CHANGBAI_NODE_REGION="220122"
-        ).launch()
+        )
+        self.county = NodeProcess("nongan-county", "county", workdir, self.city.fhir, CHANGBAI_NODE_REGION="220122")
+        # Each child authenticates to its parent with its own key (SMART Backend Services).
+        self.province.enrol([self.city]).launch()
+        self.city.enrol([self.county]).launch()
+        self.county.enrol().launch()
         for node in (self.province, self.city, self.county):
             node.ready()
 
@@ -55,7 +56,7 @@ class Tiers:
         state: dict[str, Any] = {}
 
         def same() -> bool:
-            state["county"], state["province"] = snapshot(self.county.fhir), snapshot(self.province.fhir)
+            state["county"], state["province"] = snapshot(self.county), snapshot(self.province)
             return bool(state["county"] == state["province"])
 
         try:
@@ -89,12 +90,12 @@ def patient(i: int, tag: str) -> dict[str, Any]:
     }
 
 
-def burst(fhir: str, n: int, tag: str, seed: int) -> list[str]:
+def burst(node: NodeProcess, n: int, tag: str, seed: int) -> list[str]:
     """n writes at a node: creates, then updates and deletes of what was created (each a REST call)."""
     rng = random.Random(seed)
     created: list[str] = []
     live: list[str] = []
-    with httpx.Client(base_url=fhir, timeout=60) as c:
+    with node.client() as c:
         for i in range(n):
             roll = rng.random()
             if live and roll < 0.25:
@@ -123,15 +124,15 @@ def burst(fhir: str, n: int, tag: str, seed: int) -> list[str]:
 
 
 def test_county_writes_reach_the_province_identical(tiers: Tiers) -> None:
-    created = burst(tiers.county.fhir, 120, "a", seed=1)
+    created = burst(tiers.county, 120, "a", seed=1)
     county, province = tiers.converged(timeout=30)
     assert len(county) >= len(created) - 10
     # Every record keeps where it was recorded, all the way up.
     assert {r["meta"]["source"] for _, r in province.values()} == {tiers.county.fhir}
     # Versions and the whole history arrived once each: nothing doubled, nothing skipped.
-    assert history_total(tiers.province.fhir) == history_total(tiers.county.fhir)
+    assert history_total(tiers.province) == history_total(tiers.county)
     # The middle node holds the same too.
-    assert snapshot(tiers.city.fhir) == county
+    assert snapshot(tiers.city) == county
 
 
 def _burst_with(tiers: Tiers, n: int, seed: int, during: Any) -> None:
@@ -140,16 +141,16 @@ def _burst_with(tiers: Tiers, n: int, seed: int, during: Any) -> None:
 
     def write() -> None:
         try:
-            burst(tiers.county.fhir, n, f"s{seed}-", seed)
+            burst(tiers.county, n, f"s{seed}-", seed)
         except BaseException as exc:  # surfaced below
             errors.append(exc)
         finally:
             done.set()
 
     writer = threading.Thread(target=write)
-    before = history_total(tiers.county.fhir)
+    before = history_total(tiers.county)
     writer.start()
-    wait_until(lambda: history_total(tiers.county.fhir) - before >= n // 3, 120, "a third of the burst")
+    wait_until(lambda: history_total(tiers.county) - before >= n // 3, 120, "a third of the burst")
     during()
     writer.join(timeout=600)
     assert not errors, errors
@@ -176,12 +177,12 @@ def test_city_killed_mid_burst_loses_and_doubles_nothing(tiers: Tiers, n: int) -
 
     _burst_with(tiers, n, seed=n, during=crash_and_restart)
     county, province = tiers.converged(timeout=120 if n > 1000 else 60)
-    assert history_total(tiers.province.fhir) == history_total(tiers.county.fhir)
+    assert history_total(tiers.province) == history_total(tiers.county)
     assert all(province[k][0] == v[0] for k, v in county.items())
 
 
 def test_link_cut_for_a_while_then_catches_up(tiers: Tiers) -> None:
-    province_before = history_total(tiers.province.fhir)
+    province_before = history_total(tiers.province)
 
     def cut() -> None:
         tiers.link.cut()
@@ -189,9 +190,9 @@ def test_link_cut_for_a_while_then_catches_up(tiers: Tiers) -> None:
     _burst_with(tiers, 600, seed=7, during=cut)
     # While the link is down the province sees nothing new and the operator view shows the lag.
     time.sleep(1.0)
-    assert history_total(tiers.province.fhir) <= province_before + 600
+    assert history_total(tiers.province) <= province_before + 600
     link = next(x for x in tiers.city.status()["links"] if x["name"] == "uplink")
     assert link["pending"] > 0 and link["failuresInARow"] >= 1 and "refused" in (link["lastError"] or "").lower()
     tiers.link.restore()
     tiers.converged(timeout=60)
-    assert history_total(tiers.province.fhir) == history_total(tiers.county.fhir)
+    assert history_total(tiers.province) == history_total(tiers.county)
