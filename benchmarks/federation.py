@@ -1,12 +1,14 @@
 """Federation: replication throughput (county -> city -> province) and the province's lag under a
 steady write load at the county.
 
-Three `changbai serve` processes on loopback, each with its own SQLite file. Writes go to the county as
-transaction bundles of new Patients. Lag per resource is the province's meta.lastUpdated minus the
-county's (one machine, one clock). Baseline, measured in the same run: the same writes to a lone node
-(no federation), i.e. how fast a node stores what replication has to carry.
+Three `changbai serve` processes on loopback, each with its own SQLite file and security on (as on a real
+node: each child authenticates to its parent with SMART Backend Services; the benchmark writes and reads
+as a registered backend client). Writes go to the county as transaction bundles of new Patients. Lag per
+resource is the province's meta.lastUpdated minus the county's (one machine, one clock). Baseline,
+measured in the same run: the same writes to a lone node (no federation, same security), i.e. how fast a
+node stores what replication has to carry.
 
-    .venv/bin/python -m benchmarks.federation [--n 5000] [--rate 500] [--seconds 20]
+    .venv/bin/python -m benchmarks.federation [--n 5000] [--rate 500] [--seconds 20] [--security off]
 """
 
 from __future__ import annotations
@@ -17,12 +19,47 @@ import tempfile
 import time
 from contextlib import ExitStack
 from datetime import datetime
+from pathlib import Path
 
 import httpx
+from joserfc.jwk import ECKey
 
 from benchmarks.common import server, table
+from changbai.exchange.federation.credentials import BackendServicesClient, load_or_create_key, public_jwks
 
-SECRET = "bench-secret"
+BENCH = "bench"
+BENCH_KEY = ECKey.generate_key("P-384", private=True, auto_kid=True)
+
+
+def enrol(database_url: str, data_dir: str, children: dict[str, str]) -> None:
+    """What a node's operators do: register the benchmark's client and each child node's public key."""
+    from changbai.exchange.federation.enrol import register_child
+    from changbai.security.accounts import add_account
+    from changbai.security.policy import load_policy
+    from changbai.store.database import Database
+
+    db = Database(database_url)
+    add_account(db, load_policy(), BENCH, "operator", kind="client", jwks=public_jwks(BENCH_KEY))
+    for node, child_dir in children.items():
+        register_child(db, node, public_jwks(load_or_create_key(Path(child_dir) / "keys" / "node-client.json")))
+    db.dispose()
+
+
+class Auth(httpx.Auth):
+    """Bearer tokens of the benchmark's client, one per node (by FHIR base)."""
+
+    def __init__(self, secure: bool) -> None:
+        self.secure = secure
+        self.clients: dict[str, BackendServicesClient] = {}
+
+    def auth_flow(self, request: httpx.Request):  # type: ignore[no-untyped-def]
+        if self.secure:
+            url = str(request.url)
+            base = url[: url.index("/fhir") + 5]
+            if base not in self.clients:
+                self.clients[base] = BackendServicesClient(base, BENCH, BENCH_KEY, "system/*.cruds")
+            request.headers.update(self.clients[base].headers())
+        yield request
 
 
 def bundle(start: int, n: int, tag: str) -> dict[str, object]:
@@ -100,43 +137,51 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=5000, help="resources for the throughput run")
     ap.add_argument("--rate", type=int, default=500, help="writes per second for the lag run")
     ap.add_argument("--seconds", type=float, default=20, help="length of the lag run")
+    ap.add_argument("--security", choices=["on", "off"], default="on", help="security on every node")
     args = ap.parse_args(argv)
+    secure = args.security == "on"
 
     rows: list[list[object]] = []
-    with tempfile.TemporaryDirectory(prefix="changbai-fed-") as d, httpx.Client(timeout=120) as client:
+    with (
+        tempfile.TemporaryDirectory(prefix="changbai-fed-") as d,
+        httpx.Client(timeout=120, auth=Auth(secure)) as client,
+    ):
+
+        def node(name: str, children: dict[str, str] | None = None, **env: str):  # type: ignore[no-untyped-def]
+            url, data = f"sqlite:///{d}/{name}.db", f"{d}/{name}"
+            if secure:
+                enrol(url, data, {k: f"{d}/{v}" for k, v in (children or {}).items()})
+            env = {
+                "CHANGBAI_SECURITY": args.security,
+                "CHANGBAI_DATA_DIR": data,
+                "CHANGBAI_NODE_AUTH": "smart" if secure else "none",
+                "CHANGBAI_FEDERATION_POLICY": "whole-record",
+                **env,
+            }
+            return server(url, **env)
+
         # Baseline: a lone node storing the same writes.
-        with server(f"sqlite:///{d}/alone.db", CHANGBAI_MLLP_PORT="0") as alone:
+        with node("alone") as alone:
             secs = write_all(client, alone, args.n, "base")
             rows.append(
                 ["baseline: lone node stores (no federation)", args.n, f"{secs:.1f}", f"{args.n / secs:.0f}", ""]
             )
 
         with ExitStack() as stack:
-            env = {
-                "CHANGBAI_NODE_SECRET": SECRET,
-                "CHANGBAI_FEDERATION_POLICY": "whole-record",
-                "CHANGBAI_MLLP_PORT": "0",
-            }
             prov = stack.enter_context(
-                server(f"sqlite:///{d}/prov.db", CHANGBAI_NODE_ID="prov", CHANGBAI_NODE_TIER="province", **env)
+                node("prov", {"city": "city"}, CHANGBAI_NODE_ID="prov", CHANGBAI_NODE_TIER="province")
             )
             city = stack.enter_context(
-                server(
-                    f"sqlite:///{d}/city.db",
+                node(
+                    "city",
+                    {"county": "county"},
                     CHANGBAI_NODE_ID="city",
                     CHANGBAI_NODE_TIER="city",
                     CHANGBAI_PARENT_URL=prov,
-                    **env,
                 )
             )
             county = stack.enter_context(
-                server(
-                    f"sqlite:///{d}/county.db",
-                    CHANGBAI_NODE_ID="county",
-                    CHANGBAI_NODE_TIER="county",
-                    CHANGBAI_PARENT_URL=city,
-                    **env,
-                )
+                node("county", CHANGBAI_NODE_ID="county", CHANGBAI_NODE_TIER="county", CHANGBAI_PARENT_URL=city)
             )
             # Throughput: write n at the county as fast as it takes them; time until the province has all.
             t0 = time.perf_counter()
@@ -173,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
                 ]
             )
     print(table(["run", "resources", "seconds", "resources/s", "notes"], rows))
-    print(f"\nTarget: province lags the county by under 5 s (p99) at {args.rate} writes/s.")
+    print(
+        f"\nSecurity {args.security} on every node. "
+        f"Target: the province lags the county by under 5 s (p99) at {args.rate} writes/s."
+    )
     return 0
 
 
