@@ -18,6 +18,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 TESTDATA = ROOT.parent / "shared" / "testdata"
 PG_ADMIN = os.environ.get("CHANGBAI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+#: The core benchmarks measure the platform without sign-in; benchmarks/security.py measures what security
+#: costs on the same workloads, and the web benchmark signs in as a clinician.
+os.environ.setdefault("CHANGBAI_SECURITY", "off")
 
 
 def free_port() -> int:
@@ -54,8 +57,13 @@ def server(database_url: str, **env: str) -> Iterator[str]:
     """`changbai serve` in its own process; yields the FHIR base URL."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="changbai-srv-") as d:
-        environ = {**os.environ, "CHANGBAI_LOG_LEVEL": "WARNING", "CHANGBAI_MAX_BODY_BYTES": str(256 << 20),
-                   "CHANGBAI_MLLP_PORT": "0", **env}
+        environ = {
+            **os.environ,
+            "CHANGBAI_LOG_LEVEL": "WARNING",
+            "CHANGBAI_MAX_BODY_BYTES": str(256 << 20),
+            "CHANGBAI_MLLP_PORT": "0",
+            **env,
+        }
         proc = subprocess.Popen(
             [sys.executable, "-m", "changbai.cli", "serve", "--port", str(port), "--database", database_url],
             cwd=d,

@@ -53,8 +53,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # a bug: say so plainly; the traceback goes to the debug log only
         logs.get("changbai.cli").debug("unhandled error", exc_info=True)
-        print(f"changbai: internal error: {type(exc).__name__}: {exc} (run with CHANGBAI_LOG_LEVEL=DEBUG for "
-              "details)", file=sys.stderr)
+        print(
+            f"changbai: internal error: {type(exc).__name__}: {exc} (run with CHANGBAI_LOG_LEVEL=DEBUG for details)",
+            file=sys.stderr,
+        )
         return 70
 
 

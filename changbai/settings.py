@@ -31,9 +31,9 @@ class Settings(BaseSettings):
     mllp_port: int = 2575
     #: Identifier system of the resident ID number (居民身份证号码) in the master patient index.
     resident_id_system: str = "urn:oid:2.16.156.10011.1.3"
-    #: Sign-in, access policies, consent and audit (docs/security.md). CHANGBAI_SECURITY=on for any node
-    #: that holds real data; off only for tests and benchmarks that measure the platform without it.
-    security: bool = False
+    #: Sign-in, access policies, consent and audit (docs/security.md). On by default; CHANGBAI_SECURITY=off
+    #: only for tests and benchmarks that exercise the platform's core without it.
+    security: bool = True
     #: Requests per minute that one address may make to the token endpoint before a 429.
     token_rate_per_minute: int = 60
     #: Federation (docs/federation.md): this node's id (empty = not federated), tier, GB/T 2260 region,

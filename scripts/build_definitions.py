@@ -24,6 +24,11 @@ FHIR_TYPE_EXT = "http://hl7.org/fhir/StructureDefinition/structuredefinition-fhi
 REGEX_EXT = "http://hl7.org/fhir/StructureDefinition/regex"
 
 
+def _load(path: str) -> dict:
+    with open(path, encoding="utf-8") as fh:
+        return json.load(fh)
+
+
 def _type_code(t: dict) -> str:
     code = t["code"]
     if code.startswith("http://hl7.org/fhirpath/System."):
@@ -37,7 +42,7 @@ def _type_code(t: dict) -> str:
 def build(pkg: str) -> None:
     structure: dict = {"resources": [], "types": {}, "primitives": {}}
     for path in sorted(glob.glob(os.path.join(pkg, "StructureDefinition-*.json"))):
-        sd = json.load(open(path, encoding="utf-8"))
+        sd = _load(path)
         if sd.get("derivation") == "constraint" or sd.get("kind") == "logical":
             continue
         name = sd["type"]
@@ -47,8 +52,13 @@ def build(pkg: str) -> None:
             for ext in value["type"][0].get("extension", []):
                 if ext["url"] == REGEX_EXT:
                     regex = ext["valueString"]
-            json_kind = {"boolean": "boolean", "integer": "integer", "positiveInt": "integer",
-                         "unsignedInt": "integer", "decimal": "number"}.get(name, "string")
+            json_kind = {
+                "boolean": "boolean",
+                "integer": "integer",
+                "positiveInt": "integer",
+                "unsignedInt": "integer",
+                "decimal": "number",
+            }.get(name, "string")
             structure["primitives"][name] = {"json": json_kind, "regex": regex}
             continue
         if sd["kind"] == "resource" and not sd.get("abstract"):
@@ -56,35 +66,58 @@ def build(pkg: str) -> None:
         elements = []
         for e in sd["snapshot"]["element"][1:]:
             binding = e.get("binding") or {}
-            elements.append([
-                e["path"],
-                e.get("min", 0),
-                e.get("max", "1"),
-                [_type_code(t) for t in e.get("type", [])],
-                e.get("contentReference"),
-                [binding["strength"], binding.get("valueSet")] if binding.get("strength") else None,
-                bool(e.get("isSummary")),
-            ])
-        structure["types"][name] = {"kind": sd["kind"], "abstract": bool(sd.get("abstract")),
-                                    "base": (sd.get("baseDefinition") or "").rsplit("/", 1)[-1] or None,
-                                    "elements": elements}
+            elements.append(
+                [
+                    e["path"],
+                    e.get("min", 0),
+                    e.get("max", "1"),
+                    [_type_code(t) for t in e.get("type", [])],
+                    e.get("contentReference"),
+                    [binding["strength"], binding.get("valueSet")] if binding.get("strength") else None,
+                    bool(e.get("isSummary")),
+                ]
+            )
+        structure["types"][name] = {
+            "kind": sd["kind"],
+            "abstract": bool(sd.get("abstract")),
+            "base": (sd.get("baseDefinition") or "").rsplit("/", 1)[-1] or None,
+            "elements": elements,
+        }
     structure["resources"].sort()
 
-    bundle = json.load(open(os.path.join(pkg, "Bundle-searchParams.json"), encoding="utf-8"))
-    keep = ("id", "url", "name", "code", "base", "type", "expression", "target", "modifier", "comparator",
-            "multipleOr", "multipleAnd", "component", "description", "xpathUsage")
+    bundle = _load(os.path.join(pkg, "Bundle-searchParams.json"))
+    keep = (
+        "id",
+        "url",
+        "name",
+        "code",
+        "base",
+        "type",
+        "expression",
+        "target",
+        "modifier",
+        "comparator",
+        "multipleOr",
+        "multipleAnd",
+        "component",
+        "description",
+        "xpathUsage",
+    )
     params = [{k: e["resource"][k] for k in keep if k in e["resource"]} for e in bundle["entry"]]
 
     compartments = {}
     for path in sorted(glob.glob(os.path.join(pkg, "CompartmentDefinition-*.json"))):
-        cd = json.load(open(path, encoding="utf-8"))
+        cd = _load(path)
         if cd["id"] == "example":
             continue
         compartments[cd["code"]] = {r["code"]: r.get("param", []) for r in cd.get("resource", [])}
 
     os.makedirs(OUT, exist_ok=True)
-    for fname, data in (("structure.json", structure), ("search-parameters.json", params),
-                        ("compartments.json", compartments)):
+    for fname, data in (
+        ("structure.json", structure),
+        ("search-parameters.json", params),
+        ("compartments.json", compartments),
+    ):
         with open(os.path.join(OUT, fname), "w", encoding="utf-8") as f:
             json.dump(data, f, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 

@@ -20,6 +20,10 @@ import pytest
 
 from changbai.settings import Settings
 
+#: Tests of the core exercise FHIR without sign-in; tests/security, tests/web and the federation tests turn
+#: security on explicitly (Settings(security=True)), as every real node has it.
+os.environ.setdefault("CHANGBAI_SECURITY", "off")
+
 ROOT = Path(__file__).resolve().parent.parent
 SHARED = ROOT.parent / "shared"
 TESTDATA = SHARED / "testdata"

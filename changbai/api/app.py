@@ -11,11 +11,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from changbai.api.http import FhirEndpoint
+from changbai.api.http import FhirEndpoint, request_context
 from changbai.api.operations import core_operations
 from changbai.api.router import Router
 from changbai.settings import Settings, get_settings
 from changbai.store.database import Database
+from changbai.store.pipeline import Context
 from changbai.store.repository import Repository
 
 #: Functions that extend a freshly built platform (add routes, pipeline steps, operations). Modules
@@ -37,6 +38,18 @@ class Platform:
         self.context_factory: Any = None
         self.on_startup: list[Callable[[], Any]] = []
         self.on_shutdown: list[Callable[[], Any]] = []
+        #: The security module's enforcement object, when it is installed and on.
+        self.security: Any = None
+
+    async def authenticate(self, request: Request, source: str) -> Context:
+        """The caller of a route beside /fhir, as the FHIR endpoint would see them (401 when security is
+        on and there is no valid token)."""
+        return await request_context(request, self.settings, self.context_factory, source)
+
+    def require(self, ctx: Context, service: str, what: str = "") -> None:
+        """Refuse (403, audited) unless the caller's role may use ``service`` (roles.json "services")."""
+        if self.security is not None:
+            self.security.require_service(ctx, service, what)
 
     def build_app(self) -> Starlette:
         endpoint = FhirEndpoint(self.router, self.settings, self.context_factory)

@@ -169,11 +169,11 @@ def _transaction(router: Any, unit: Unit, requests: list[Any], entries: list[dic
     for i in order:
         req = requests[i]
         if req.method != "GET" and req.method != "HEAD" and not req.query:
-            target = req.path if req.method != "POST" else None
-            if target is not None:
-                if target in seen_targets:
-                    raise _at(InvalidInput(f"Entries {seen_targets[target]} and {i} both change {target}"), i)
-                seen_targets[target] = i
+            changed = req.path if req.method != "POST" else None
+            if changed is not None:
+                if changed in seen_targets:
+                    raise _at(InvalidInput(f"Entries {seen_targets[changed]} and {i} both change {changed}"), i)
+                seen_targets[changed] = i
         try:
             if req.method == "POST" and req.header("if-none-exist") and req.assigned_id is None:
                 resp = router.handle_in(unit, _as_get_existing(req, unit))

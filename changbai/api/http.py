@@ -73,14 +73,7 @@ class FhirEndpoint:
         body: Any = None
         if request.method in ("POST", "PUT", "PATCH"):
             body = await self._body(request, path)
-        ctx = Context(
-            source="rest",
-            request_id=request_id,
-            base_url=self._base_url(request),
-            client_address=request.client.host if request.client else None,
-        )
-        if self.context_factory is not None:
-            ctx = await self.context_factory(request, ctx)
+        ctx = await request_context(request, self.settings, self.context_factory, "rest", request_id)
         method = "GET" if request.method == "HEAD" else request.method  # HEAD: a GET without the body
         freq = FhirRequest(method, path, query, {k.lower(): v for k, v in request.headers.items()}, body)
         fresp = await run_in_threadpool(self.router.handle, freq, ctx)
@@ -120,11 +113,21 @@ class FhirEndpoint:
         except orjson.JSONDecodeError as exc:
             raise InvalidInput(f"The body is not valid JSON: {exc}") from None
 
-    def _base_url(self, request: Request) -> str:
-        if self.settings.base_url:
-            return self.settings.base_url.rstrip("/")
-        root = str(request.base_url).rstrip("/")
-        return f"{root}/fhir"
+
+async def request_context(
+    request: Request, settings: Settings, context_factory: Any, source: str, request_id: str | None = None
+) -> Context:
+    """Who asks and from where, for any HTTP route: the modules' context factory (security) sees it."""
+    base = settings.base_url.rstrip("/") if settings.base_url else f"{str(request.base_url).rstrip('/')}/fhir"
+    ctx = Context(
+        source=source,
+        request_id=request_id or request.headers.get("x-request-id") or str(uuid.uuid4()),
+        base_url=base,
+        client_address=request.client.host if request.client else None,
+    )
+    if context_factory is not None:
+        ctx = await context_factory(request, ctx)
+    return ctx
 
 
 def _negotiate(accept: str | None, fmt: str | None) -> None:

@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from email.utils import formatdate
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import urlencode
 
 from changbai.errors import (
@@ -77,6 +77,32 @@ class Operation:
     definition: str | None = None  # canonical of the OperationDefinition
 
 
+class RequestObserver(Protocol):
+    """Sees each top-level request whole: ``enter`` before it, ``leave`` with its final response."""
+
+    def enter(self, req: FhirRequest, ctx: Context) -> Any: ...
+
+    def leave(self, req: FhirRequest, ctx: Context, resp: FhirResponse, token: Any) -> None: ...
+
+
+BeforeHook = Callable[[FhirRequest, Context], "FhirResponse | None"]
+AfterHook = Callable[[FhirRequest, Context, FhirResponse], None]
+
+
+@dataclass
+class RouterHooks:
+    """Named points where modules plug into every request: HAPI's interceptors as plain functions.
+
+    ``before`` runs ahead of each interaction (top-level requests and every bundle entry) and may answer
+    instead or raise; ``after`` sees each successful interaction's response and may filter it in place;
+    ``observers`` see each top-level request once, after errors have become responses (for audit).
+    """
+
+    before: list[BeforeHook] = field(default_factory=list)
+    after: list[AfterHook] = field(default_factory=list)
+    observers: list[RequestObserver] = field(default_factory=list)
+
+
 class Router:
     """Maps FHIR interactions to repository calls. ``base_url`` comes from the request context."""
 
@@ -84,16 +110,21 @@ class Router:
         self.repo = repo
         self.settings = settings or get_settings()
         self.operations: dict[str, list[Operation]] = {}
+        self.hooks = RouterHooks()
 
     def register(self, op: Operation) -> None:
         self.operations.setdefault(op.name, []).append(op)
 
     # -------------------------------------------------------------------------------------- dispatch
     def handle(self, req: FhirRequest, ctx: Context) -> FhirResponse:
+        tokens = [(o, o.enter(req, ctx)) for o in self.hooks.observers]
         try:
-            return self._dispatch(req, ctx)
+            resp = self._dispatch(req, ctx)
         except ChangbaiError as exc:
-            return FhirResponse(exc.status, exc.outcome())
+            resp = FhirResponse(exc.status, exc.outcome())
+        for observer, token in reversed(tokens):
+            observer.leave(req, ctx, resp, token)
+        return resp
 
     def transaction(self, unit: Unit, bundle: dict[str, Any]) -> list[dict[str, Any]]:
         """Process a transaction bundle inside a unit the caller owns; returns the response entries."""
@@ -119,6 +150,16 @@ class Router:
                 yield u
 
     def _dispatch(self, req: FhirRequest, ctx: Context) -> FhirResponse:
+        for before in self.hooks.before:
+            answer = before(req, ctx)
+            if answer is not None:
+                return answer
+        resp = self._interact(req, ctx)
+        for after in self.hooks.after:
+            after(req, ctx, resp)
+        return resp
+
+    def _interact(self, req: FhirRequest, ctx: Context) -> FhirResponse:
         parts = [p for p in req.path.strip("/").split("/") if p]
         m = req.method.upper()
         if not parts:

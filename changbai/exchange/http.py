@@ -28,10 +28,20 @@ from changbai.exchange.intake import InboxRecord, Intake
 
 Handler = Callable[[Request], Awaitable[Response]]
 
+#: The services of roles.json that these routes need.
+SUBMIT = "exchange.submit"
+INBOX = "exchange.inbox"
 
-def _guard(fn: Handler) -> Handler:
+
+def _guard(platform: Any, fn: Handler, service: str | None) -> Handler:
+    """Errors become OperationOutcomes; with security on, the caller must be signed in and their role
+    allowed ``service`` (roles.json); None leaves the route open (blank templates hold no personal data)."""
+
     async def wrapped(request: Request) -> Response:
         try:
+            if service is not None:
+                ctx = await platform.authenticate(request, "exchange")
+                platform.require(ctx, service, f"{request.method} {request.url.path}")
             return await fn(request)
         except ChangbaiError as exc:
             return JSONResponse(exc.outcome(), exc.status, media_type="application/fhir+json")
@@ -118,13 +128,13 @@ def routes(platform: Any, intake: Intake) -> list[Route]:
         )
 
     return [
-        Route("/exchange/inbox", _guard(inbox_list), methods=["GET"]),
-        Route("/exchange/inbox/{id:int}", _guard(inbox_show), methods=["GET"]),
-        Route("/exchange/inbox/{id:int}/replay", _guard(inbox_replay), methods=["POST"]),
-        Route("/exchange/hl7v2", _guard(hl7v2), methods=["POST"]),
-        Route("/exchange/upload/{kind}/template", _guard(template), methods=["GET"]),
-        Route("/exchange/upload/{kind}", _guard(upload), methods=["POST"]),
-        Route("/exchange/cda", _guard(cda), methods=["POST"]),
+        Route("/exchange/inbox", _guard(platform, inbox_list, INBOX), methods=["GET"]),
+        Route("/exchange/inbox/{id:int}", _guard(platform, inbox_show, INBOX), methods=["GET"]),
+        Route("/exchange/inbox/{id:int}/replay", _guard(platform, inbox_replay, INBOX), methods=["POST"]),
+        Route("/exchange/hl7v2", _guard(platform, hl7v2, SUBMIT), methods=["POST"]),
+        Route("/exchange/upload/{kind}/template", _guard(platform, template, None), methods=["GET"]),
+        Route("/exchange/upload/{kind}", _guard(platform, upload, SUBMIT), methods=["POST"]),
+        Route("/exchange/cda", _guard(platform, cda, SUBMIT), methods=["POST"]),
     ]
 
 

@@ -20,7 +20,7 @@ def install(platform: Platform) -> None:
     from changbai.security.oauth import AuthServer
 
     sec = Security(platform)
-    platform.security = sec  # type: ignore[attr-defined]
+    platform.security = sec
     pipeline = platform.repo.pipeline
     pipeline.add("prepare", "authorise", sec.prepare)
     pipeline.add("commit", "audit", sec.commit)

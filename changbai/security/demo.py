@@ -34,7 +34,7 @@ def _first(platform: Platform, rtype: str) -> dict[str, Any] | None:
 def create_demo_accounts(platform: Platform) -> list[tuple[str, str, str]]:
     from changbai.security.enforcement import Security
 
-    sec = getattr(platform, "security", None) or Security(platform)
+    sec = platform.security or Security(platform)
     org = _first(platform, "Organization") or {"id": "demo-org"}
     practitioner = _first(platform, "Practitioner") or {"id": "demo-practitioner"}
     patient = _first(platform, "Patient") or {"id": "demo-patient"}

@@ -365,6 +365,18 @@ class Security:
                     continue
                 request.clauses[i] = Clause(clause.name, nested_builder(request.types, clause.name, value, grants))
 
+    # ------------------------------------------------------------------------------------- services
+    def require_service(self, ctx: Context, service: str, what: str = "") -> None:
+        """Routes beside the FHIR API (HL7 v2 over HTTP, uploads, the inbox) ask here; denials are audited."""
+        p: Principal | None = ctx.principal
+        if p is None or service in p.role.services:
+            return
+        row = au.event(
+            "denied", "4", address=ctx.client_address or "", detail=f"{what or service}: not allowed", **_who(p)
+        )
+        self.trail.record([row])
+        raise Forbidden(f"The role {p.role.name} may not use {service}")
+
     # ----------------------------------------------------------------------------------- break-glass
     def break_glass(self, p: Principal, patient: str, reason: str, address: str) -> int:
         if not p.role.break_glass:
@@ -401,37 +413,34 @@ class Security:
 
     # ------------------------------------------------------------------------------------ the router
     def guard(self, platform: Platform) -> None:
-        """Wrap the router: checks before dispatch, filtering after, one audit row per request."""
-        router = platform.router
-        inner_dispatch = router._dispatch
-        inner_handle = router.handle
+        """Plug into the router's hooks: checks before each interaction, history filtered after, and one
+        audit row per top-level request (this object is the request observer)."""
+        hooks = platform.router.hooks
+        hooks.before.append(self._check_request)
+        hooks.after.append(self._filter_response)
+        hooks.observers.append(self)
 
-        def dispatch(req: FhirRequest, ctx: Context) -> FhirResponse:
-            p: Principal | None = ctx.principal
-            if p is None:
-                return inner_dispatch(req, ctx)
-            special = self._before(req, ctx, p)
-            if special is not None:
-                return special
-            resp = inner_dispatch(req, ctx)
-            if _interaction(req) == "history" and resp.status == 200 and resp.body:
-                self._filter_history(ctx, p, resp.body)
-            return resp
+    def _check_request(self, req: FhirRequest, ctx: Context) -> FhirResponse | None:
+        p: Principal | None = ctx.principal
+        return None if p is None else self._before(req, ctx, p)
 
-        def handle(req: FhirRequest, ctx: Context) -> FhirResponse:
-            saved = {k: ctx.extras.pop(k) for k in ("sec_read", "sec_denied") if k in ctx.extras}
-            resp = inner_handle(req, ctx)
-            try:
-                if ctx.principal is not None:
-                    self._audit_request(req, ctx, resp)
-            finally:
-                for key in ("sec_read", "sec_denied"):
-                    ctx.extras.pop(key, None)
-                ctx.extras.update(saved)
-            return resp
+    def _filter_response(self, req: FhirRequest, ctx: Context, resp: FhirResponse) -> None:
+        p: Principal | None = ctx.principal
+        if p is not None and _interaction(req) == "history" and resp.status == 200 and resp.body:
+            self._filter_history(ctx, p, resp.body)
 
-        router._dispatch = dispatch  # type: ignore[method-assign]
-        router.handle = handle  # type: ignore[method-assign]
+    def enter(self, req: FhirRequest, ctx: Context) -> dict[str, Any]:
+        """A nested request (a batch entry) keeps its own read log; the outer one's is set aside."""
+        return {k: ctx.extras.pop(k) for k in ("sec_read", "sec_denied") if k in ctx.extras}
+
+    def leave(self, req: FhirRequest, ctx: Context, resp: FhirResponse, token: dict[str, Any]) -> None:
+        try:
+            if ctx.principal is not None:
+                self._audit_request(req, ctx, resp)
+        finally:
+            for key in ("sec_read", "sec_denied"):
+                ctx.extras.pop(key, None)
+            ctx.extras.update(token)
 
     def _before(self, req: FhirRequest, ctx: Context, p: Principal) -> FhirResponse | None:
         from changbai.api.router import FhirResponse

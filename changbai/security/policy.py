@@ -59,6 +59,7 @@ class Role:
     write: str
     break_glass: bool
     see_audit: str  # none | own | region | all
+    services: frozenset[str] = frozenset()  # platform services beyond FHIR (roles.json "services")
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,7 @@ def load_policy(path: Path | None = None) -> Policy:
             r["write"],
             bool(r.get("break_glass")),
             r.get("see_audit", "none"),
+            frozenset(r.get("services", ())),
         )
     return Policy(str(raw.get("version", "")), roles)
 

@@ -70,8 +70,13 @@ class Database:
             return engine
         # Search selectivity depends on the values (one patient vs a common code): plan every statement
         # for its own values rather than letting PostgreSQL settle on a generic plan after five runs.
-        return create_engine(self.url, pool_size=10, max_overflow=20, pool_pre_ping=True,
-                             connect_args={"options": "-c plan_cache_mode=force_custom_plan"})
+        return create_engine(
+            self.url,
+            pool_size=10,
+            max_overflow=20,
+            pool_pre_ping=True,
+            connect_args={"options": "-c plan_cache_mode=force_custom_plan"},
+        )
 
     @contextmanager
     def write(self) -> Iterator[Connection]:

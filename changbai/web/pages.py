@@ -122,7 +122,7 @@ class Console:
             path=request.url.path,
             switch=f"{request.url.path}?{urlencode(other)}",
             csrf=s.csrf if s else "",
-            security=getattr(self.platform, "security", None) is not None,
+            security=self.platform.security is not None,
             **data,
         )
         resp = HTMLResponse(html, status_code=status)
@@ -154,13 +154,13 @@ class Console:
             start = {"resident": "/console/me", "operator": "/console/ops"}.get(s.role, "/console/find")
             return RedirectResponse(start, status_code=303)
         roles = []
-        sec = getattr(self.platform, "security", None)
+        sec = self.platform.security
         if sec is not None:
             roles = [(r, sec.policy.role(r).display.get(self.lang(request), r)) for r in STAFF_ROLES]
         return self.render(request, "signin.html", roles=roles, error=request.query_params.get("error", ""))
 
     async def login(self, request: Request) -> Response:
-        if getattr(self.platform, "security", None) is None:
+        if self.platform.security is None:
             return self.render(request, "signin.html", roles=[], error="")
         role = request.query_params.get("role", "clinician")
         if role != "resident" and role not in STAFF_ROLES:
@@ -290,7 +290,7 @@ class Console:
         s, fhir = got
         form = await self.check_csrf(request, s)
         pid = request.path_params["pid"]
-        sec = self.platform.security  # type: ignore[attr-defined]
+        sec = self.platform.security
         address = request.client.host if request.client else ""
         try:
             await run_in_threadpool(sec.break_glass, fhir.ctx.principal, pid, form.get("reason", ""), address)
@@ -437,7 +437,7 @@ class Console:
             return self.render(request, "message.html", status=403, s=s, message=TEXT[self.lang(request)]["forbidden"])
         from changbai.security.accounts import add_account, list_accounts, new_password
 
-        sec = self.platform.security  # type: ignore[attr-defined]
+        sec = self.platform.security
         created = error = ""
         if request.method == "POST":
             form = await self.check_csrf(request, s)

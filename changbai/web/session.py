@@ -110,7 +110,7 @@ def scopes_for(platform: Platform, role: str) -> str:
     """The resource scopes a sign-in as ``role`` asks for: the role's own, from security's policy."""
     if role == "resident":
         return RESIDENT_SCOPES
-    sec = getattr(platform, "security", None)
+    sec = platform.security
     if sec is None:
         return "user/*.rs"
     return " ".join(str(s) for s in sec.policy.role(role).scopes)
@@ -150,7 +150,7 @@ async def _token_call(request: Request, form: dict[str, str]) -> dict[str, Any]:
 
 
 def _claims(platform: Platform, token: str) -> dict[str, Any]:
-    sec = getattr(platform, "security", None)
+    sec = platform.security
     if sec is None:
         raise SignInError("security is not installed on this node")
     return dict(sec.tokens.verify(token, None))
@@ -229,7 +229,7 @@ def current_principal(ctx: Context | None) -> Any:
 
 
 def revoke(platform: Platform, s: Session) -> None:
-    sec = getattr(platform, "security", None)
+    sec = platform.security
     if sec is None:
         return
     claims = sec.tokens.decode_unchecked_expiry(s.access_token) if s.access_token else None
@@ -241,7 +241,7 @@ def revoke(platform: Platform, s: Session) -> None:
 
 def register_client(platform: Platform) -> None:
     """The console's OAuth client account (public, PKCE), created on a node's first start."""
-    sec = getattr(platform, "security", None)
+    sec = platform.security
     if sec is None:
         return
     from changbai.security.accounts import add_account, get_account
