@@ -13,7 +13,6 @@ from __future__ import annotations
 import os
 import random
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -169,16 +168,19 @@ def _burst_with(tiers: Tiers, n: int, seed: int, during: Any) -> None:
 def test_city_killed_mid_burst_loses_and_doubles_nothing(tiers: Tiers, n: int) -> None:
     def crash_and_restart() -> None:
         tiers.city.kill()
-        time.sleep(1.5)  # the county's link now fails; its writes pile up behind the checkpoint
-        failing = tiers.county.status()
-        uplink = next(link for link in failing["links"] if link["name"] == "uplink")
-        assert uplink["failuresInARow"] >= 1 and uplink["lastError"]
+        # The county's link now fails (the operator view says so); its writes pile up behind the checkpoint.
+        wait_until(lambda: _uplink(tiers.county)["failuresInARow"] >= 1, 30, "the county's uplink to fail")
+        assert _uplink(tiers.county)["lastError"]
         tiers.city.start()
 
     _burst_with(tiers, n, seed=n, during=crash_and_restart)
     county, province = tiers.converged(timeout=120 if n > 1000 else 60)
     assert history_total(tiers.province) == history_total(tiers.county)
     assert all(province[k][0] == v[0] for k, v in county.items())
+
+
+def _uplink(node: NodeProcess) -> dict[str, Any]:
+    return next(link for link in node.status()["links"] if link["name"] == "uplink")
 
 
 def test_link_cut_for_a_while_then_catches_up(tiers: Tiers) -> None:
@@ -189,10 +191,10 @@ def test_link_cut_for_a_while_then_catches_up(tiers: Tiers) -> None:
 
     _burst_with(tiers, 600, seed=7, during=cut)
     # While the link is down the province sees nothing new and the operator view shows the lag.
-    time.sleep(1.0)
+    wait_until(lambda: _uplink(tiers.city)["failuresInARow"] >= 1, 30, "the city's uplink to fail")
     assert history_total(tiers.province) <= province_before + 600
-    link = next(x for x in tiers.city.status()["links"] if x["name"] == "uplink")
-    assert link["pending"] > 0 and link["failuresInARow"] >= 1 and "refused" in (link["lastError"] or "").lower()
+    link = _uplink(tiers.city)
+    assert link["pending"] > 0 and "refused" in (link["lastError"] or "").lower()
     tiers.link.restore()
     tiers.converged(timeout=60)
     assert history_total(tiers.province) == history_total(tiers.county)
