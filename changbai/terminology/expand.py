@@ -477,7 +477,7 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
             TxIssue(
                 "error",
                 "too-costly",
-                "too-costly",
+                "",  # tx-issue-type has no code for this; the issue type says it
                 f"The value set '{vs.get('url')}|{vs.get('version')}' expansion has too many codes to display "
                 f"(>{opts.limit})",
                 message_id="VALUESET_TOO_COSTLY",
@@ -505,9 +505,11 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
     for url, ver in opts.force_versions.items():
         parameters.append({"name": "force-system-version", "valueUri": f"{url}|{ver}"})
     flagged = [vs, *{id(e.index): e.index.resource for e in entries if e.index is not None}.values()]
+    imported = [source.value_set(*split_canonical(c)) for c in dict.fromkeys(expander.used_valuesets)]
+    flagged += [r for r in imported if r is not None]
     for resource in flagged:
         warning = status_warning(resource)
-        if warning and (resource is not vs or warning in ("withdrawn", "deprecated")):
+        if warning and (resource.get("resourceType") == "CodeSystem" or warning in ("withdrawn", "deprecated")):
             parameters.append({"name": f"warning-{warning}", "valueUri": _canonical_of(resource)})
     if parameters:
         expansion["parameter"] = parameters

@@ -8,6 +8,7 @@ registers these functions; nothing here knows about HTTP.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from changbai.errors import InvalidInput
@@ -51,11 +52,25 @@ def _canonicals(values: list[Any]) -> dict[str, str]:
     return out
 
 
+#: BCP 47 language tags as displayLanguage and Accept-Language carry them ('*' is any language).
+_LANGUAGE_TAG = re.compile(r"\*|[A-Za-z]{1,8}(-[A-Za-z0-9]{1,8})*")
+
+
 def options(inputs: Inputs, *, accept_language: str | None = None) -> Options:
     langs = inputs.get("displayLanguage") or accept_language
     display_languages = []
     for part in (langs or "").split(","):
         tag, _, quality = part.partition(";")
+        if inputs.get("displayLanguage") and not _LANGUAGE_TAG.fullmatch(tag.strip()):
+            raise TxError(
+                TxIssue(
+                    "error",
+                    "processing",
+                    "invalid-display",
+                    f"Invalid displayLanguage: '{inputs.get('displayLanguage')}'",
+                ),
+                status=400,
+            )
         if tag.strip() == "*" and quality.replace(" ", "") == "q=0":
             display_languages.append("-*")  # no fallback to other languages
         elif tag.strip():
@@ -128,6 +143,10 @@ def _with_defaults(inputs: Inputs, vs: Resource, accept_language: str | None) ->
         name = parts.get("name")
         if name in _ECHO and name not in inputs and name not in extra:
             extra[name] = parts.get("value")
+    return _merged(inputs, extra)
+
+
+def _merged(inputs: Inputs, extra: dict[str, Any]) -> Inputs:
     if not extra:
         return inputs
     merged = Inputs(None)
@@ -188,6 +207,9 @@ def validate_code(
     source = _request_source(source, inputs)
     vs = _value_set(source, inputs, valueset)
     _check_supplements(source, inputs, vs)
+    inputs = _with_defaults(inputs, vs, accept_language)
+    if "displayLanguage" not in inputs and vs.get("language"):  # the value set's own language rules displays
+        inputs = _merged(inputs, {"displayLanguage": vs["language"]})
     return _validate(source, inputs, vs, None, accept_language)
 
 
@@ -216,6 +238,7 @@ def _validate(
         "cs_url": cs_url,
         "lenient_display": inputs.bool("lenient-display-validation"),
         "abstract_ok": inputs.bool("abstract", True),
+        "membership_only": inputs.bool("valueset-membership-only"),
     }
     if inputs.get("codeableConcept") is not None:
         return validate(source, vs, codeable_concept=inputs.get("codeableConcept"), mode="cc", **common)

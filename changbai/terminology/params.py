@@ -89,10 +89,13 @@ class TxIssue:
         issue: dict[str, Any] = {}
         issue["severity"] = self.severity
         issue["code"] = self.code
-        issue["details"] = {"coding": [{"system": TX_ISSUE_TYPE, "code": self.tx_code}], "text": self.text}
+        issue["details"] = {"text": self.text}
+        if self.tx_code:
+            issue["details"] = {"coding": [{"system": TX_ISSUE_TYPE, "code": self.tx_code}], "text": self.text}
         if self.path:
             issue["location"] = [self.path]
             issue["expression"] = [self.path]
+        issue.update(self.extra)  # e.g. diagnostics
         return issue
 
 

@@ -29,6 +29,8 @@ from changbai.terminology.source import TerminologySource, split_canonical, vers
 
 Resource = dict[str, Any]
 CANNOT_VALIDATE = "the code cannot be validated"
+_VS_DEPRECATED = "http://hl7.org/fhir/StructureDefinition/valueset-deprecated"
+_STANDARDS_STATUS = "http://hl7.org/fhir/StructureDefinition/structuredefinition-standards-status"
 
 
 @dataclass
@@ -65,6 +67,40 @@ class Validator:
         self.abstract_ok = abstract_ok
         self.expander = Expander(source, opts)
         self.results: list[CodingResult] = []
+        self.missing_vs: list[str] = []  # imported value sets that do not resolve: membership is unknowable
+        self.imported: list[Resource] = []
+
+    def check_imports(self, vs: Resource, pathway: tuple[str, ...] = ()) -> None:
+        """Walk the value sets a value set imports (include and exclude): a cycle makes the definition
+        invalid (an error whatever the code), an unresolvable import makes membership unknowable."""
+        ident = f"{vs.get('url', '')}|{vs.get('version', '')}"
+        compose = vs.get("compose") or {}
+        for part in ("include", "exclude"):
+            for inc in compose.get(part, []):
+                for canonical in inc.get("valueSet", []):
+                    try:
+                        imported = self.expander.value_set(canonical, ("import",))
+                    except TxError:
+                        if canonical not in self.missing_vs:
+                            self.missing_vs.append(canonical)
+                        continue
+                    if all(imported is not seen for seen in self.imported):
+                        self.imported.append(imported)
+                    target = f"{imported.get('url', '')}|{imported.get('version', '')}"
+                    if target in (*pathway, ident):
+                        verb = "excluding" if part == "exclude" else "including"
+                        raise TxError(
+                            TxIssue(
+                                "error",
+                                "processing",
+                                "vs-invalid",
+                                f"Found a circularity pointing to {target} processing ValueSet with pathway "
+                                f"[{', '.join((*pathway, ident))}]",
+                                message_id="VALUESET_CIRCULAR_REFERENCE",
+                                extra={"diagnostics": f"Cyclic reference detected when {verb} {target}"},
+                            )
+                        )
+                    self.check_imports(imported, (*pathway, ident))
 
     # membership
     def includes_for(self, vs: Resource, system: str, pathway: tuple[str, ...] = ()) -> list[dict[str, Any]]:
@@ -410,6 +446,18 @@ class Validator:
                         "STATUS_CODE_WARNING_CODE",
                     )
                 )
+            if r.in_vs and self._deprecated_in(vs, system, concept.code):
+                r.issues.append(
+                    TxIssue(
+                        "warning",
+                        "business-rule",
+                        "code-comment",
+                        f"The presence of the concept '{concept.code}' in the system '{system}' in the value set "
+                        f"{vs_label} is marked with a status of deprecated and its use should be reviewed",
+                        _p(prefix, "code"),
+                        "DEPRECATED_CONCEPT_IN_VALUESET",
+                    )
+                )
             if not r.in_vs and mismatch_spec is None:
                 ok = False
                 r.issues.append(
@@ -454,6 +502,21 @@ class Validator:
         r.valid = ok and not any(i.severity == "error" for i in r.issues)
         return r
 
+    def _deprecated_in(self, vs: Resource, system: str, code: str) -> bool:
+        """The value set lists the concept with a deprecation mark (valueset-deprecated, or a standards
+        status of deprecated on the include's concept entry)."""
+        for inc in self.includes_for(vs, system):
+            for c in inc.get("concept", []):
+                if c.get("code") != code:
+                    continue
+                for ext in c.get("extension", []):
+                    url, value = ext.get("url"), ext.get("valueBoolean", ext.get("valueCode"))
+                    if url == _VS_DEPRECATED and value in (True, "true"):
+                        return True
+                    if url == _STANDARDS_STATUS and value == "deprecated":
+                        return True
+        return False
+
     def _system_has(self, system: str, code: str) -> bool:
         idx = load_index(self.source, system, None)
         return idx is not None and idx.get(code) is not None
@@ -476,7 +539,17 @@ class Validator:
         ):
             return None
         if not wanted and any(v == display for v, _ in choices):
-            return None
+            # right for the code system's own language, but nothing exists in the one asked for: say so
+            return TxIssue(
+                "information",
+                "invalid",
+                "invalid-display",
+                f"There are no valid display names found for the code {entry.system}#{concept.code} for "
+                f"language(s) '{','.join(langs)}'. The display is '{display}' which is a valid display for the "
+                "default language",
+                _p(prefix, "display"),
+                "NO_VALID_DISPLAY_FOUND_LANG_SOME",
+            )
         severity = "warning" if self.lenient_display else "error"
         norm = _ws(display)
         lang_label = ",".join(langs) if langs else "--"
@@ -571,6 +644,8 @@ def validate(
     out: list[dict[str, Any]] = []
     issues: list[TxIssue] = []
     unknown: list[str] = []
+    if vs is not None:
+        v.check_imports(vs)
     if codeable_concept is not None:
         results = []
         for i, c in enumerate(codeable_concept.get("coding", [])):
@@ -580,11 +655,11 @@ def validate(
         ]
         chosen = found[0] if found else next((r for r in results if r.concept is not None), None)
         for r in results:
-            issues.extend(r.issues)
+            # once a coding is in the value set, a known coding outside it is no news; an unknown one still is
+            known_outside = bool(found) and r.concept is not None
+            issues.extend(i for i in r.issues if not (known_outside and i.tx_code == "this-code-not-in-vs"))
             unknown.extend(r.unknown_systems)
-        if found:
-            issues = [i for i in issues if i.tx_code != "this-code-not-in-vs"]
-        elif vs is not None and results and not any(r.include_unresolved for r in results):
+        if not found and vs is not None and results and not any(r.include_unresolved for r in results):
             issues.insert(
                 0,
                 TxIssue(
@@ -597,11 +672,6 @@ def validate(
         result = bool(found) and not any(i.severity == "error" for i in issues)
         if found:
             _describe(out, chosen)  # type: ignore[arg-type]
-        elif chosen is not None:  # known code, but in no include of the value set: only what it resolved to
-            if chosen.version:
-                out.append({"name": "version", "valueString": chosen.version})
-            if chosen.display:
-                out.append({"name": "display", "valueString": chosen.display})
         out.append({"name": "codeableConcept", "valueCodeableConcept": codeable_concept})
     else:
         prefix = "Coding" if mode == "coding" else ""
@@ -613,11 +683,30 @@ def validate(
             out.append({"name": "code", "valueCode": r.code})
         if r.concept is not None or r.system:
             _describe(out, r, code=False)
+    if membership_only:  # the caller asks whether the value set holds the code, nothing else
+        issues = [i for i in issues if i.tx_code in ("not-in-vs", "this-code-not-in-vs", "not-found")]
+        result = result or (codeable_concept is not None and bool(found))
+    if v.missing_vs:  # the value set cannot be evaluated: that is the answer, not the code's membership
+        issues = [
+            TxIssue(
+                "error",
+                "not-found",
+                "not-found",
+                f"A definition for the value Set '{canonical}' could not be found",
+                message_id="Unable_to_resolve_value_Set_",
+            )
+            for canonical in v.missing_vs
+        ]
+        unknown = []
+        result = False
+        if codeable_concept is not None:
+            out = [{"name": "codeableConcept", "valueCodeableConcept": codeable_concept}]
     referenced = [vs] if vs is not None else []
     referenced += [r.index.resource for r in v.results if r.index is not None]
+    referenced += v.imported
     for resource in {id(x): x for x in referenced}.values():
         warning = status_warning(resource)
-        if warning and (resource is not vs or warning in ("withdrawn", "deprecated")):
+        if warning and (resource.get("resourceType") == "CodeSystem" or warning in ("withdrawn", "deprecated")):
             issues.append(
                 TxIssue(
                     "information",
@@ -629,6 +718,8 @@ def validate(
     out.append({"name": "result", "valueBoolean": bool(result)})
     if issues:
         messages = sorted({i.text for i in issues}) if not result else []
+        if result and all(i.severity == "information" for i in issues):
+            messages = sorted({i.text for i in issues if i.tx_code == "invalid-display"})
         messages = (
             sorted(
                 {
@@ -636,6 +727,7 @@ def validate(
                     for i in issues
                     if i.severity != "information"
                     and not (i.severity == "warning" and i.tx_code in ("vs-invalid", "invalid-code"))
+                    and i.message_id != "DEPRECATED_CONCEPT_IN_VALUESET"  # a note on the value set, not the code
                 }
             )
             or messages
