@@ -147,7 +147,10 @@ def unknown_system_text(source: TerminologySource, url: str, version: str | None
             f"Valid versions: {' or '.join(versions)}"
         )
     if version:
-        return f"A definition for CodeSystem '{url}' version '{version}' could not be found, so {purpose}"
+        return (
+            f"A definition for CodeSystem '{url}' version '{version}' could not be found, so {purpose}. "
+            "No versions of this code system are known"
+        )
     return f"A definition for CodeSystem '{url}' could not be found, so {purpose}"
 
 

@@ -74,6 +74,11 @@ class Validator:
         """Walk the value sets a value set imports (include and exclude): a cycle makes the definition
         invalid (an error whatever the code), an unresolvable import makes membership unknowable."""
         ident = f"{vs.get('url', '')}|{vs.get('version', '')}"
+        for inner in vs.get("contained", []):  # '#id' imports name contained value sets
+            if inner.get("resourceType") == "ValueSet":
+                self.expander.contained.setdefault(f"#{inner.get('id')}", inner)
+                if inner.get("url"):
+                    self.expander.contained.setdefault(inner["url"], inner)
         compose = vs.get("compose") or {}
         for part in ("include", "exclude"):
             for inc in compose.get(part, []):
@@ -277,7 +282,12 @@ class Validator:
                     "UNKNOWN_CODESYSTEM_VERSION",
                 )
             )
-            r.unknown_systems.append(f"{system}|{coding_version}")
+            if self.source.versions("CodeSystem", system):
+                r.unknown_systems.append(f"{system}|{coding_version}")
+            else:  # no version of it at all: the system itself is what is unknown
+                r.unknown_systems.append(system)
+                if not includes:
+                    r.unknown_outside.append(system)
             if index is not None and res.source_of_spec in ("latest",) and vs is not None:
                 r.issues.append(
                     TxIssue(
@@ -339,11 +349,34 @@ class Validator:
                 TxIssue("error", "invalid", "vs-invalid", text, _p(prefix, "version"), "VALUESET_VALUE_MISMATCH")
             )
         if index is None:
-            index = coding_index or load_index(self.source, system, self.opts.default_versions.get(system))
+            wanted = self.opts.check_versions.get(system) or self.opts.default_versions.get(system)
+            index = coding_index or load_index(self.source, system, wanted)
             if index is None and (res.spec or coding_version):
                 index = load_index(self.source, system, None)
         if index is None:
-            if not r.unknown_systems:
+            if not r.unknown_systems and self.source.value_set(system, None) is not None:
+                r.issues.append(
+                    TxIssue(
+                        "error",
+                        "invalid",
+                        "invalid-data",
+                        f"The Coding references a value set, not a code system ('{system}')",
+                        _p(prefix, "system"),
+                        "Terminology_TX_System_ValueSet2",
+                    )
+                )
+            elif not r.unknown_systems:
+                if not re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", system):
+                    r.issues.append(
+                        TxIssue(
+                            "error",
+                            "invalid",
+                            "invalid-data",
+                            f"{prefix or 'Coding'}.system must be an absolute reference, not a local reference",
+                            _p(prefix, "system"),
+                            "Terminology_TX_System_Relative",
+                        )
+                    )
                 r.issues.append(
                     TxIssue(
                         "error",
@@ -490,11 +523,16 @@ class Validator:
                     "error",
                     "business-rule",
                     "code-rule",
-                    f"The code '{concept.code}' is abstract, and not allowed in this context",
+                    f"Code '{system}#{concept.code}' is abstract, and not allowed in this context",
                     _p(prefix, "code"),
                     "ABSTRACT_CODE_NOT_ALLOWED",
                 )
             )
+            if vs is not None and r.in_vs:  # not a member where abstract codes are not allowed
+                r.in_vs = False
+                r.issues.append(
+                    _not_in_vs(_shown_code(system, coding_version, code, display), vs_label, _p(prefix, "code"), in_cc)
+                )
         if display is not None:
             issue = self._check_display(entry, display, prefix)
             if issue is not None:
