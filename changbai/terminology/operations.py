@@ -233,7 +233,7 @@ def _validate(
     source: TerminologySource, inputs: Inputs, vs: Resource | None, cs_url: str | None, accept_language: str | None
 ) -> Resource:
     opts = options(inputs, accept_language=accept_language)
-    common = {
+    common: dict[str, Any] = {
         "opts": opts,
         "cs_url": cs_url,
         "lenient_display": inputs.bool("lenient-display-validation"),
@@ -373,7 +373,7 @@ def lookup(
     for rel, codes in (("parent", concept.parents), ("child", concept.children)):
         if want(rel):
             for c in codes:
-                part = [{"name": "code", "valueCode": rel}, {"name": "value", "valueCode": c}]
+                part: list[dict[str, Any]] = [{"name": "code", "valueCode": rel}, {"name": "value", "valueCode": c}]
                 if index.concepts[c].display:
                     part.append({"name": "description", "valueString": index.concepts[c].display})
                 out.append({"name": "property", "part": part})

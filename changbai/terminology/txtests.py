@@ -471,24 +471,26 @@ def summary(results: list[Outcome]) -> str:
 
 
 def record(results: list[Outcome], path: Path, passed_http: int | None = None) -> None:
-    """Write the known-failures file: the pass figure and every failing test grouped by suite, keeping the
-    reasons already written for each suite (a new suite gets a placeholder to be explained)."""
+    """Write the known-failures file: the pass figures and every failing test grouped by cause. A test keeps
+    the cause it was filed under; a newly failing one goes to 'unexplained' until someone files it."""
     old = json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
-    reasons = {g["suite"]: g["reason"] for g in old.get("failures", [])}
-    groups: dict[str, dict[str, str]] = {}
+    groups = old.get("failures", [])
+    cause_of = {name: g["cause"] for g in groups for name in g.get("tests", {})}
+    reasons = {g["cause"]: g["reason"] for g in groups}
+    filed: dict[str, dict[str, str]] = {}
     for r in results:
         if not r.passed:
-            groups.setdefault(r.suite, {})[r.name] = r.message[:300]
+            filed.setdefault(cause_of.get(r.name, "unexplained"), {})[r.name] = r.message[:300]
+    reasons.setdefault("unexplained", "to be explained")
     data = {
-        "about": "Tests of the HL7 tx-ecosystem suite (mode general and mode-less) that the engine does not pass, "
-        "with the reason per suite and the first difference per test. Regenerate with "
-        "`python -m changbai.terminology.txtests ROOT --record FILE`.",
+        "about": old.get("about", "Failing tests of the HL7 tx-ecosystem suite, grouped by cause."),
         "total": len(results),
         "passed": sum(r.passed for r in results),
         "passed_http": passed_http if passed_http is not None else old.get("passed_http", 0),
         "failures": [
-            {"suite": suite, "reason": reasons.get(suite, "to be explained"), "tests": tests}
-            for suite, tests in sorted(groups.items())
+            {"cause": cause, "reason": reasons[cause], "tests": filed[cause]}
+            for cause in [*reasons, *sorted(set(filed) - set(reasons))]
+            if cause in filed
         ],
     }
     path.write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")

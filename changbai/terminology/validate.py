@@ -244,7 +244,12 @@ class Validator:
                         "error",
                         "not-found",
                         "cannot-infer",
-                        f"The System URI could not be determined for the code '{code}' in the ValueSet '{vs_label}'",
+                        f"The System URI could not be determined for the code '{code}' in the ValueSet '{vs_label}'"
+                        + (
+                            f": value set expansion has multiple matches: [{', '.join(candidates)}]"
+                            if len(candidates) > 1
+                            else ""
+                        ),
                         _p(prefix, "code"),
                     )
                 )
