@@ -40,7 +40,11 @@ def validate(resource: Any, *, path: str | None = None, binding_checker: Binding
 
 def check(resource: Any, *, binding_checker: BindingChecker | None = None) -> list[Issue]:
     """Raise :class:`InvalidResource` when the resource has errors; return the warnings otherwise."""
-    issues = validate(resource, binding_checker=binding_checker)
+    return judge(validate(resource, binding_checker=binding_checker))
+
+
+def judge(issues: list[Issue]) -> list[Issue]:
+    """Raise :class:`InvalidResource` when ``issues`` hold an error; return them (the warnings) otherwise."""
     errors = [i for i in issues if i.severity in ("error", "fatal")]
     if errors:
         raise InvalidResource(errors[0].diagnostics, issues=errors)

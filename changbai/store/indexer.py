@@ -250,12 +250,21 @@ STRATEGIES: dict[str, Callable[[list[Item]], Iterable[Row]]] = {
 }
 
 
-def index_rows(resource: dict[str, Any]) -> dict[str, list[Row]]:
-    """All index rows of a resource, by parameter type (table). ``rid`` is added by the caller."""
+META = frozenset({"meta"})
+
+
+def index_rows(resource: dict[str, Any], part: str = "all") -> dict[str, list[Row]]:
+    """All index rows of a resource, by parameter type (table). ``rid`` is added by the caller.
+
+    ``part`` "meta" gives only the rows of parameters on ``Resource.meta`` (_tag, _profile, _security,
+    _source) and "content" only the others, so that work done ahead on a resource's content (bulk load's
+    worker processes) can be completed once the pipeline has settled its meta."""
     rtype = resource["resourceType"]
     out: dict[str, list[Row]] = {k: [] for k in STRATEGIES}
     group = 0
     for code, param in registry().params(rtype).items():
+        if part != "all" and (param.roots == META) != (part == "meta"):
+            continue
         if param.type == "composite":
             group = _composite_rows(resource, param, out, group)
             continue

@@ -39,6 +39,17 @@ class Context:
 
 
 @dataclass
+class Ahead:
+    """Pure work done ahead, elsewhere, for exactly one resource content (bulk load's worker processes):
+    its validation issues and its index rows apart from meta. The pipeline uses them only while the
+    resource is still that content; anything a step changes is validated or indexed afresh."""
+
+    source: dict[str, Any]  # the parsed resource the work was done for
+    issues: list[Any]  # validation.validate's result, bindings included
+    rows: dict[str, list[dict[str, Any]]]  # indexer.index_rows(source, part="content")
+
+
+@dataclass
 class WriteOp:
     """One write as it moves through the pipeline."""
 
@@ -51,6 +62,7 @@ class WriteOp:
     version: int = 0  # the version being written (set by the store)
     last_updated: str = ""
     warnings: list[Any] = field(default_factory=list)
+    ahead: Ahead | None = None
 
 
 WriteStep = Callable[["Connection", Context, WriteOp], None]
@@ -66,6 +78,9 @@ class Pipeline:
     search: list[tuple[str, SearchStep]] = field(default_factory=list)
     #: checks coded values against their bindings during validation (set by the terminology module)
     binding_checker: validation.BindingChecker | None = None
+    #: makes an equivalent checker for another process from a database URL (a picklable module-level
+    #: function, set with ``binding_checker``), so that work done ahead validates the same way
+    binding_checker_factory: Callable[[str], validation.BindingChecker] | None = None
 
     def __post_init__(self) -> None:
         if not any(name == "validate" for name, _ in self.prepare):
@@ -74,7 +89,11 @@ class Pipeline:
     def validate_step(self, conn: Connection, ctx: Context, op: WriteOp) -> None:
         """R4 validation (structure, and bindings when a checker is set); errors refuse the write,
         warnings ride along in the outcome."""
-        if op.resource is not None:
+        if op.resource is None:
+            return
+        if op.ahead is not None and op.ahead.source is op.resource:
+            op.warnings.extend(validation.judge(op.ahead.issues))
+        else:
             op.warnings.extend(validation.check(op.resource, binding_checker=self.binding_checker))
 
     def add(self, phase: str, name: str, step: Any, *, before: str | None = None) -> None:

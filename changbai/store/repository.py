@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,7 +33,7 @@ from changbai.fhir.values import ms_to_instant, now_instant
 from changbai.store import schema as t
 from changbai.store.database import Database
 from changbai.store.indexer import index_rows
-from changbai.store.pipeline import Context, Pipeline, WriteOp
+from changbai.store.pipeline import Ahead, Context, Pipeline, WriteOp
 
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
@@ -409,9 +409,10 @@ class Unit:
         key = int.from_bytes(hashlib.sha256(f"{rtype}?{query}".encode()).digest()[:8], "big", signed=True)
         self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
-    def put_many(self, resources: list[dict[str, Any]]) -> list[Outcome]:
+    def put_many(self, resources: list[dict[str, Any]], ahead: Sequence[Ahead | None] | None = None) -> list[Outcome]:
         """Update-or-create many resources with their own ids in one batch (bulk load, federation):
-        the same pipeline per resource as :meth:`update`, with the SQL done in a few statements."""
+        the same pipeline per resource as :meth:`update`, with the SQL done in a few statements.
+        ``ahead`` (one per resource, when given) is validation and indexing done ahead in other processes."""
         by_key: dict[tuple[str, str], Any] = {}
         for rtype in {self._resource_type(r) for r in resources}:
             ids = [check_id(r.get("id"), f"{rtype}.id") for r in resources if r["resourceType"] == rtype]
@@ -420,7 +421,7 @@ class Unit:
                 by_key.update({(rtype, row.id): row for row in rows})
         items: list[tuple[WriteOp, Any]] = []
         seen: set[tuple[str, str]] = set()
-        for r in resources:
+        for n, r in enumerate(resources):
             key = (r["resourceType"], r["id"])
             if key in seen:
                 raise InvalidInput(f"{key[0]}/{key[1]} appears twice in one batch")
@@ -428,7 +429,8 @@ class Unit:
             cur = by_key.get(key)
             previous = self._content(cur.rid, cur.version) if cur is not None and not cur.deleted else None
             action = "update" if cur is not None else "create"
-            items.append((WriteOp(action, key[0], key[1], r, previous, method="PUT"), cur))
+            op = WriteOp(action, key[0], key[1], r, previous, method="PUT", ahead=ahead[n] if ahead else None)
+            items.append((op, cur))
         return self._write_many(items)
 
     def _write(self, op: WriteOp, cur: Any) -> Outcome:
@@ -516,7 +518,7 @@ class Unit:
                 }
             )
             if op.resource is not None:
-                for kind, index in index_rows(op.resource).items():
+                for kind, index in _index_rows(op).items():
                     for row in index:
                         row["rid"] = rid
                     self._index[kind].extend(index)
@@ -528,3 +530,21 @@ class Unit:
             status = "deleted" if deleted else ("created" if created else "updated")
             outcomes[i] = Outcome(status, Stored(op.rtype, op.id, version, ms, deleted, op.resource), op.warnings)
         return [o for o in outcomes if o is not None]
+
+
+def _index_rows(op: WriteOp) -> dict[str, list[dict[str, Any]]]:
+    """The index rows of the op's final content: from the work done ahead when the pipeline left the
+    content as it was (meta aside, whose rows are always computed here), else computed afresh."""
+    ahead = op.ahead
+    assert op.resource is not None
+    if ahead is None or _without_meta(op.resource) != _without_meta(ahead.source):
+        return index_rows(op.resource)
+    rows = index_rows(op.resource, part="meta")
+    for kind, found in ahead.rows.items():
+        rows[kind].extend(found)
+    op.ahead = None  # the rows are now the unit's (they get their rid); never reused
+    return rows
+
+
+def _without_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k != "meta"}

@@ -120,3 +120,11 @@ def binding_checker_for(repo: Repository | None = None) -> Any:
             )
 
     return checker
+
+
+def binding_checker_for_url(database_url: str) -> Any:
+    """The same checker in another process (bulk load's workers), reading the store at ``database_url``."""
+    from changbai.store.database import Database
+    from changbai.store.repository import Repository
+
+    return binding_checker_for(Repository(Database(database_url, migrate=False)))

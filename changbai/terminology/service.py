@@ -157,9 +157,10 @@ def token_expander(repo: Repository) -> Callable[[str, str], list[tuple[str | No
 
 def install(platform: Platform) -> None:
     """Register the operations and plug the binding checker and token expander into fhir / store."""
-    from changbai.terminology.binding import binding_checker_for
+    from changbai.terminology.binding import binding_checker_for, binding_checker_for_url
 
     for op in operation_table():
         platform.router.register(op)
     platform.repo.token_expander = token_expander(platform.repo)
     platform.repo.pipeline.binding_checker = binding_checker_for(platform.repo)
+    platform.repo.pipeline.binding_checker_factory = binding_checker_for_url

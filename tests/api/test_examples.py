@@ -1,5 +1,6 @@
 """Every valid example of the R4 specification is accepted and reads back equal (apart from meta),
-through PUT with its own id and through transaction bundles, on SQLite and PostgreSQL."""
+through PUT with its own id on SQLite and PostgreSQL, and through transaction bundles (every example on
+SQLite; on PostgreSQL, whose bundle path is the same code, every fourth, to keep the suite short)."""
 
 from __future__ import annotations
 
@@ -33,8 +34,10 @@ def test_put_every_example_and_read_it_back(client):
     assert len(examples) - len(rejected) >= 5290
 
 
-def test_transaction_bundles_of_examples(client):
+def test_transaction_bundles_of_examples(client, database_url):
     examples = [(n, r) for n, r in load_examples() if n not in KNOWN_INVALID and n != "ig-r4.json"]
+    if not database_url.startswith("sqlite"):
+        examples = examples[::4]
     for chunk in _chunks(examples, entries=100, max_bytes=16_000_000):
         bundle = {
             "resourceType": "Bundle",
