@@ -50,15 +50,28 @@ def validate_op(
 def everything_op(
     router: Router, unit: Unit, req: FhirRequest, rtype: str | None, id: str | None, params: dict[str, Any] | None
 ) -> FhirResponse:
-    """Patient/[id]/$everything: the patient and its compartment, paged like a search."""
+    """Patient/[id]/$everything: the patient and its compartment, paged like a search. An id that is not a
+    stored Patient may be a golden record (``router.hooks.persons``): then the union of its source
+    records' compartments, with the golden Patient first. Either way it runs as one search, so the
+    search steps (access scope, consent) narrow it exactly as they narrow any search."""
+    from sqlalchemy import or_
+
     from changbai.api.router import FhirResponse
     from changbai.fhir.searchparams import compartments
 
     assert rtype == "Patient" and id is not None
-    unit.read("Patient", id)  # 404 / 410 as a read would
+    head, ids = None, [id]
+    if not unit.exists("Patient", id):
+        for resolve in router.hooks.persons:
+            found = resolve(unit, id)
+            if found is not None:
+                head, ids = found
+                break
+    if head is None:
+        unit.read("Patient", id)  # 404 / 410 as a read would
     types = sorted({t for t, p in compartments()["Patient"].items() if p} | {"Patient"})
     query: list[tuple[str, str]] = [("_type", ",".join(types))]
-    for key in ("_count", "_offset", "_since", "_type"):
+    for key in ("_count", "_offset", "_cursor", "_since", "_type"):
         value = param_value(params, key)
         if value is not None:
             if key == "_since":
@@ -67,8 +80,15 @@ def everything_op(
                 query[0] = ("_type", value)
             else:
                 query.append((key, str(value)))
-    result = unit.search(None, query, restrict=compartment_condition("Patient", id, types))
+    restrict = or_(*(compartment_condition("Patient", i, types) for i in ids))
+    result = unit.search(None, query, restrict=restrict)
     bundle = router.searchset(result, unit.ctx, f"Patient/{id}/$everything")
+    if head is not None and "Patient" in result.request.types:
+        if "total" in bundle:
+            bundle["total"] += 1
+        if not result.request.offset and result.request.cursor is None:  # the golden record opens page one
+            entry = {"fullUrl": f"{unit.ctx.base_url.rstrip('/')}/Patient/{id}", "resource": head}
+            bundle["entry"] = [{**entry, "search": {"mode": "match"}}, *bundle.get("entry", [])]
     return FhirResponse(200, bundle)
 
 

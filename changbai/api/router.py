@@ -87,6 +87,9 @@ class RequestObserver(Protocol):
 
 BeforeHook = Callable[[FhirRequest, Context], "FhirResponse | None"]
 AfterHook = Callable[[FhirRequest, Context, FhirResponse], None]
+#: (unit, id) -> (a Patient to show for the id, the stored Patient ids it stands for), or None when the id
+#: is not one the hook knows (the master index's golden records: one person, many source records).
+PersonResolver = Callable[[Unit, str], "tuple[dict[str, Any], list[str]] | None"]
 
 
 @dataclass
@@ -95,12 +98,14 @@ class RouterHooks:
 
     ``before`` runs ahead of each interaction (top-level requests and every bundle entry) and may answer
     instead or raise; ``after`` sees each successful interaction's response and may filter it in place;
-    ``observers`` see each top-level request once, after errors have become responses (for audit).
+    ``observers`` see each top-level request once, after errors have become responses (for audit);
+    ``persons`` resolve a Patient id that is not stored (a golden record) for ``Patient/[id]/$everything``.
     """
 
     before: list[BeforeHook] = field(default_factory=list)
     after: list[AfterHook] = field(default_factory=list)
     observers: list[RequestObserver] = field(default_factory=list)
+    persons: list[PersonResolver] = field(default_factory=list)
 
 
 class Router:

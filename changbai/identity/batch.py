@@ -109,10 +109,10 @@ def auto_links(pairs: pd.DataFrame, model: MatchModel) -> pd.DataFrame:
         for field, listed in guard.unless.items():
             hit &= ~_level_in(pairs, field, listed)
         if guard.name_scripts is not None:
-            allowed = set(guard.name_scripts)
+            scripts = set(guard.name_scripts)
             for side in ("l", "r"):
                 column = pairs[f"name_script_{side}"]
-                hit &= np.array([(None if v is None or v != v else v) in allowed for v in column], dtype=bool)
+                hit &= np.array([(None if v is None or v != v else v) in scripts for v in column], dtype=bool)
         keep &= ~hit
     return pairs[keep]
 

@@ -23,6 +23,13 @@ def rules() -> dict[str, list[str]]:
     return {r["name"]: r["columns"] for r in json.loads(text)["rules"]}
 
 
+@lru_cache(maxsize=1)
+def training_rules() -> dict[str, list[str]]:
+    """The rules EM trains on, one session each (those not marked ``"train": false``)."""
+    text = resources.files("changbai.identity").joinpath("data/blocking.json").read_text(encoding="utf-8")
+    return {r["name"]: r["columns"] for r in json.loads(text)["rules"] if r.get("train", True)}
+
+
 def blocking_row(p: NormalisedPatient) -> dict[str, Any]:
     """`to_row` plus the derived columns the blocking rules use."""
     row = to_row(p)
@@ -32,7 +39,19 @@ def blocking_row(p: NormalisedPatient) -> dict[str, Any]:
     row["birth_year"] = p.birth_date[:4] if p.birth_date else None
     row["place"] = p.county or p.postal_code
     row["initial"] = n.plain[:1] if n else None
+    for i, part in enumerate(id_parts(p.id_number), start=1):
+        row[f"id_part_{i}"] = part
     return row
+
+
+def id_parts(number: str | None) -> tuple[str | None, str | None, str | None]:
+    """The ID number with each of its thirds left out in turn: one mistyped or swapped digit leaves at
+    least one of the three equal, and each keeps two thirds of the number, so blocks stay small (for a
+    resident ID the region, birth date and sequence are still in every key)."""
+    if not number or len(number) < 6:
+        return None, None, None
+    a, b = len(number) // 3, 2 * len(number) // 3
+    return f"-{number[a:]}", f"{number[:a]}-{number[b:]}", f"{number[:b]}-"
 
 
 def keys(row: dict[str, Any], extra_phones: tuple[str, ...] = ()) -> list[str]:

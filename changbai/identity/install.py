@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from changbai.identity.operations import operations
-from changbai.identity.registry import identify_step
+from changbai.identity.registry import identify_step, resolve_person
 
 if TYPE_CHECKING:
     from changbai.api.app import Platform
@@ -16,5 +16,6 @@ if TYPE_CHECKING:
 
 def install(platform: Platform) -> None:
     platform.repo.pipeline.add("prepare", "identify", identify_step)
+    platform.router.hooks.persons.append(resolve_person)  # Patient/[golden id]/$everything: the whole person
     for op in operations():
         platform.router.register(op)

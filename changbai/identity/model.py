@@ -11,6 +11,7 @@ probability = 2^w / (1 + 2^w).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -41,7 +42,7 @@ class FieldParams:
     m: list[float]
     u: list[float]
     #: level -> m fixed by domain knowledge (EM leaves it; the other levels share the rest).
-    fixed_m: dict[str, float] = field(default_factory=dict)
+    fixed_m: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def set_m(self, m: list[float]) -> None:
         if not self.fixed_m:

@@ -304,18 +304,17 @@ def operations() -> list[Operation]:
 
 
 def golden_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, id: str | None, params: Any) -> Any:
-    """Patient/[id]/$empi-golden: the golden record of the person this source record belongs to."""
+    """Patient/[id]/$empi-golden: the golden record of the person a source record belongs to, or of the
+    person whose golden id this is; built from the source records the reader may read."""
     from changbai.api.router import FhirResponse
-    from changbai.identity.golden import golden_record
+    from changbai.identity.golden import person_view
 
     assert id is not None
-    unit.read("Patient", id)  # 404 / 410 as a read would
     registry = Registry(unit.conn)
-    person = registry.person_of(id) or id
-    sources = []
-    for rec in registry.records_of(person) or [id]:
-        try:
-            sources.append(unit.read("Patient", rec).resource)
-        except NotFound:
-            continue
-    return FhirResponse(200, golden_record(person, [s for s in sources if s]))
+    if unit.exists("Patient", id) or not registry.records_of(id):
+        unit.read("Patient", id)  # 404 / 410 (or refused) as a read would
+        person = registry.person_of(id) or id
+    else:
+        person = id
+    golden, _ = person_view(unit, person, registry.records_of(person) or [id])
+    return FhirResponse(200, golden)

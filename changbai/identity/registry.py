@@ -111,7 +111,7 @@ class Registry:
             best = links[0]
             person = self.person_of(best.key) or best.key
         elif previous is None:
-            person = patient.key
+            person = self._new_person(patient.key)
         self.index.add(row, keys, person)
         if person != previous:
             self.conn.execute(update(t.record).where(t.record.c.patient == patient.key).values(person=person))
@@ -141,8 +141,8 @@ class Registry:
     def unlink(self, patient: str, actor: str | None = None) -> str:
         """Take ``patient`` out of its person into a person of its own (undoes a wrong link)."""
         previous = self._require(patient)
-        if previous != patient or len(self.records_of(previous)) > 1:
-            new = patient if previous != patient else f"{patient}~{_now()}"
+        if len(self.records_of(previous)) > 1:
+            new = self._new_person(patient)
             self.conn.execute(update(t.record).where(t.record.c.patient == patient).values(person=new))
             self._event(patient, new, previous, "unlink", None, actor)
             return new
@@ -190,6 +190,17 @@ class Registry:
         self._close_review(a, b, "distinct")
 
     # ------------------------------------------------------------------------------------- helpers
+    def _new_person(self, founder: str) -> str:
+        """A new person's id, which is also its golden record's id: ``golden-`` and a hash of the record
+        that founds it (so a rematch that replays the same registrations gives the same ids), never a
+        stored Patient's id, a valid FHIR id whatever the founder's length."""
+        base = "golden-" + hashlib.sha256(founder.encode()).hexdigest()[:24]
+        person, n = base, 0
+        while self.conn.execute(select(t.record.c.patient).where(t.record.c.person == person).limit(1)).first():
+            n += 1
+            person = f"{base}-{n}"
+        return person
+
     def _require(self, patient: str) -> str:
         person = self.person_of(patient)
         if person is None:
@@ -224,7 +235,9 @@ class Registry:
                 other=other or (result.key if result else None),
                 probability=result.probability if result else None,
                 actor=actor,
-                detail=json.dumps(detail if detail is not None else result.levels) if (detail or result) else None,
+                detail=json.dumps(detail if detail is not None else result.levels if result else None)
+                if (detail or result)
+                else None,
             )
         )
 
@@ -276,6 +289,15 @@ def identify_step(conn: Connection, ctx: Any, op: Any) -> None:
     for warning in patient.warnings:
         op.warnings.append(Issue(warning, "business-rule", "warning", ["Patient.identifier"]))
     registry.register(patient, actor)
+
+
+def resolve_person(unit: Any, id: str) -> tuple[dict[str, Any], list[str]] | None:
+    """Router hook (``hooks.persons``): a golden record's id -> the golden Patient and its source
+    records the reader may read, for ``Patient/[id]/$everything``; None for an id that is no person."""
+    from changbai.identity.golden import person_view
+
+    records = Registry(unit.conn).records_of(id)
+    return person_view(unit, id, records) if records else None
 
 
 _MANUAL = ("link", "unlink", "merge", "unmerge")

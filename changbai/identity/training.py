@@ -45,7 +45,7 @@ def vectors(rows: Sequence[dict[str, Any]], pairs: Iterable[tuple[int, int]]) ->
 
 def random_pairs(n: int, count: int, seed: int = 1) -> list[tuple[int, int]]:
     rng = random.Random(seed)
-    pairs = set()
+    pairs: set[tuple[int, int]] = set()
     while len(pairs) < min(count, n * (n - 1) // 2):
         i, j = rng.randrange(n), rng.randrange(n)
         if i != j:
@@ -75,7 +75,7 @@ def fit(
     start_m = {f.field: list(f.m) for f in model.fields}
     estimates: dict[str, list[list[float]]] = defaultdict(list)
     sessions = []
-    for rule, columns in blocking.rules().items():
+    for rule, columns in blocking.training_rules().items():
         pairs = blocked_pairs(rows, only=rule)
         if len(pairs) < 50:
             continue
@@ -113,6 +113,9 @@ def fit(
 #: Which compared field each blocking column belongs to (a rule on it makes that field agree).
 _COLUMN_FIELD = {
     "id_number": "id_number",
+    "id_part_1": "id_number",
+    "id_part_2": "id_number",
+    "id_part_3": "id_number",
     "phone": "household",
     "address": "household",
     "place": "household",

@@ -5,11 +5,8 @@ from __future__ import annotations
 import threading
 
 import httpx
-import pytest
 
-from changbai.identity.install import install
 from changbai.identity.residentid import check_character
-from tests.conftest import LiveServer, free_port
 
 RID = "urn:oid:2.16.156.10011.1.3"
 MATCH_GRADE = "http://hl7.org/fhir/StructureDefinition/match-grade"
@@ -35,23 +32,6 @@ def registration(facility: str, mrn: str, **over) -> dict:
     }
     p.update(over)
     return {k: v for k, v in p.items() if v not in ([], None)}  # an empty list means "leave it out"
-
-
-@pytest.fixture
-def empi_platform(settings):
-    from changbai.api.app import create_platform
-
-    p = create_platform(settings, extensions=[install])
-    yield p
-    p.db.dispose()
-
-
-@pytest.fixture
-def fhir(empi_platform):
-    live = LiveServer(empi_platform.build_app(), free_port()).start()
-    with httpx.Client(base_url=live.fhir, timeout=60, headers={"accept": "application/fhir+json"}) as c:
-        yield c
-    live.stop()
 
 
 def create(fhir: httpx.Client, resource: dict) -> dict:
