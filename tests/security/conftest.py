@@ -105,6 +105,7 @@ ACCOUNTS: dict[str, dict[str, Any]] = {
     "regulatorProv": {"role": "regulator", "region": "220000"},
     "operator1": {"role": "operator"},
     "hisA": {"role": "integration", "organization": "hospA", "kind": "client"},
+    "node220102": {"role": "node", "region": "220102", "kind": "client"},
 }
 
 

@@ -50,6 +50,8 @@ MATRIX = [
     ("operator1", "Observation/obs2", 200),
     ("hisA", "Observation/obs1", 200),
     ("hisA", "Observation/obs2", 404),
+    # a child platform node sends its changes up but reads nothing through the API
+    ("node220102", "Observation/obs1", 403),
     # directories are not personal data
     ("clinC", "Organization/hospA", 200),
     ("resident2", "Practitioner/drA", 200),
