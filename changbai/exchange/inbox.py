@@ -9,7 +9,6 @@ now) or the committed row (and gets the stored ACK): exactly one result.
 
 from __future__ import annotations
 
-import queue
 import threading
 import time
 from collections.abc import Callable
@@ -20,14 +19,24 @@ import orjson
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
-from changbai.errors import NotFound
+from changbai.errors import ChangbaiError, InvalidInput, NotFound, PreconditionFailed
 from changbai.exchange import er7
 from changbai.exchange.intake import Duplicate, InboxRecord
 from changbai.exchange.tables import clock, inbox
 from changbai.store.pipeline import Context
-from changbai.store.repository import Repository, Unit
+from changbai.store.repository import Outcome, Repository, Unit
 
 ApplyTransaction = Callable[[Unit, dict[str, Any]], Any]
+
+# Statements of the per-message path, built once (SQLAlchemy then only looks up their compiled form).
+_INSERT_ROW = inbox.insert()
+_CLOCKS = select(clock.c.target, clock.c.message_time).where(clock.c.target.in_(bindparam("targets", expanding=True)))
+_INSERT_CLOCK = clock.insert()
+_UPDATE_CLOCK = (
+    update(clock)
+    .where(clock.c.target == bindparam("t"))
+    .values(message_time=bindparam("ms"), inbox_id=bindparam("inbox"))
+)
 
 
 class _Exists(Exception):
@@ -42,60 +51,87 @@ class _Job:
     sources: list[tuple[str, int]]
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    committed: bool = False
 
 
-def router_transaction(router: Any) -> ApplyTransaction:
-    """The platform's transaction-bundle processing (``Router.transaction``), run inside a unit we own so
-    that the inbox row commits with the resources."""
+def apply_bundle(unit: Unit, bundle: dict[str, Any]) -> list[Outcome]:
+    """Write a transaction Bundle built by this module's mappers (HL7 v2, CDA, CSV) inside ``unit``.
 
-    def apply(unit: Unit, bundle: dict[str, Any]) -> Any:
-        entries = resolve_conditional_updates(unit, bundle["entry"])
-        return router.transaction(unit, {**bundle, "entry": entries})
-
-    return apply
-
-
-def resolve_conditional_updates(unit: Unit, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Resolve conditional writes to plain ones inside the unit, and point references at the result.
-
-    Other entries refer to a conditionally written resource by its ``urn:uuid`` fullUrl; the platform's
-    transaction does not yet map the fullUrl of a conditional *update* to the id the condition resolves
-    to, so those references would stay ``urn:uuid:...``. Resolved here, inside the same unit of work:
-    - ``PUT Type?query``: one match -> update that id; none -> create with the entry's own deterministic
-      id; more -> refused;
-    - ``POST`` with ``ifNoneExist``: a match -> the entry is dropped and references point to the match;
-      none -> created with the entry's own id (one lookup instead of the transaction's three).
+    Our bundles hold only ``PUT Type/id``, conditional ``PUT Type?query`` and ``POST`` + ``ifNoneExist``
+    entries, whose references to each other are ``urn:uuid`` fullUrls. Once the conditions are resolved
+    every entry is an update-or-create with a known id: the store's batch write (:meth:`Unit.put_many`,
+    the same pipeline per resource as any update, its SQL in one statement per kind of row) instead of
+    the REST router's several statements per entry. A refusal names ``Bundle.entry[i]`` as the
+    platform's transaction does, so the ACK can name the segment the entry came from.
     """
-    from changbai.errors import PreconditionFailed
+    writes, mapping = resolve_conditional_updates(unit, bundle["entry"])
+    if not writes:
+        return []
+    resources = orjson.loads(orjson.dumps([entry["resource"] for _, entry in writes]))
+    conditional = _redirect(resources, mapping)
+    if conditional:  # e.g. to a patient whose update was skipped as out of order: Patient?identifier=...
+        _redirect(resources, _resolve_references(unit, conditional))
+    try:
+        return unit.put_many(resources)
+    except ChangbaiError as exc:
+        raise _named(unit, resources, [i for i, _ in writes], exc) from None
 
-    out: list[dict[str, Any]] = []
-    redirect: dict[str, str] = {}
+
+def _named(unit: Unit, resources: list[dict[str, Any]], positions: list[int], exc: ChangbaiError) -> ChangbaiError:
+    """The refusal of a batch, with the entry that caused it: each resource is written alone in a
+    savepoint that is rolled back, until one is refused. Only a failing message pays for this."""
+    for resource, where in zip(resources, positions, strict=True):
+        savepoint = unit.conn.begin_nested()
+        try:
+            Unit(unit.repo, unit.conn, unit.ctx).put_many([orjson.loads(orjson.dumps(resource))])
+        except ChangbaiError as alone:
+            for issue in alone.issues:
+                issue.diagnostics = f"Bundle.entry[{where}]: {issue.diagnostics}"
+            return alone
+        except Exception:  # the database cannot tell more: the refusal as it came
+            return exc
+        finally:
+            savepoint.rollback()
+    return exc
+
+
+def resolve_conditional_updates(
+    unit: Unit, entries: list[dict[str, Any]]
+) -> tuple[list[tuple[int, dict[str, Any]]], dict[str, str]]:
+    """Resolve the conditions of a bundle inside the unit: the writes as ``(entry index, PUT Type/id
+    entry)`` and where each fullUrl now points (``Type/id``).
+
+    - ``PUT Type?query``: one match -> update that id; none -> create with the entry's own deterministic
+      id (its ``urn:uuid``); more -> refused;
+    - ``POST`` with ``ifNoneExist``: a match -> nothing written, references point to the match; none ->
+      created with the entry's own id.
+    """
+    writes: list[tuple[int, dict[str, Any]]] = []
+    mapping: dict[str, str] = {}
     for i, entry in enumerate(entries):
         req = entry.get("request") or {}
         method, url = req.get("method"), req.get("url", "")
         query = url.partition("?")[2] if method == "PUT" else req.get("ifNoneExist", "") if method == "POST" else ""
-        if not query:
-            out.append(entry)
-            continue
         rtype = url.partition("?")[0]
-        found = unit.find(rtype, query)
-        if len(found) > 1:
-            raise PreconditionFailed(f"Bundle.entry[{i}]: the condition '{query}' matched {len(found)} resources")
-        if found and method == "POST":
-            redirect[entry["fullUrl"]] = f"{rtype}/{found[0][0]}"
-            continue
-        rid = found[0][0] if found else entry["fullUrl"].rsplit(":", 1)[-1]
-        out.append(
-            {
-                **entry,
-                "resource": {**entry["resource"], "id": rid},
-                "request": {"method": "PUT", "url": f"{rtype}/{rid}"},
-            }
-        )
-    if redirect:
-        out = orjson.loads(orjson.dumps(out))
-        _redirect(out, redirect)
-    return out
+        if not query:
+            if method != "PUT" or rtype.count("/") != 1:
+                raise InvalidInput(f"Bundle.entry[{i}]: '{method} {url}' is not a write this intake makes")
+            writes.append((i, entry))
+        else:
+            found = unit.find(rtype, query)
+            if len(found) > 1:
+                raise PreconditionFailed(f"Bundle.entry[{i}]: the condition '{query}' matched {len(found)} resources")
+            if found and method == "POST":
+                mapping[entry["fullUrl"]] = f"{rtype}/{found[0][0]}"
+                continue
+            rid = found[0][0] if found else entry["fullUrl"].rsplit(":", 1)[-1]
+            url = f"{rtype}/{rid}"
+            writes.append(
+                (i, {**entry, "resource": {**entry["resource"], "id": rid}, "request": {"method": "PUT", "url": url}})
+            )
+        if entry.get("fullUrl"):
+            mapping[entry["fullUrl"]] = url
+    return writes, mapping
 
 
 class SqlInbox:
@@ -106,9 +142,11 @@ class SqlInbox:
         self.apply = apply
         self.channel = channel
         self.batch = batch
-        self._queue: queue.Queue[_Job] = queue.Queue()
-        self._writer: threading.Thread | None = None
-        self._writer_lock = threading.Lock()
+        # Group commit without a writer thread: the first thread to find nobody writing commits every
+        # message waiting (up to ``batch``); the others wait for that commit or for their turn.
+        self._turn = threading.Condition()
+        self._pending: list[_Job] = []
+        self._writing = False
 
     # ------------------------------------------------------------------------------------ reads
     def _key(self, sender: str, control_id: str, digest: str) -> Any:
@@ -125,13 +163,6 @@ class SqlInbox:
                 select(inbox.c.ack).where(self._key(sender, control_id, digest), inbox.c.status == "accepted")
             ).first()
         return row[0] if row else None
-
-    def list(self, status: str | None = None, limit: int = 50) -> list[InboxRecord]:
-        q = select(inbox).order_by(inbox.c.id.desc()).limit(limit)
-        if status:
-            q = q.where(inbox.c.status == status)
-        with self.repo.db.read() as conn:
-            return [_record(r) for r in conn.execute(q).mappings()]
 
     def get(self, id: int) -> InboxRecord:
         with self.repo.db.read() as conn:
@@ -154,37 +185,40 @@ class SqlInbox:
         message in its own savepoint, so one refused message does not undo the others and nobody's ACK
         leaves before the common commit. A lone message is committed at once, without waiting."""
         job = _Job(record, bundle, make_ack, sources)
-        if self.batch <= 1:
-            self._commit_batch([job])
-        else:
-            self._start_writer()
-            self._queue.put(job)
-            job.done.wait()
+        with self._turn:
+            self._pending.append(job)
+            while True:
+                while self._writing and not job.done.is_set():
+                    self._turn.wait()
+                if job.done.is_set():
+                    break
+                # Nobody is writing: this thread commits what is waiting (its own message first in line
+                # or behind others that came earlier), then hands over to the next waiting thread.
+                jobs, self._pending = self._pending[: self.batch], self._pending[self.batch :]
+                self._writing = True
+                self._turn.release()
+                try:
+                    self._commit_batch(jobs)
+                finally:
+                    self._turn.acquire()
+                    self._writing = False
+                    self._turn.notify_all()
         if job.error is not None:
             raise job.error
+        if not job.committed:  # the committing thread was interrupted: no ACK for an unknown outcome
+            raise RuntimeError("the message was not committed")
         return record
 
-    def _start_writer(self) -> None:
-        with self._writer_lock:
-            if self._writer is None or not self._writer.is_alive():
-                self._writer = threading.Thread(target=self._write_loop, name="hl7v2-inbox-writer", daemon=True)
-                self._writer.start()
-
-    def _write_loop(self) -> None:
-        while True:
-            jobs = [self._queue.get()]
-            while len(jobs) < self.batch:
-                try:
-                    jobs.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
-            self._commit_batch(jobs)
-
     def _commit_batch(self, jobs: list[_Job]) -> None:
+        if len(jobs) == 1:
+            self._commit_alone(jobs[0])
+            return
         try:
             with self.repo.db.write() as conn:
                 for job in jobs:
                     self._in_savepoint(conn, job, fast=True)
+            for job in jobs:
+                job.committed = job.error is None
         except Exception as exc:  # the common commit failed: nothing of the batch is stored
             for job in jobs:
                 if job.error is None:
@@ -192,6 +226,22 @@ class SqlInbox:
         finally:
             for job in jobs:
                 job.done.set()
+
+    def _commit_alone(self, job: _Job) -> None:
+        """A message that arrived alone has the transaction to itself: no savepoint to set and release;
+        a row already holding its key (a resend, a replay) sends it round again on the careful path."""
+        try:
+            try:
+                with self.repo.db.write() as conn:
+                    self._commit_one(conn, job, fast=True)
+            except _Exists:
+                with self.repo.db.write() as conn:
+                    self._commit_one(conn, job, fast=False)
+            job.committed = True
+        except Exception as exc:
+            job.error = Duplicate() if isinstance(exc, IntegrityError) else exc
+        finally:
+            job.done.set()
 
     def _in_savepoint(self, conn: Any, job: _Job, fast: bool) -> None:
         savepoint = conn.begin_nested()
@@ -272,15 +322,16 @@ class SqlInbox:
             )
         else:
             result = conn.execute(
-                inbox.insert().values(
-                    channel=self.channel,
-                    sender=record.sender,
-                    control_id=record.control_id,
-                    digest=record.digest,
-                    received_at=record.received_at or now,
-                    attempts=1,
+                _INSERT_ROW,
+                {
+                    "channel": self.channel,
+                    "sender": record.sender,
+                    "control_id": record.control_id,
+                    "digest": record.digest,
+                    "received_at": record.received_at or now,
+                    "attempts": 1,
                     **values,
-                )
+                },
             )
             record.id = result.inserted_primary_key[0]
 
@@ -298,17 +349,14 @@ class SqlInbox:
         targets = {t for e in entries if (t := self._target(e))}
         if message_time is None or not targets:
             return entries, [], {}
-        clocks = {
-            row.target: row.message_time
-            for row in conn.execute(select(clock.c.target, clock.c.message_time).where(clock.c.target.in_(targets)))
-        }
+        clocks = {row.target: row.message_time for row in conn.execute(_CLOCKS, {"targets": sorted(targets)})}
         newer = {t for t, ms in clocks.items() if ms > message_time}
         if not newer:
             return entries, [], clocks
-        kept, skipped, redirect = [], [], {}
+        kept, skipped, redirect = [], [], dict[str, str]()
         for i, entry in enumerate(entries):
             target = self._target(entry)
-            if target in newer:
+            if target is not None and target in newer:
                 redirect[entry["fullUrl"]] = target
                 seg, seq = sources[i] if i < len(sources) else ("", 0)
                 skipped.append(
@@ -337,26 +385,48 @@ class SqlInbox:
             {"target": r["t"], "message_time": r["ms"], "inbox_id": r["inbox"]} for r in rows if r["t"] not in clocks
         ]
         if known:
-            conn.execute(
-                update(clock)
-                .where(clock.c.target == bindparam("t"))
-                .values(message_time=bindparam("ms"), inbox_id=bindparam("inbox")),
-                known,
-            )
+            conn.execute(_UPDATE_CLOCK, known)
         if new:
-            conn.execute(clock.insert(), new)
+            conn.execute(_INSERT_CLOCK, new)
+
+    # declared last: inside the class body the name ``list`` is this method from here on
+    def list(self, status: str | None = None, limit: int = 50) -> list[InboxRecord]:
+        q = select(inbox).order_by(inbox.c.id.desc()).limit(limit)
+        if status:
+            q = q.where(inbox.c.status == status)
+        with self.repo.db.read() as conn:
+            return [_record(r) for r in conn.execute(q).mappings()]
 
 
-def _redirect(node: Any, mapping: dict[str, str]) -> None:
+def _redirect(node: Any, mapping: dict[str, str], conditional: set[str] | None = None) -> set[str]:
+    """Point references through ``mapping`` (in place); returns the conditional references
+    (``Type?query``) left, which the store resolves."""
+    conditional = set() if conditional is None else conditional
     if isinstance(node, dict):
         for key, value in node.items():
-            if key == "reference" and isinstance(value, str) and value in mapping:
-                node[key] = mapping[value]
+            if key == "reference" and isinstance(value, str):
+                if value in mapping:
+                    node[key] = mapping[value]
+                elif "?" in value:
+                    conditional.add(value)
             elif isinstance(value, dict | list):
-                _redirect(value, mapping)
+                _redirect(value, mapping, conditional)
     elif isinstance(node, list):
         for item in node:
-            _redirect(item, mapping)
+            _redirect(item, mapping, conditional)
+    return conditional
+
+
+def _resolve_references(unit: Unit, references: set[str]) -> dict[str, str]:
+    """Conditional references -> ``Type/id``; each must match exactly one resource (FHIR transaction rule)."""
+    out = {}
+    for ref in sorted(references):
+        rtype, _, query = ref.partition("?")
+        found = unit.find(rtype, query)
+        if len(found) != 1:
+            raise PreconditionFailed(f"Conditional reference '{ref}' matched {len(found)} resources, not one")
+        out[ref] = f"{rtype}/{found[0][0]}"
+    return out
 
 
 def _record(row: Any) -> InboxRecord:

@@ -13,7 +13,7 @@ from typing import Any
 
 from changbai import logs
 from changbai.exchange.datatypes import Translate
-from changbai.exchange.inbox import SqlInbox, router_transaction
+from changbai.exchange.inbox import SqlInbox, apply_bundle
 from changbai.exchange.intake import Intake
 from changbai.exchange.mllp import MllpServer
 
@@ -28,7 +28,7 @@ def build_intake(platform: Any, translate: Translate | None = None) -> Intake:
     settings = platform.settings
     translate = translate or ConceptMapTranslator(platform.repo)
     return Intake(
-        SqlInbox(platform.repo, router_transaction(platform.router)),
+        SqlInbox(platform.repo, apply_bundle),
         translate,
         resident_id_system=settings.resident_id_system,
     )
@@ -75,9 +75,8 @@ def store_bundle(platform: Any, bundle: dict[str, Any], source: str) -> list[Any
     """Write a transaction bundle built here (CDA, CSV) through the platform's one transaction path."""
     from changbai.store.pipeline import Context
 
-    apply = router_transaction(platform.router)
     with platform.repo.unit(Context(source=source)) as unit:
-        return apply(unit, bundle)
+        return apply_bundle(unit, bundle)
 
 
 def ingest_cda(platform: Any, data: bytes) -> Any:

@@ -72,13 +72,16 @@ def test_duplicate_changes_nothing_and_gets_the_same_ack(core_platform: Any) -> 
 def test_older_update_arriving_late_does_not_overwrite_newer_data(core_platform: Any) -> None:
     intake = build_intake(core_platform)
     newer = adt("A08", control_id="N", family="WANG", when="20260105120000+0800")
-    older = adt("A08", control_id="O", family="LI", when="20260104120000+0800")
+    older = adt("A08", control_id="O", family="LI", when="20260104120000+0800", visit="V200")
     assert code(intake.handle(newer.encode())) == "AA"
     ack = intake.handle(older.encode())
     assert code(ack) == "AA"
     [patient] = find(core_platform, "Patient", f"identifier={JLH}|MRN001")
     assert patient["name"][0]["family"] == "WANG"
     assert any(e[4] == "I" for e in err_segments(ack))  # told that it was not applied
+    # the rest of the older message is applied, linked to the patient as stored
+    [visit] = find(core_platform, "Encounter", "identifier=V200")
+    assert visit["subject"]["reference"] == f"Patient/{patient['id']}"
 
 
 def test_result_for_an_unknown_patient_registers_the_patient_and_files_the_results(core_platform: Any) -> None:
@@ -258,3 +261,17 @@ def test_local_codes_are_translated_by_the_facility_concept_map_stored_in_the_pl
     assert other["valueQuantity"]["value"] == 1  # kept as sent
     [err] = [e for e in err_segments(ack) if e[3].startswith("103")]
     assert err[4] == "W" and "XYZ" in err[8]  # and reported, not refused
+
+
+def test_resource_the_store_refuses_gets_ae_naming_its_segment_and_nothing_is_stored(core_platform: Any) -> None:
+    # a local code mapped to a malformed target (two spaces inside a FHIR code): the store's validation
+    # refuses that Observation; the sender is told which OBX, and none of the message is kept
+    intake = build_intake(core_platform, translate=lambda system, code, facility: {"system": "urn:x", "code": "a  b"})
+    obx = ["OBX|1|NM|2345-7^Glucose^LN||5.6|mmol/L^^UCUM|||||F", "OBX|2|NM|LOC1^Local^L||1|mg|||||F"]
+    ack = intake.handle(oru(control_id="BADMAP", mrn="NEW1", obx=obx).encode())
+    assert code(ack) == "AE"
+    [err] = err_segments(ack)
+    assert err[2] == "OBX^5" and "a  b" in err[8]  # the second OBX, fifth segment of the message
+    assert count(core_platform, "Patient", f"identifier={JLH}|NEW1") == 0
+    assert count(core_platform, "Observation") == 0
+    assert intake.store.list("error")[0].control_id == "BADMAP"
