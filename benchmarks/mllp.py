@@ -1,6 +1,6 @@
 """Sustained HL7 v2 over MLLP: messages per second and ACK latency, one and four connections.
 
-Run: .venv/bin/python -m benchmarks.mllp [--messages N] [--database URL]
+Run: .venv/bin/python -m benchmarks.mllp [--messages N] [--backends sqlite,postgresql] [--database URL]
 
 Each scenario runs the listener in its own process (so client and server do not share one GIL) on a
 loopback port, and clients send a mix of ADT^A01/A08 and ORU^R01 messages (distinct control ids, 200
@@ -9,7 +9,10 @@ patients), each waiting for its ACK before sending the next (as MLLP senders do)
 - baseline ``echo``: the same sockets and framing, answered with a fixed ACK (no parsing, no store);
 - ``parse+map``: parsed, mapped to FHIR and acknowledged, nothing stored (in-memory inbox);
 - ``store``: end to end: inbox row + FHIR resources committed in one transaction before the ACK
-  (SQLite file by default, or --database, e.g. a PostgreSQL URL).
+  (a fresh SQLite file and/or PostgreSQL database per row, or --database).
+
+Like the other core benchmarks it runs with security off (``CHANGBAI_SECURITY=on`` to include sign-in
+policies' labels and the audit trail in the write path); the header says which.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ import socket
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
+
+from benchmarks.common import database as fresh_database
 
 ECHO_ACK = b"MSH|^~\\&|CHANGBAI||||20260101||ACK|1|P|2.5\rMSA|AA|1\r"
 
@@ -154,7 +158,8 @@ LABELS = {
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.mllp", description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=1000, help="messages per scenario (default 1000)")
-    parser.add_argument("--database", help="database URL for the store scenario (default: a fresh SQLite file)")
+    parser.add_argument("--backends", default="sqlite", help="stores for the end-to-end rows: sqlite,postgresql")
+    parser.add_argument("--database", help="database URL for the end-to-end rows (instead of fresh databases)")
     parser.add_argument("--serve", choices=["echo", "memory", "store"], help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -163,23 +168,33 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = []
     load_before = os.getloadavg()[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("echo", "memory", "store"):
-            for connections in (1, 4):
-                database = args.database or f"sqlite:///{tmp}/bench-{connections}.db"
-                prefix = f"{mode[0]}{connections}-"
-                rows.append(scenario(mode, connections, messages(args.messages, prefix), database))
+    for mode in ("echo", "memory"):
+        for connections in (1, 4):
+            rows.append(scenario(mode, connections, messages(args.messages, f"{mode[0]}{connections}-"), ""))
+    backends = ["given"] if args.database else [b.strip() for b in args.backends.split(",") if b.strip()]
+    for backend in backends:
+        for connections in (1, 4):
+            msgs = messages(args.messages, f"s{connections}-")
+            if args.database:
+                rows.append({**scenario("store", connections, msgs, args.database), "store": "given database"})
+                continue
+            with fresh_database(backend) as url:
+                if url is None:
+                    print(f"({backend} not reachable: skipped)")
+                    break
+                rows.append({**scenario("store", connections, msgs, url), "store": backend})
     print(
         f"HL7 v2 over MLLP, ADT^A01/A08 + ORU^R01 mix, {args.messages} messages per row, "
         f"{os.cpu_count()} CPUs (1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after), "
-        f"store: {'given database' if args.database else 'SQLite file'}\n"
+        f"security {os.environ.get('CHANGBAI_SECURITY', 'on')}\n"
     )
-    print("| scenario | connections | messages | messages/s | ACK p50 ms | ACK p99 ms |")
-    print("| --- | --- | --- | --- | --- | --- |")
+    print("| scenario | store | connections | messages | messages/s | x echo | ACK p50 ms | ACK p99 ms |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    echo = {r["connections"]: r["rate"] for r in rows if r["mode"] == "echo"}
     for r in rows:
         print(
-            f"| {LABELS[r['mode']]} | {r['connections']} | {r['messages']} | {r['rate']:.0f} | "
-            f"{r['p50']:.2f} | {r['p99']:.2f} |"
+            f"| {LABELS[r['mode']]} | {r.get('store', '-')} | {r['connections']} | {r['messages']} | {r['rate']:.0f} | "
+            f"{r['rate'] / echo[r['connections']]:.3f} | {r['p50']:.2f} | {r['p99']:.2f} |"
         )
     return 0
 
