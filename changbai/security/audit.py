@@ -41,6 +41,10 @@ FIELDS = (
 )
 CHAIN_LOCK = 0x63686169  # PostgreSQL advisory lock that serialises appends
 GENESIS = "0" * 64
+#: Built once: an audit row is appended on every request, so statement construction shows in profiles.
+_HEAD = select(st.audit.c.hash).order_by(st.audit.c.seq.desc()).limit(1)
+_INSERT = insert(st.audit)
+_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "search": "E", "update": "U", "patch": "U", "delete": "D"}
 
 
@@ -85,7 +89,7 @@ class AuditTrail:
 
     def _lock(self, conn: Connection) -> None:
         if not self.db.is_sqlite:
-            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CHAIN_LOCK})
+            conn.execute(_LOCK, {"k": CHAIN_LOCK})
 
     def append(self, conn: Connection, rows: list[dict[str, Any]], state: dict[str, Any] | None = None) -> None:
         """Chain and insert ``rows`` in the caller's transaction. ``state`` carries the chain head between
@@ -97,12 +101,12 @@ class AuditTrail:
             prev = state["prev"]
         else:
             self._lock(conn)
-            prev = conn.execute(select(st.audit.c.hash).order_by(st.audit.c.seq.desc()).limit(1)).scalar()
+            prev = conn.execute(_HEAD).scalar()
             prev = prev or GENESIS
         for row in rows:
             row["prev"] = prev
             row["hash"] = prev = self.digest(prev, row)
-        conn.execute(insert(st.audit), rows)
+        conn.execute(_INSERT, rows)
         if state is not None:
             state.update(conn=key, prev=prev)
 
