@@ -45,13 +45,14 @@ def blocking_row(p: NormalisedPatient) -> dict[str, Any]:
 
 
 def id_parts(number: str | None) -> tuple[str | None, str | None, str | None]:
-    """The ID number with each of its thirds left out in turn: one mistyped or swapped digit leaves at
-    least one of the three equal, and each keeps two thirds of the number, so blocks stay small (for a
-    resident ID the region, birth date and sequence are still in every key)."""
+    """The ID number with each of its thirds left out in turn: one mistyped or swapped digit inside a
+    third leaves that key equal. The key without the last third keeps the last character: the leading
+    two thirds of a structured number (a resident ID's region and birth month) are shared by many people
+    and would make large blocks on their own; with the check character they stay small."""
     if not number or len(number) < 6:
         return None, None, None
     a, b = len(number) // 3, 2 * len(number) // 3
-    return f"-{number[a:]}", f"{number[:a]}-{number[b:]}", f"{number[:b]}-"
+    return f"-{number[a:]}", f"{number[:a]}-{number[b:]}", f"{number[:b]}-{number[-1]}"
 
 
 def keys(row: dict[str, Any], extra_phones: tuple[str, ...] = ()) -> list[str]:
