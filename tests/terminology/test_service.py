@@ -104,7 +104,7 @@ def test_conditions_coded_in_a_chapter_are_found_with_below(fhir):
 
 
 def test_binding_checker_uses_value_sets_added_to_the_store(tx_platform):
-    from changbai.terminology.binding import binding_checker_for
+    from changbai.terminology.binding import binding_checker_for, binding_checker_for_url
 
     vs = {
         "resourceType": "ValueSet",
@@ -117,8 +117,48 @@ def test_binding_checker_uses_value_sets_added_to_the_store(tx_platform):
     }
     with tx_platform.repo.unit() as unit:
         unit.create(vs)
-    check = binding_checker_for(tx_platform.repo)
-    assert check("required", "http://example.org/vs/local-sex", "1", "Patient.x") is None
-    issue = check("required", "http://example.org/vs/local-sex", "9", "Patient.x")
-    assert issue is not None and issue.severity == "error" and "local-sex" in issue.diagnostics
-    assert check("required", "http://hl7.org/fhir/ValueSet/unknown", "x", "Patient.y") is None
+    # the checker of the node, and the one bulk load's worker processes build from the database URL
+    for check in (binding_checker_for(tx_platform.repo), binding_checker_for_url(tx_platform.repo.db.url)):
+        assert check("required", "http://example.org/vs/local-sex", "1", "Patient.x") is None
+        issue = check("required", "http://example.org/vs/local-sex", "9", "Patient.x")
+        assert issue is not None and issue.severity == "error" and "local-sex" in issue.diagnostics
+        assert check("required", "http://hl7.org/fhir/ValueSet/unknown", "x", "Patient.y") is None
+        issue = check("required", "http://hl7.org/fhir/ValueSet/administrative-gender|4.0.1", "often", "Patient.z")
+        assert issue is not None and "administrative-gender" in issue.diagnostics
+
+
+def test_required_bindings_of_fhir_core_are_enforced_over_http(fhir):
+    r = fhir.post("/Patient", json={"resourceType": "Patient", "id": "g1", "gender": "often"})
+    assert r.status_code in (400, 422), r.text
+    outcome = r.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    issue = outcome["issue"][0]
+    assert issue["severity"] == "error" and issue["expression"] == ["Patient.gender"]
+    assert "'often'" in issue["diagnostics"]
+    assert "http://hl7.org/fhir/ValueSet/administrative-gender" in issue["diagnostics"]
+    assert fhir.get("/Patient", params={"gender": "often"}).json().get("total", 0) == 0
+
+    # codes of external code systems are not refused: MIME types and UCUM judged by syntax only, BCP-47
+    # languages and SNOMED CT not judged; an extensible binding that is not met is a warning, not a refusal
+    patient = {
+        "resourceType": "Patient",
+        "gender": "female",
+        "photo": [{"contentType": "image/jpeg; name=photo.jpg", "url": "http://example.org/p.jpg"}],
+        "communication": [{"language": {"coding": [{"system": "urn:ietf:bcp:47", "code": "zh-CN"}]}}],
+        "maritalStatus": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-MaritalStatus", "code": "Q"}]
+        },
+    }
+    r = fhir.post("/Patient", json=patient, headers={"prefer": "return=OperationOutcome"})
+    assert r.status_code == 201, r.text
+    warnings = [i for i in r.json()["issue"] if i["severity"] == "warning"]
+    assert [w["expression"] for w in warnings] == [["Patient.maritalStatus"]]
+    assert "http://hl7.org/fhir/ValueSet/marital-status" in warnings[0]["diagnostics"]
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "271649006"}]},
+        "bodySite": {"coding": [{"system": "http://snomed.info/sct", "code": "368209003"}]},
+        "valueQuantity": {"value": 120, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"},
+    }
+    assert fhir.post("/Observation", json=observation).status_code == 201
