@@ -20,8 +20,6 @@ come again and again); value sets an operator added to the store are judged afre
 
 from __future__ import annotations
 
-import gzip
-import json
 import re
 import threading
 import time
@@ -31,8 +29,9 @@ from typing import TYPE_CHECKING, Any
 
 from changbai.errors import ChangbaiError, Issue
 from changbai.terminology.codesystem import CodeSystemIndex
+from changbai.terminology.content import core_content
 from changbai.terminology.expand import load_index
-from changbai.terminology.source import InMemorySource, TerminologySource, split_canonical
+from changbai.terminology.source import InMemorySource, LayeredSource, TerminologySource, split_canonical
 from changbai.terminology.validate import _filter_set
 
 if TYPE_CHECKING:
@@ -50,13 +49,9 @@ MEMO_SIZE = 50_000
 
 
 @lru_cache(maxsize=1)
-def core_content() -> dict[str, Any]:
-    """The shipped FHIR R4 core value sets and code systems (see scripts/build_core_terminology.py)."""
-    from changbai.terminology.content import DATA
-
-    with gzip.open(DATA / "fhir-core.json.gz", "rt", encoding="utf-8") as fh:
-        data: dict[str, Any] = json.load(fh)
-    return data
+def core_source() -> InMemorySource:
+    """The shipped FHIR core terminology alone: what every node knows behind its store."""
+    return InMemorySource(core_content()["resources"])
 
 
 @lru_cache(maxsize=1)
@@ -386,35 +381,12 @@ def binding_checker_for(repo: Repository | None = None) -> Any:
 
         with repo.unit(write=False) as unit:
             store = StoreSource(unit)
-            return check_binding(strength, valueset_url, value, path=path, source=_Behind(store))
+            # the store in front: an operator's value set may draw on the shipped code systems
+            return check_binding(
+                strength, valueset_url, value, path=path, source=LayeredSource(store, shipped_source())
+            )
 
     return checker
-
-
-class _Behind:
-    """The store, with the shipped content behind it (an operator's value set may draw on core systems)."""
-
-    def __init__(self, store: TerminologySource) -> None:
-        self.store = store
-        self.shipped = shipped_source()
-
-    def code_system(self, url: str, version: str | None = None) -> Resource | None:
-        return self.store.code_system(url, version) or self.shipped.code_system(url, version)
-
-    def value_set(self, url: str, version: str | None = None) -> Resource | None:
-        return self.store.value_set(url, version) or self.shipped.value_set(url, version)
-
-    def concept_map(self, url: str, version: str | None = None) -> Resource | None:
-        return self.store.concept_map(url, version)
-
-    def versions(self, resource_type: str, url: str) -> list[str]:
-        return self.store.versions(resource_type, url) or self.shipped.versions(resource_type, url)
-
-    def concept_maps(self) -> Any:
-        return self.store.concept_maps()
-
-    def supplements(self, url: str) -> list[Resource]:
-        return self.store.supplements(url) or self.shipped.supplements(url)
 
 
 def binding_checker_for_url(database_url: str) -> Any:

@@ -9,6 +9,7 @@ diseases -> ICD-10). Updating content means editing the data files, not code.
 from __future__ import annotations
 
 import csv
+import gzip
 import json
 from collections.abc import Callable, Iterator
 from functools import lru_cache
@@ -171,7 +172,11 @@ def _vaccines(entry: dict[str, Any]) -> list[dict[str, Any]]:
 def _tcm(entry: dict[str, Any]) -> list[dict[str, Any]]:
     flat = []
     for r in _rows(entry["file"]):
-        concept = {"code": r["code"], "display": r["display"], "property": [{"code": "kind", "valueCode": r["kind"]}]}
+        concept: dict[str, Any] = {
+            "code": r["code"],
+            "display": r["display"],
+            "property": [{"code": "kind", "valueCode": r["kind"]}],
+        }
         if r["kind"] == "category":
             concept["property"].append({"code": "notSelectable", "valueBoolean": True})
         flat.append((r["code"], concept, r.get("parent") or None))
@@ -330,6 +335,15 @@ def iter_content() -> Iterator[Resource]:
         if entry["id"] == "notifiable-infectious-disease":
             yield notifiable_to_icd10(cs)
     yield from domain_maps()
+
+
+@lru_cache(maxsize=1)
+def core_content() -> dict[str, Any]:
+    """The FHIR R4 core value sets and code systems of every required, extensible and preferred binding
+    (data/fhir-core.json.gz, built by scripts/build_core_terminology.py; read once)."""
+    with gzip.open(DATA / "fhir-core.json.gz", "rt", encoding="utf-8") as fh:
+        data: dict[str, Any] = json.load(fh)
+    return data
 
 
 def load(repository: Any) -> int:

@@ -163,6 +163,7 @@ class Expander:
         self.used_systems: dict[str, str] = {}
         self.contained: dict[str, Resource] = {}
         self.used_valuesets: list[str] = []
+        self.resolved: list[tuple[str, Resource]] = []  # (import as written, the value set it resolved to)
         self.warnings: list[TxIssue] = []
 
     # resolution
@@ -239,6 +240,7 @@ class Expander:
             vs = self.value_set(canonical, pathway)
             if canonical not in self.contained:
                 self.used_valuesets.append(_canonical_of(vs))
+                self.resolved.append((canonical, vs))
             found = self.entries(vs, pathway)
             imported.append({e.key for e in found})
             if i == 0:
@@ -312,8 +314,8 @@ class Expander:
                             f"ValueSet.compose.include[{position}].filter[{fi}]",
                         )
                     )
-                found = index.filter(f.get("property", ""), f.get("op", ""), f["value"])
-                codes = found if codes is None else [c for c in codes if c in set(found)]
+                matched = index.filter(f.get("property", ""), f.get("op", ""), f["value"])
+                codes = matched if codes is None else [c for c in codes if c in set(matched)]
             if codes is None:
                 codes = index.order
             entries = [self._entry(index, index.concepts[c]) for c in codes]
@@ -400,9 +402,11 @@ def text_matches(entry: Entry, words: list[str]) -> bool:
 
 #: Recent expansions (before text filter and paging), reused while the value set and the code system
 #: indexes they used are unchanged: a text-filtered page of a big value set then costs one scan.
-_EXPANSIONS: OrderedDict[tuple, tuple[Resource, list[Entry], dict[str, str], list[str], list[CodeSystemIndex]]] = (
-    OrderedDict()
-)
+#: key -> (value set, entries, used systems, used value sets, indexes, imports as resolved)
+_CachedExpansion = tuple[
+    Resource, list[Entry], dict[str, str], list[str], list[CodeSystemIndex], list[tuple[str, Resource]]
+]
+_EXPANSIONS: OrderedDict[tuple, _CachedExpansion] = OrderedDict()
 _EXPANSIONS_LOCK = threading.Lock()
 
 
@@ -420,13 +424,28 @@ def _expansion_key(vs: Resource, opts: Options) -> tuple:
     )
 
 
+def _same_imports(source: TerminologySource, opts: Options, resolved: list[tuple[str, Resource]]) -> bool:
+    """Whether every imported value set still resolves to the resource the cached expansion used (an
+    import may have got a new version in the store, or a request may bring its own)."""
+    probe = Expander(source, opts)
+    for canonical, used in resolved:
+        try:
+            now = probe.value_set(canonical)
+        except TxError:
+            return False
+        version_id = (used.get("meta") or {}).get("versionId")
+        if now is not used and (version_id is None or (now.get("meta") or {}).get("versionId") != version_id):
+            return False
+    return True
+
+
 def cached_entries(source: TerminologySource, vs: Resource, opts: Options) -> tuple[list[Entry], Expander]:
     key = _expansion_key(vs, opts)
     with _EXPANSIONS_LOCK:
         hit = _EXPANSIONS.get(key)
     if (hit is not None and hit[0] is vs) or (hit is not None and (vs.get("meta") or {}).get("versionId")):
-        _vs, entries, systems, valuesets, indexes = hit  # type: ignore[misc]
-        if all(load_index(source, i.url, i.version) is i for i in indexes):
+        _vs, entries, systems, valuesets, indexes, resolved = hit
+        if all(load_index(source, i.url, i.version) is i for i in indexes) and _same_imports(source, opts, resolved):
             expander = Expander(source, opts)
             expander.used_systems, expander.used_valuesets = dict(systems), list(valuesets)
             return entries, expander
@@ -434,7 +453,14 @@ def cached_entries(source: TerminologySource, vs: Resource, opts: Options) -> tu
     entries = expander.entries(vs)
     indexes = list({id(e.index): e.index for e in entries if e.index is not None}.values())
     with _EXPANSIONS_LOCK:
-        _EXPANSIONS[key] = (vs, entries, dict(expander.used_systems), list(expander.used_valuesets), indexes)
+        _EXPANSIONS[key] = (
+            vs,
+            entries,
+            dict(expander.used_systems),
+            list(expander.used_valuesets),
+            indexes,
+            list(expander.resolved),
+        )
         while len(_EXPANSIONS) > 64:
             _EXPANSIONS.popitem(last=False)
     return entries, expander

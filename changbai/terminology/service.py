@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from changbai.terminology import operations
-from changbai.terminology.source import InMemorySource, Resource, pick_version, split_canonical
+from changbai.terminology.source import InMemorySource, LayeredSource, Resource, pick_version, split_canonical
 
 if TYPE_CHECKING:
     from changbai.api.app import Platform
@@ -54,6 +54,14 @@ class StoreSource:
         return [m.resource for m in result.matches]
 
 
+def tx_source(unit: Unit) -> LayeredSource:
+    """What the operations see: the store, with the shipped FHIR core terminology behind it (a node knows
+    administrative-gender without anyone loading it; a stored resource of the same url wins)."""
+    from changbai.terminology.binding import core_source
+
+    return LayeredSource(StoreSource(unit), core_source())
+
+
 def _handler(call: Callable[..., Resource], kind: str) -> Callable[..., FhirResponse]:
     """Wrap an engine operation as a router handler: (router, unit, req, rtype, id, params)."""
 
@@ -66,7 +74,7 @@ def _handler(call: Callable[..., Resource], kind: str) -> Callable[..., FhirResp
         kwargs: dict[str, Any] = {}
         if call in (operations.expand, operations.validate_code, operations.validate_code_cs, operations.lookup):
             kwargs["accept_language"] = req.header("accept-language")
-        return FhirResponse(200, call(StoreSource(unit), params, instance, **kwargs))
+        return FhirResponse(200, call(tx_source(unit), params, instance, **kwargs))
 
     return handle
 
@@ -135,7 +143,7 @@ def token_expander(repo: Repository) -> Callable[[str, str], list[tuple[str | No
 
     def expand_token(modifier: str, value: str) -> list[tuple[str | None, str]] | None:
         with repo.unit(write=False) as unit:
-            source = StoreSource(unit)
+            source = tx_source(unit)
             if modifier in ("below", "above"):
                 system, _, code = value.partition("|")
                 index = load_index(source, system, None) if system else None

@@ -132,9 +132,10 @@ class InMemorySource:
 
 
 class LayeredSource:
-    """A request's own resources (tx-resource parameters, contained) in front of a base source."""
+    """One source in front of another: a request's own resources (tx-resource parameters, contained) in
+    front of the store, or the store in front of the shipped FHIR core terminology."""
 
-    def __init__(self, front: InMemorySource, base: TerminologySource) -> None:
+    def __init__(self, front: TerminologySource, base: TerminologySource) -> None:
         self.front = front
         self.base = base
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from changbai.errors import ChangbaiError
 from changbai.terminology import operations
-from changbai.terminology.source import InMemorySource
+from changbai.terminology.source import InMemorySource, LayeredSource
 
 Resource = dict[str, Any]
 #: The FHIR version the platform speaks (for $version$ and version:N filters).
@@ -186,22 +186,26 @@ class Comparer:
 def in_process(
     operation: str, source: InMemorySource, params: Resource, accept_language: str | None, header: dict[str, str]
 ) -> Resource:
-    """Run one tx-suite operation against the engine directly."""
+    """Run one tx-suite operation against the engine directly, as a node serves it: the suite's setup
+    resources in front of the shipped FHIR core terminology."""
+    from changbai.terminology.binding import core_source
+
+    served = LayeredSource(source, core_source())
     if operation == "expand":
         limit = int(header.get("X-TOO-COSTLY-THRESHOLD", "1000"))
-        return operations.expand(source, params, accept_language=accept_language, limit=limit)
+        return operations.expand(served, params, accept_language=accept_language, limit=limit)
     if operation == "validate-code":
-        return operations.validate_code(source, params, accept_language=accept_language)
+        return operations.validate_code(served, params, accept_language=accept_language)
     if operation == "cs-validate-code":
-        return operations.validate_code_cs(source, params, accept_language=accept_language)
+        return operations.validate_code_cs(served, params, accept_language=accept_language)
     if operation == "lookup":
-        return operations.lookup(source, params, accept_language=accept_language)
+        return operations.lookup(served, params, accept_language=accept_language)
     if operation == "translate":
-        return operations.translate(source, params)
+        return operations.translate(served, params)
     if operation == "subsumes":
-        return operations.subsumes(source, params)
+        return operations.subsumes(served, params)
     if operation == "batch-validate":
-        return operations.batch_validate(source, params)
+        return operations.batch_validate(served, params)
     if operation == "term-caps":
         return operations.terminology_capabilities()
     if operation == "metadata":

@@ -25,7 +25,7 @@ from changbai.terminology.expand import (
     unknown_system_text,
 )
 from changbai.terminology.params import TxError, TxIssue, outcome
-from changbai.terminology.source import TerminologySource, split_canonical, version_matches
+from changbai.terminology.source import TerminologySource, split_canonical, version_key, version_matches
 
 Resource = dict[str, Any]
 CANNOT_VALIDATE = "the code cannot be validated"
@@ -273,6 +273,13 @@ class Validator:
         # which version
         includes = self.includes_for(vs, system) if vs is not None else []
         include_version = next((i.get("version") for i in includes if i.get("version")), None)
+        if coding_version:  # of several versions the value set includes, the one the coding names
+            include_version = next(
+                (i["version"] for i in includes if i.get("version") and version_matches(i["version"], coding_version)),
+                include_version,
+            )
+        elif vs is not None and system not in self.opts.force_versions:
+            include_version = self._pick_include_version(includes, system, code, display) or include_version
         res = resolve_include(self.source, system, include_version, self.opts)
         coding_index = load_index(self.source, system, coding_version) if coding_version else None
         index = res.index
@@ -544,6 +551,28 @@ class Validator:
                 r.issues.append(issue)
         r.valid = ok and not any(i.severity == "error" for i in r.issues)
         return r
+
+    def _pick_include_version(
+        self, includes: list[dict[str, Any]], system: str, code: str, display: str | None
+    ) -> str | None:
+        """When the value set includes several versions of the system and the coding names none: the newest
+        version whose include holds the code and accepts the display, else the newest that holds the code."""
+        versions = sorted({i["version"] for i in includes if i.get("version")}, key=version_key, reverse=True)
+        if len(versions) < 2:
+            return None
+        holding = None
+        for version in versions:
+            index = load_index(self.source, system, version)
+            concept = index.get(code) if index is not None else None
+            if index is None or concept is None:
+                continue
+            if not any(self._include_has(i, system, code, index) for i in includes if i.get("version") == version):
+                continue
+            holding = holding or version
+            entry = Entry(system, index.version, concept.code, concept.display, concept, index)
+            if display is None or self._check_display(entry, display, "") is None:
+                return version
+        return holding
 
     def _deprecated_in(self, vs: Resource, system: str, code: str) -> bool:
         """The value set lists the concept with a deprecation mark (valueset-deprecated, or a standards

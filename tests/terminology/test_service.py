@@ -162,3 +162,18 @@ def test_required_bindings_of_fhir_core_are_enforced_over_http(fhir):
         "valueQuantity": {"value": 120, "unit": "mmHg", "system": "http://unitsofmeasure.org", "code": "mm[Hg]"},
     }
     assert fhir.post("/Observation", json=observation).status_code == 201
+
+
+def test_operations_know_the_fhir_core_terminology_behind_the_store(fhir):
+    r = fhir.get(
+        "/ValueSet/$validate-code",
+        params={
+            "url": "http://hl7.org/fhir/ValueSet/administrative-gender",
+            "system": "http://hl7.org/fhir/administrative-gender",
+            "code": "female",
+        },
+    )
+    assert r.status_code == 200, r.text
+    assert values(r.json())["result"] == [True] and values(r.json())["display"] == ["Female"]
+    r = fhir.get("/ValueSet/$expand", params={"url": "http://hl7.org/fhir/ValueSet/administrative-gender"})
+    assert sorted(c["code"] for c in r.json()["expansion"]["contains"]) == ["female", "male", "other", "unknown"]
