@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     log_json: bool = True
     #: Port of the HL7 v2 MLLP listener started by `changbai serve` (0 = off).
     mllp_port: int = 2575
+    #: Honour MSH-15/16 (enhanced acknowledgement mode: CA/CR accept ACKs, none for NE). Off: every message
+    #: gets its application ACK, for senders that fill MSH-15/16 but wait for original-mode answers.
+    mllp_enhanced_ack: bool = True
     #: Identifier system of the resident ID number (居民身份证号码) in the master patient index.
     resident_id_system: str = "urn:oid:2.16.156.10011.1.3"
     #: Sign-in, access policies, consent and audit (docs/security.md). On by default; CHANGBAI_SECURITY=off

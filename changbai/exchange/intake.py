@@ -61,6 +61,45 @@ class Duplicate(Exception):
     """The same (sender, control id) was committed meanwhile (a concurrent resend)."""
 
 
+@dataclass
+class Answer:
+    """What became of one message: its application acknowledgement (AA / AE / AR, as stored in the
+    inbox) and what the sender's acknowledgement mode needs to choose the reply."""
+
+    ack: bytes
+    msg: er7.Message | None  # None when not even the MSH could be read
+    status: str  # accepted | error | rejected
+    errors: list[er7.HL7Error] = field(default_factory=list)
+
+
+#: Table 0155 conditions: is an acknowledgement wanted for an outcome that is ``ok`` (or not)?
+_CONDITION = {"AL": lambda ok: True, "NE": lambda ok: False, "ER": lambda ok: not ok, "SU": lambda ok: ok}
+
+
+def reply(answer: Answer, enhanced: bool = True) -> bytes:
+    """The bytes sent back on the connection, by the acknowledgement mode the sender asked for.
+
+    Original mode (MSH-15 and MSH-16 empty): the application ACK. Enhanced mode: the accept ACK --
+    CA once the message is kept (accepted, or an error kept as a dead letter for replay), CR when it
+    was refused -- when MSH-15's condition (table 0155: AL, NE, ER, SU; empty = AL) asks for it;
+    otherwise the application ACK when MSH-16's condition asks for that (there is no other route back
+    to the sender); otherwise nothing (empty bytes).
+    """
+    msg = answer.msg
+    if msg is None or not enhanced:
+        return answer.ack
+    accept, application = msg.msh.raw(15).strip().upper(), msg.msh.raw(16).strip().upper()
+    if not accept and not application:
+        return answer.ack
+    kept = answer.status != "rejected"
+    if _CONDITION.get(accept or "AL", _CONDITION["AL"])(kept):
+        errors = [] if kept else answer.errors
+        return acks.encode(acks.build_ack(msg, "CA" if kept else "CR", errors), msg)
+    if _CONDITION.get(application or "AL", _CONDITION["AL"])(answer.status == "accepted"):
+        return answer.ack
+    return b""
+
+
 class MessageSink(Protocol):
     def apply(self, bundle: dict[str, Any]) -> Any: ...
 
@@ -144,13 +183,19 @@ class Intake:
         translate: Translate | None = None,
         default_tz: str = "+08:00",
         resident_id_system: str = RESIDENT_ID_SYSTEM,
+        enhanced_ack: bool = True,
     ) -> None:
         self.store = store
+        self.enhanced_ack = enhanced_ack
         self.translate = translate
         self.default_tz = default_tz
         self.resident_id_system = resident_id_system
 
-    def handle(self, raw: bytes, peer: str = "", replaces: int | None = None) -> bytes:
+    def handle(self, raw: bytes, peer: str = "") -> bytes:
+        """Process one message as received on a connection; returns what to send back (see :func:`reply`)."""
+        return reply(self.process(raw, peer), self.enhanced_ack)
+
+    def process(self, raw: bytes, peer: str = "", replaces: int | None = None) -> Answer:
         """Process one message; ``replaces`` is the inbox row an operator's replay updates."""
         received = int(time.time() * 1000)
         key = digest(raw)
@@ -205,14 +250,14 @@ class Intake:
         except Duplicate:
             previous = self.store.accepted_ack(msg.sender, msg.control_id, key)
             if previous is not None:
-                return acks.encode(previous, msg)
+                return Answer(acks.encode(previous, msg), msg, "accepted")
             return self._fail(record, msg, er7.HL7Error("the message is being processed", hl7_code="206"))
         except ChangbaiError as exc:
             return self._fail(record, msg, self._locate(exc, mapped.sources))
         except Exception as exc:  # an internal fault still gets an answer and a dead-letter row
             logs.event(log, "hl7v2 intake failed", level=40, control_id=msg.control_id, error=repr(exc))
             return self._fail(record, msg, er7.HL7Error(f"internal error: {type(exc).__name__}", hl7_code="207"))
-        return acks.encode(record.ack, msg)
+        return Answer(acks.encode(record.ack, msg), msg, "accepted")
 
     # --------------------------------------------------------------------------------- failures
     @staticmethod
@@ -226,12 +271,12 @@ class Intake:
         text = _ENTRY.sub("", diagnostics).lstrip(": ").strip()
         return er7.HL7Error(text or exc.message, segment=segment, seq=seq, hl7_code="207")
 
-    def _fail(self, record: InboxRecord, msg: er7.Message, exc: er7.HL7Error) -> bytes:
+    def _fail(self, record: InboxRecord, msg: er7.Message, exc: er7.HL7Error) -> Answer:
         record.status, record.ack_code = "error", "AE"
         record.problems = [problem(exc)]
         record.ack = acks.build_ack(msg, "AE", [exc])
         self.store.record(record)
-        return acks.encode(record.ack, msg)
+        return Answer(acks.encode(record.ack, msg), msg, "error", [exc])
 
     def _refuse(
         self,
@@ -242,7 +287,7 @@ class Intake:
         msg: er7.Message | None,
         key: str,
         replaces: int | None,
-    ) -> bytes:
+    ) -> Answer:
         sender, control_id = (msg.sender, msg.control_id) if msg is not None else sniff_control_id(raw)
         text = acks.build_ack(msg, "AR", [exc], fallback_control_id=control_id)
         record = InboxRecord(
@@ -261,12 +306,13 @@ class Intake:
             id=replaces,
         )
         self.store.record(record)
-        return acks.encode(text, msg)
+        return Answer(acks.encode(text, msg), msg, "rejected", [exc])
 
     def replay(self, id: int, raw: bytes | None = None) -> bytes:
-        """Process a stored message again (optionally a corrected text of it); returns the new ACK."""
+        """Process a stored message again (optionally a corrected text of it); returns the new
+        application ACK (the operator wants the outcome, whatever mode the sender asked for)."""
         stored = self.store.get(id)
-        return self.handle(raw if raw is not None else stored.raw, stored.peer or "replay", replaces=id)
+        return self.process(raw if raw is not None else stored.raw, stored.peer or "replay", replaces=id).ack
 
 
 class MemorySink:

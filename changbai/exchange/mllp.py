@@ -137,8 +137,9 @@ class MllpServer:
                 for raw in messages:
                     async with self.semaphore:
                         ack = await asyncio.to_thread(self.handler, raw, peer)
-                    writer.write(frame(ack))
-                    await writer.drain()
+                    if ack:  # enhanced mode may ask for no acknowledgement at all (MSH-15/16 = NE)
+                        writer.write(frame(ack))
+                        await writer.drain()
         except (ConnectionError, asyncio.CancelledError):
             pass
         finally:

@@ -31,6 +31,7 @@ def build_intake(platform: Any, translate: Translate | None = None) -> Intake:
         SqlInbox(platform.repo, apply_bundle),
         translate,
         resident_id_system=settings.resident_id_system,
+        enhanced_ack=settings.mllp_enhanced_ack,
     )
 
 

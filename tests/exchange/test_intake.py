@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from changbai.exchange.datatypes import local_system
-from changbai.exchange.mllp import MllpClient, MllpServer
+from changbai.exchange.mllp import MllpClient, MllpServer, frame
 from changbai.exchange.service import build_intake
 from tests.exchange.fixtures import core_platform, search  # noqa: F401  (core_platform: a pytest fixture)
 from tests.exchange.messages import SAMPLES, adt, oru
@@ -41,8 +41,13 @@ def test_every_sample_message_through_a_real_mllp_socket_is_acknowledged_and_sto
     files = sorted((SAMPLES / "messages").glob("*.hl7"))
     assert len(files) == 100
 
+    # a test harness waits for an answer to each: the listener in original mode (CHANGBAI_MLLP_ENHANCED_ACK
+    # off), since seven samples ask for enhanced mode and two of them for no acknowledgement at all
+    intake = build_intake(core_platform)
+    intake.enhanced_ack = False
+
     async def run() -> list[bytes]:
-        server = await MllpServer(build_intake(core_platform).handle, "127.0.0.1", 0).start()
+        server = await MllpServer(intake.handle, "127.0.0.1", 0).start()
         client = await MllpClient("127.0.0.1", server.port).connect()
         acks = [await client.send(f.read_bytes()) for f in files]
         await client.close()
@@ -275,3 +280,45 @@ def test_resource_the_store_refuses_gets_ae_naming_its_segment_and_nothing_is_st
     assert count(core_platform, "Patient", f"identifier={JLH}|NEW1") == 0
     assert count(core_platform, "Observation") == 0
     assert intake.store.list("error")[0].control_id == "BADMAP"
+
+
+def enhanced(text: str, accept: str, application: str) -> bytes:
+    """The message asking for enhanced acknowledgement mode (MSH-15 accept, MSH-16 application)."""
+    return text.replace("|P|2.5.1\r", f"|P|2.5.1|||{accept}|{application}\r", 1).encode()
+
+
+def test_enhanced_mode_answers_with_the_commit_acknowledgement_the_sender_asked_for(core_platform: Any) -> None:
+    intake = build_intake(core_platform)
+    # AL/NE: the accept ACK (CA) once the message is kept; the application ACK stays in the inbox
+    assert code(intake.handle(enhanced(adt(control_id="E1"), "AL", "NE"))) == "CA"
+    assert count(core_platform, "Patient", f"identifier={JLH}|MRN001") == 1
+    assert intake.store.list("accepted")[0].ack_code == "AA"
+    # an error is kept too (a dead letter to replay): still CA, no need to resend
+    bad = adt(control_id="E2").replace("19800215", "1980-02-15")
+    assert code(intake.handle(enhanced(bad, "AL", "NE"))) == "CA"
+    # ER/NE: nothing to say about a message that was kept
+    assert intake.handle(enhanced(adt(control_id="E3", mrn="MRN003"), "ER", "NE")) == b""
+    assert count(core_platform, "Patient", f"identifier={JLH}|MRN003") == 1
+    # ... but a refused one gets CR with the reason
+    refused = intake.handle(b"MSH|^~\\&|A|B|||20260101||QRY^A19|Q9|P|2.5.1|||ER|NE\rQRD|x\r")
+    assert code(refused) == "CR" and err_segments(refused)[0][3].startswith("200")
+    # NE/AL: no accept ACK wanted, the application ACK is the answer (AE names the field)
+    answer = intake.handle(enhanced(adt(control_id="E4").replace("19800215", "1980-02-15"), "NE", "AL"))
+    assert code(answer) == "AE" and err_segments(answer)[0][2].startswith("PID^3^7")
+
+
+def test_a_message_wanting_no_acknowledgement_gets_none_and_the_connection_goes_on(core_platform: Any) -> None:
+    async def run() -> bytes:
+        server = await MllpServer(build_intake(core_platform).handle, "127.0.0.1", 0).start()
+        client = await MllpClient("127.0.0.1", server.port).connect()
+        # NE/NE: nothing comes back; the next message's ACK is the next frame on the connection
+        assert client.writer is not None
+        client.writer.write(frame(enhanced(adt(control_id="N1"), "NE", "NE")))
+        ack = await client.send(oru(control_id="N2"))
+        await client.close()
+        await server.stop()
+        return ack
+
+    ack = asyncio.run(run())
+    assert code(ack) == "AA" and "|N2" in ack.decode()
+    assert count(core_platform, "Patient", f"identifier={JLH}|MRN001") == 1
