@@ -3,26 +3,33 @@ resources, on SQLite and PostgreSQL, with one client and with 8 concurrent clien
 `changbai serve` process. The baseline is `GET /fhir/Patient/{id}` (a read by primary key) in the same run.
 
     python -m benchmarks.search [--sizes 100000,1000000] [--backends sqlite,postgresql] [--repeat 100]
+                                [--clients 1,8] [--keep DIR]
+
+Generating and loading 1M resources takes a quarter of an hour. With ``--keep DIR`` the generated files
+and the SQLite file stay in DIR and the PostgreSQL database ``changbai_search_<size>`` stays on the
+server; a later run with the same DIR measures them again without loading (delete DIR and drop the
+database to start over).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import random
 import statistics
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 
-from benchmarks.common import database, server, table
+from benchmarks.common import PG_ADMIN, database, server, table
 
-RESOURCES_PER_RESIDENT = 41  # what changbai.synth writes on average (measured)
+RESOURCES_PER_RESIDENT = 34  # what changbai.synth writes on average (measured: 832,402 for 24,390)
 ID_SYSTEM = "urn:oid:2.16.156.10011.1.3"
 
 Search = tuple[str, Callable[[random.Random], str]]
@@ -122,13 +129,52 @@ def _measure(base: str, make: Callable[[random.Random], str], repeat: int, clien
     return statistics.median(times) * 1000, p99 * 1000, note
 
 
+@contextlib.contextmanager
+def _province(keep: Path | None, size: int) -> Iterator[tuple[Path, bool]]:
+    """The directory of the generated province for ``size``, and whether it is generated already."""
+    if keep is None:
+        with tempfile.TemporaryDirectory(prefix="changbai-search-") as tmp:
+            yield Path(tmp) / "province", False
+        return
+    data = keep / f"province-{size}"
+    yield data, (keep / f"generated-{size}").exists()
+
+
+@contextlib.contextmanager
+def _database(keep: Path | None, backend: str, size: int) -> Iterator[tuple[str | None, str | None]]:
+    """A database URL for ``backend`` and, when kept from an earlier run, its load marker ("count seconds")."""
+    if keep is None:
+        with database(backend) as url:
+            yield url, None
+        return
+    marker = keep / f"loaded-{backend}-{size}"
+    if backend == "sqlite":
+        yield f"sqlite:///{keep}/search-{size}.db", marker.read_text() if marker.exists() else None
+        return
+    import psycopg
+
+    name = f"changbai_search_{size}"
+    try:
+        with psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3) as conn:
+            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+                conn.execute(f'CREATE DATABASE "{name}"')
+                marker.unlink(missing_ok=True)
+    except psycopg.OperationalError:
+        yield None, None
+        return
+    yield PG_ADMIN.rsplit("/", 1)[0] + f"/{name}", marker.read_text() if marker.exists() else None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="benchmarks.search")
     parser.add_argument("--sizes", default="100000,1000000")
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--clients", default="1,8")
     parser.add_argument("--repeat", type=int, default=100)
+    parser.add_argument("--keep", type=Path, help="keep (and reuse) generated data and databases here")
     args = parser.parse_args(argv)
+    if args.keep:
+        args.keep.mkdir(parents=True, exist_ok=True)
     from changbai.api.app import create_platform
     from changbai.settings import Settings
     from changbai.store.bulk import load_directory
@@ -138,20 +184,27 @@ def main(argv: list[str] | None = None) -> int:
     headers = ["backend", "resources", "clients", "search", "p50 ms", "p99 ms", "note"]
     rows: list[list[Any]] = []
     for size in (int(s) for s in args.sizes.split(",")):
-        with tempfile.TemporaryDirectory(prefix="changbai-search-") as tmp:
-            data = Path(tmp) / "province"
-            generate(data, residents=max(1, size // RESOURCES_PER_RESIDENT), seed=7)
+        with _province(args.keep, size) as (data, generated):
+            if not generated:
+                generate(data, residents=max(1, size // RESOURCES_PER_RESIDENT), seed=7)
+                if args.keep:
+                    (args.keep / f"generated-{size}").touch()
             sample = _sample(data)
             for backend in args.backends.split(","):
-                with database(backend) as url:
+                with _database(args.keep, backend, size) as (url, marker):
                     if url is None:
                         rows.append([backend, size, "", "PostgreSQL unreachable", "", "", ""])
                         continue
                     platform = create_platform(Settings(database_url=url))
-                    t0 = time.perf_counter()
-                    report = load_directory(platform.repo, data)
-                    load_s = time.perf_counter() - t0
-                    load_terminology(platform.repo)  # ICD-10 hierarchy for :below
+                    if marker:
+                        count, load_s = int(marker.split()[0]), float(marker.split()[1])
+                    else:
+                        t0 = time.perf_counter()
+                        count = load_directory(platform.repo, data).read
+                        load_s = time.perf_counter() - t0
+                        load_terminology(platform.repo)  # ICD-10 hierarchy for :below
+                        if args.keep:
+                            (args.keep / f"loaded-{backend}-{size}").write_text(f"{count} {load_s:.0f}")
                     platform.db.dispose()
                     with server(url) as base:
                         for clients in (int(c) for c in args.clients.split(",")):
@@ -161,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                             rows.append(
                                 [
                                     backend,
-                                    report.read,
+                                    count,
                                     clients,
                                     "baseline: read Patient by id",
                                     f"{p50:.1f}",
@@ -171,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
                             )
                             for name, make in searches(sample):
                                 p50, p99, note = _measure(base, make, args.repeat, clients)
-                                rows.append([backend, report.read, clients, name, f"{p50:.1f}", f"{p99:.1f}", note])
+                                rows.append([backend, count, clients, name, f"{p50:.1f}", f"{p99:.1f}", note])
                             print(table(headers, rows[-13:]), flush=True)
     print()
     print(table(headers, rows))

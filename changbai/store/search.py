@@ -4,6 +4,10 @@ A search becomes ``resource`` rows filtered by one condition per parameter (AND)
 ``rid IN (SELECT rid FROM idx_<type> WHERE ...)`` over the OR of its values. Each parameter type has one
 builder (the strategies of :mod:`changbai.store.indexer`, read backwards); chains and ``_has`` nest the
 same builders through ``idx_reference``.
+
+Index rows exist only for the current version of live resources and carry the resource type, so a
+positive index lookup (:class:`InIndex`) stands for a set of live resources by itself: counts, ``_has``
+and chains use those rid sets directly instead of joining every candidate back to ``resource``.
 """
 
 from __future__ import annotations
@@ -18,17 +22,26 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from sqlalchemy import (
+    Boolean,
     ColumnElement,
+    CompoundSelect,
     Select,
+    String,
     and_,
+    distinct,
     false,
     func,
+    intersect,
+    literal,
     not_,
     or_,
     select,
     true,
     tuple_,
+    union,
 )
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.visitors import InternalTraversal
 
 from changbai.errors import InvalidInput, NotSupported
 from changbai.fhir.searchparams import SearchParam, compartments, registry
@@ -60,6 +73,17 @@ RESULT_PARAMS = frozenset(
     }
 )
 R = t.resource.c
+
+
+class InIndex:
+    """``rid IN (rids)`` where ``rids`` selects index rows of the searched types: the resources they name
+    are live and of those types, so the rid set can be used without ``resource``."""
+
+    def __init__(self, rids: Callable[[], Select[Any] | CompoundSelect]) -> None:
+        self.rids = rids
+
+    def __call__(self) -> ColumnElement[bool]:
+        return R.rid.in_(self.rids())
 
 
 @dataclass
@@ -230,6 +254,39 @@ def _like_escape(value: str) -> str:
     return value.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
 
 
+class PrefixRange(ColumnElement[bool]):
+    """``column`` starts with ``prefix``, as the index range [prefix, next prefix) in code point order, ANDed
+    with the LIKE: SQLite's LIKE is case-insensitive and so never uses an index by itself, and on
+    PostgreSQL the byte-wise pattern operators match the ``varchar_pattern_ops`` index of any collation."""
+
+    inherit_cache = True
+    type = Boolean()
+    _is_implicitly_boolean = True
+    _traverse_internals = [  # noqa: RUF012  # SQLAlchemy declares it so
+        ("column", InternalTraversal.dp_clauseelement),
+        ("low", InternalTraversal.dp_clauseelement),
+        ("high", InternalTraversal.dp_clauseelement),
+    ]
+
+    def __init__(self, column: ColumnElement[Any], prefix: str) -> None:
+        self.column = column
+        self.low = literal(prefix, String())
+        self.high = literal(prefix[:-1] + chr(ord(prefix[-1]) + 1), String())
+
+
+@compiles(PrefixRange)
+def _prefix_range(element: PrefixRange, compiler: Any, **kw: Any) -> str:
+    both = and_(element.column >= element.low, element.column < element.high)
+    return f"({compiler.process(both, **kw)})"
+
+
+@compiles(PrefixRange, "postgresql")
+def _prefix_range_pg(element: PrefixRange, compiler: Any, **kw: Any) -> str:
+    col = element.column
+    both = and_(col.op("~>=~", is_comparison=True)(element.low), col.op("~<~", is_comparison=True)(element.high))
+    return f"({compiler.process(both, **kw)})"
+
+
 # --------------------------------------------------------------------------------- parameter builders
 def _param_builder(types: list[str], name: str, value: str) -> Callable[[], ColumnElement[bool]]:
     """Condition on ``resource`` for ``name=value`` (modifiers and chains included)."""
@@ -283,7 +340,7 @@ def _param_builder(types: list[str], name: str, value: str) -> Callable[[], Colu
     sub = select(table.c.rid).where(table.c.rtype.in_(type_names), table.c.param == code, or_(*conds))
     if modifier == "ne":  # not a FHIR modifier, kept out
         raise InvalidInput(f"Unknown modifier ':{modifier}'", expression=name)
-    return lambda: R.rid.in_(sub)
+    return InIndex(lambda: sub)
 
 
 def _id_builder(modifier: str, value: str) -> Callable[[], ColumnElement[bool]]:
@@ -315,7 +372,8 @@ def _string_cond(
     if modifier == "contains":
         return c.value.like(f"%{_like_escape(norm)}%", escape="\\")
     if modifier in ("", "text"):
-        return c.value.like(f"{_like_escape(norm)}%", escape="\\")
+        like = c.value.like(f"{_like_escape(norm)}%", escape="\\")
+        return and_(like, PrefixRange(c.value, norm)) if norm and norm[-1] != "\U0010ffff" else like
     raise InvalidInput(f"Modifier ':{modifier}' is not allowed on string parameter '{code}'", expression=name)
 
 
@@ -424,7 +482,9 @@ def _date_condition(low: Any, high: Any, value: str, name: str) -> ColumnElement
         raise InvalidInput(f"'{value}' is not a valid date for '{name}'", expression=name) from None
     eq = and_(low >= pl, high <= ph)
     if prefix == "eq":
-        return eq
+        # ``low <= ph`` follows from low <= high <= ph; said outright, it bounds the scan of the (low) index
+        # to the value's range instead of everything after its start
+        return and_(low >= pl, low <= ph, high <= ph)
     if prefix == "ne":
         return not_(eq)
     if prefix == "gt":
@@ -584,7 +644,9 @@ def _composite_builder(
             if i:
                 conds += [table.c.rid == tables[0].c.rid, table.c.grp == tables[0].c.grp]
         alternatives.append(select(tables[0].c.rid).where(*conds))
-    return lambda: or_(*(R.rid.in_(sub) for sub in alternatives))
+    if len(alternatives) == 1:
+        return InIndex(lambda: alternatives[0])
+    return InIndex(lambda: union(*alternatives))
 
 
 def _chain_builder(
@@ -601,17 +663,16 @@ def _chain_builder(
     inner = _param_builder(targets, next_name, value)
     c = t.idx_reference.c
 
-    def build() -> ColumnElement[bool]:
+    def rids() -> Select[Any]:
         target_rows = select(R.rtype, R.id).where(R.rtype.in_(targets), R.deleted == false(), inner()).correlate(None)
-        sub = select(c.rid).where(
+        return select(c.rid).where(
             c.rtype.in_(types), c.param == param.code, tuple_(c.target_type, c.target_id).in_(target_rows)
         )
-        return R.rid.in_(sub)
 
-    return build
+    return InIndex(rids)
 
 
-def _has_builder(types: list[str], name: str, value: str) -> Callable[[], ColumnElement[bool]]:
+def _has_builder(types: list[str], name: str, value: str) -> InIndex:
     """``_has:Observation:patient:code=x``: referenced by an Observation (via patient) with code x."""
     parts = name.split(":", 3)
     if len(parts) < 4 or not parts[1] or not parts[2] or not parts[3]:
@@ -626,12 +687,19 @@ def _has_builder(types: list[str], name: str, value: str) -> Callable[[], Column
     inner = _has_builder([other], rest, value) if nested else _param_builder([other], rest, value)
     c = t.idx_reference.c
 
-    def build() -> ColumnElement[bool]:
-        others = select(R.rid).where(R.rtype == other, R.deleted == false(), inner()).correlate(None)
+    def rids() -> Select[Any]:
+        if isinstance(inner, InIndex):  # the index rows of the other type are the live resources themselves
+            others: Select[Any] | CompoundSelect = inner.rids()
+        else:
+            others = select(R.rid).where(R.rtype == other, R.deleted == false(), inner()).correlate(None)
         refs = select(c.target_type, c.target_id).where(c.rtype == other, c.param == ref_code, c.rid.in_(others))
-        return tuple_(R.rtype, R.id).in_(refs)
+        # resolved to rids of the searched types, so that counts can intersect it with the other conditions
+        target = t.resource.alias("has_target")
+        return select(target.c.rid).where(
+            target.c.rtype.in_(types), target.c.deleted == false(), tuple_(target.c.rtype, target.c.id).in_(refs)
+        )
 
-    return build
+    return InIndex(rids)
 
 
 def _list_builder(value: str) -> Callable[[], ColumnElement[bool]]:
@@ -731,11 +799,8 @@ def _fetch(unit: Unit, q: Select[Any]) -> list[Match]:
 
 def execute(unit: Unit, request: SearchRequest) -> SearchResult:
     where = _where(request)
-    total: int | None = None
-    if request.total != "none" or request.summary == "count":
-        total = unit.conn.execute(select(func.count()).select_from(t.resource).where(*where)).scalar_one()
     if request.summary == "count" or request.count == 0:
-        return SearchResult(request, [], [], total, False)
+        return SearchResult(request, [], [], _count(unit, request, where), False)
     keyset = not request.sort  # default order: page by keyset, so inserts between pages shift nothing
     page_where = list(where)
     if keyset and request.cursor is not None:
@@ -751,6 +816,11 @@ def execute(unit: Unit, request: SearchRequest) -> SearchResult:
     ordered = unit.conn.execute(q).all()
     has_more = len(ordered) > request.count
     ordered = ordered[: request.count]
+    total: int | None = None
+    if request.total != "none":
+        # The last page of a search from its start says how many there are; only longer results are counted.
+        last_page = not has_more and request.cursor is None and (ordered or not request.offset)
+        total = request.offset + len(ordered) if last_page else _count(unit, request, where)
     next_cursor = f"{ordered[-1].last_updated}.{ordered[-1].rid}" if keyset and has_more and ordered else None
     rids = [r.rid for r in ordered]
     matches = _load(unit, rids)
@@ -760,6 +830,22 @@ def execute(unit: Unit, request: SearchRequest) -> SearchResult:
         unit.pipeline.run_read(unit.conn, unit.ctx, m.rtype, m.resource)
     included = _includes(unit, request, matches)
     return SearchResult(request, matches, included, total, has_more, next_cursor)
+
+
+def _count(unit: Unit, request: SearchRequest, where: list[ColumnElement[bool]]) -> int:
+    """How many resources match. When every condition is an index lookup, the count is that of the
+    intersection of their rid sets, read from the indexes alone (no probe of ``resource`` per match)."""
+    lookups = [c.build for c in request.clauses if isinstance(c.build, InIndex)]
+    if lookups and len(lookups) == len(request.clauses) and not request.restrictions:
+        sets = [lookup.rids() for lookup in lookups]
+        if len(sets) == 1 and isinstance(sets[0], Select):
+            q: Select[Any] = sets[0].with_only_columns(func.count(distinct(sets[0].selected_columns[0])))
+        elif len(sets) == 1:
+            q = select(func.count()).select_from(sets[0].subquery())
+        else:
+            q = select(func.count()).select_from(intersect(*sets).subquery())
+        return int(unit.conn.execute(q).scalar_one())
+    return int(unit.conn.execute(select(func.count()).select_from(t.resource).where(*where)).scalar_one())
 
 
 def _load(unit: Unit, rids: list[int]) -> list[Match]:
