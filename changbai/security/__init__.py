@@ -7,7 +7,10 @@ it does nothing when ``settings.security`` is off (CHANGBAI_SECURITY=off).
 from __future__ import annotations
 
 import sys
+import threading
 from typing import TYPE_CHECKING, Any
+
+from changbai import logs
 
 if TYPE_CHECKING:
     from changbai.api.app import Platform
@@ -38,6 +41,45 @@ def install(platform: Platform) -> None:
 
     platform.context_factory = context_factory
     platform.on_startup.append(lambda: first_start(sec))
+    anchor = Anchoring(sec.trail)
+    platform.on_startup.append(anchor.start)
+    platform.on_shutdown.append(anchor.stop)
+
+
+class Anchoring:
+    """Copies the audit chain's committed head outside the database every few seconds (and at shutdown),
+    so that `changbai audit verify` also detects rows cut from the end of the trail."""
+
+    SECONDS = 5.0
+
+    def __init__(self, trail: Any) -> None:
+        self.trail = trail
+        self.stopped = threading.Event()
+        self.thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        self.thread = threading.Thread(target=self._run, name="changbai-audit-anchor", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stopped.wait(self.SECONDS):
+            self._anchor()
+
+    def _anchor(self) -> None:
+        from changbai.security.audit import AuditTampered
+
+        try:
+            self.trail.anchor_head()
+        except AuditTampered as exc:
+            logs.get("changbai.security").error("audit trail tampered", extra={"fields": {"detail": str(exc)}})
+        except Exception:  # a busy or closed database: the next round tries again
+            logs.get("changbai.security").warning("audit anchor not written", exc_info=True)
+
+    def stop(self) -> None:
+        self.stopped.set()
+        if self.thread is not None:
+            self.thread.join(timeout=10)
+        self._anchor()
 
 
 def first_start(sec: Any) -> None:

@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -43,6 +44,7 @@ CHAIN_LOCK = 0x63686169  # PostgreSQL advisory lock that serialises appends
 GENESIS = "0" * 64
 #: Built once: an audit row is appended on every request, so statement construction shows in profiles.
 _HEAD = select(st.audit.c.hash).order_by(st.audit.c.seq.desc()).limit(1)
+_HEAD_ROW = select(st.audit.c.seq, st.audit.c.hash).order_by(st.audit.c.seq.desc()).limit(1)
 _INSERT = insert(st.audit)
 _LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "search": "E", "update": "U", "patch": "U", "delete": "D"}
@@ -79,9 +81,14 @@ def event(category: str, outcome: str = "0", **fields: Any) -> dict[str, Any]:
 
 
 class AuditTrail:
-    def __init__(self, db: Database, key: bytes) -> None:
+    """The append-only, hash-chained log. The chain shows any altered, removed or reordered row except
+    rows cut from its end; for those, the committed head is copied every few seconds to ``anchor`` (a
+    file beside the keys, outside the database), and :meth:`verify` requires the anchored row."""
+
+    def __init__(self, db: Database, key: bytes, anchor: Path | None = None) -> None:
         self.db = db
         self.key = key
+        self.anchor = anchor
 
     def digest(self, prev: str, row: dict[str, Any]) -> str:
         body = orjson.dumps([prev, *(row[f] if f != "flagged" else bool(row[f]) for f in FIELDS)])
@@ -116,9 +123,32 @@ class AuditTrail:
             with self.db.write() as conn:
                 self.append(conn, rows)
 
+    def anchor_head(self) -> None:
+        """Copy the committed head of the chain (row number and hash) to the anchor file."""
+        if self.anchor is None:
+            return
+        old = orjson.loads(self.anchor.read_bytes()) if self.anchor.exists() else None
+        with self.db.read() as conn:
+            head = conn.execute(_HEAD_ROW).first()
+            kept = (
+                old is None
+                or conn.execute(select(st.audit.c.hash).where(st.audit.c.seq == old["seq"])).scalar() == old["hash"]
+            )
+        if not kept:  # the anchored row is gone or changed: keep the evidence, never move past it
+            raise AuditTampered(f"audit row {old['seq']} (anchored at {old['at']}) is gone or altered")
+        if head is None:
+            return
+        tmp = self.anchor.with_name(self.anchor.name + ".tmp")
+        tmp.write_bytes(orjson.dumps({"seq": head.seq, "hash": head.hash, "at": ms_to_instant(now_ms())}))
+        tmp.chmod(0o600)
+        tmp.replace(self.anchor)
+
     def verify(self) -> VerifyResult:
         prev = GENESIS
         count = 0
+        last = None
+        anchored = orjson.loads(self.anchor.read_bytes()) if self.anchor is not None and self.anchor.exists() else None
+        seen_anchor = anchored is None
         with self.db.read() as conn:
             result = conn.execution_options(yield_per=2000).execute(select(st.audit).order_by(st.audit.c.seq))
             for row in result:
@@ -128,7 +158,16 @@ class AuditTrail:
                 if self.digest(prev, dict(data)) != data["hash"]:
                     return VerifyResult(False, count, data["seq"], "its content does not match its hash")
                 prev = data["hash"]
+                seen_anchor = seen_anchor or prev == anchored["hash"]  # type: ignore[index]
+                last = data["seq"]
                 count += 1
+        if not seen_anchor:
+            assert anchored is not None
+            reason = (
+                f"the trail ends at row {last} but row {anchored['seq']} was there at {anchored['at']} "
+                "(the anchor beside the keys): rows were removed from its end"
+            )
+            return VerifyResult(False, count, anchored["seq"], reason)
         return VerifyResult(True, count, None, "")
 
     def search(self, conds: list[Any], count: int, offset: int) -> tuple[list[dict[str, Any]], int]:
@@ -137,6 +176,10 @@ class AuditTrail:
             total = conn.execute(select(func.count()).select_from(st.audit).where(*conds)).scalar_one()
             rows = conn.execute(select(st.audit).where(*conds).order_by(a.seq.desc()).limit(count).offset(offset)).all()
         return [dict(r._mapping) for r in rows], total
+
+
+class AuditTampered(Exception):
+    """The trail no longer holds a row it held (found while anchoring; `changbai audit verify` says where)."""
 
 
 @dataclass

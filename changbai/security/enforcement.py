@@ -61,7 +61,7 @@ class Security:
         self.keys = KeyStore(settings.data_dir / "keys")
         self.policy = pol.load_policy()
         self.protector = FieldProtector(self.keys.field_key, settings.resident_id_system)
-        self.trail = au.AuditTrail(self.db, self.keys.audit_key)
+        self.trail = au.AuditTrail(self.db, self.keys.audit_key, self.keys.dir / "audit.anchor")
         self.tokens = Tokens(self.db, self.keys)
         self.org_region: dict[str, str | None] = {}
         self.patient_region: dict[str, str | None] = {}

@@ -69,6 +69,18 @@ def test_tampering_is_detected(world, tamper):
     assert f"BROKEN at row {expected}" in r.stderr
 
 
+def test_rows_cut_from_the_end_are_detected(world):
+    busy(world)
+    world.sec.trail.anchor_head()  # what the platform does every few seconds and at shutdown
+    all_rows = rows(world)
+    assert verify(world).returncode == 0
+    with world.platform.db.engine.begin() as conn:  # the chain alone stays valid after this
+        conn.execute(text("DELETE FROM sec_audit WHERE seq >= :s"), {"s": all_rows[-2]["seq"]})
+    r = verify(world)
+    assert r.returncode == 1
+    assert f"BROKEN at row {all_rows[-1]['seq']}" in r.stderr and "removed from its end" in r.stderr
+
+
 def test_resident_sees_who_read_their_record(world):
     busy(world)
     with world.client("resident1") as c:
