@@ -101,10 +101,12 @@ def default_extensions() -> list[Extension]:
     """The modules installed on every node. Each entry is a module's ``install(platform)`` function."""
     from changbai import security, web
     from changbai.exchange import federation, service, subscriptions
+    from changbai.identity import install as identity
     from changbai.terminology import service as terminology
 
     return [
         security.install,
+        identity.install,
         terminology.install,
         service.install,
         federation.install,

@@ -90,8 +90,9 @@ def routes(platform: Any, intake: Intake) -> list[Route]:
         if not body:
             raise InvalidInput("the body must be one HL7 v2 message")
         peer = request.client.host if request.client else "http"
-        answer = await run_in_threadpool(intake.process, body, f"http:{peer}")
-        return Response(answer.ack, media_type="x-application/hl7-v2+er7")  # HTTP answers: the application ACK
+        # HTTP answers every message with its application ACK (original mode), batches with a batch of them
+        ack = await run_in_threadpool(intake.handle, body, f"http:{peer}", False)
+        return Response(ack, media_type="x-application/hl7-v2+er7")
 
     async def template(request: Request) -> Response:
         from changbai.exchange.csvupload import template as csv_template

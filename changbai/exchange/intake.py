@@ -26,7 +26,7 @@ from typing import Any, Protocol
 from changbai import logs
 from changbai.errors import ChangbaiError
 from changbai.exchange import ack as acks
-from changbai.exchange import er7, v2fhir
+from changbai.exchange import batch, er7, v2fhir
 from changbai.exchange.datatypes import RESIDENT_ID_SYSTEM, Translate
 
 log = logs.get(__name__)
@@ -191,9 +191,13 @@ class Intake:
         self.default_tz = default_tz
         self.resident_id_system = resident_id_system
 
-    def handle(self, raw: bytes, peer: str = "") -> bytes:
-        """Process one message as received on a connection; returns what to send back (see :func:`reply`)."""
-        return reply(self.process(raw, peer), self.enhanced_ack)
+    def handle(self, raw: bytes, peer: str = "", enhanced: bool | None = None) -> bytes:
+        """Process one message (or an FHS/BHS batch of them) as received; returns what to send back (see
+        :func:`reply`; ``enhanced`` overrides the intake's choice of honouring MSH-15/16)."""
+        mode = self.enhanced_ack if enhanced is None else enhanced
+        if batch.is_batch(raw):
+            return batch.answer(batch.split(raw), lambda message: reply(self.process(message, peer), mode))
+        return reply(self.process(raw, peer), mode)
 
     def process(self, raw: bytes, peer: str = "", replaces: int | None = None) -> Answer:
         """Process one message; ``replaces`` is the inbox row an operator's replay updates."""

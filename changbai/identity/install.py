@@ -1,6 +1,6 @@
 """Plug the master index into a platform: the ``identify`` step of the write pipeline and the operations.
 
-Add ``changbai.identity.install.install`` to the platform's extensions (changbai.api.app.default_extensions).
+Listed in the platform's extensions (changbai.api.app.default_extensions): every node runs the master index.
 """
 
 from __future__ import annotations

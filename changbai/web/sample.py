@@ -35,8 +35,7 @@ def _read(province: Path, rtype: str) -> list[dict[str, Any]]:
 
 
 def build_world(tmp: Path, residents: int = 100, seed: int = 11) -> World:
-    from changbai.api.app import create_platform, default_extensions
-    from changbai.identity.install import install as identity_install
+    from changbai.api.app import create_platform
     from changbai.security.accounts import add_account
     from changbai.store.bulk import load_directory
     from changbai.synth import generate
@@ -44,10 +43,7 @@ def build_world(tmp: Path, residents: int = 100, seed: int = 11) -> World:
     province = tmp / "province"
     generate(province, residents=residents, seed=seed)
     settings = Settings(data_dir=tmp / "var", database_url=f"sqlite:///{tmp / 'console.db'}", security=True)
-    extensions = default_extensions()
-    if identity_install not in extensions:
-        extensions.insert(0, identity_install)
-    platform = create_platform(settings, extensions=extensions)
+    platform = create_platform(settings)
     report = load_directory(platform.repo, province)
     assert not report.errors, report.errors[:3]
     from changbai.security import first_start

@@ -322,3 +322,35 @@ def test_a_message_wanting_no_acknowledgement_gets_none_and_the_connection_goes_
     ack = asyncio.run(run())
     assert code(ack) == "AA" and "|N2" in ack.decode()
     assert count(core_platform, "Patient", f"identifier={JLH}|MRN001") == 1
+
+
+def test_a_batch_is_answered_with_a_batch_of_acks_each_message_standing_alone(core_platform: Any) -> None:
+    bad = adt(control_id="B2", mrn="MRN002").replace("19800215", "1980-02-15")
+    text = (
+        "FHS|^~\\&|HIS|JLH|CHANGBAI|PROV|20260101||||F77\r"
+        "BHS|^~\\&|HIS|JLH|CHANGBAI|PROV|20260101||||B77\r"
+        + adt(control_id="B1")
+        + bad
+        + oru(control_id="B3", mrn="MRN003")
+        + "BTS|4\rFTS|1\r"
+    )
+
+    async def run() -> bytes:
+        server = await MllpServer(build_intake(core_platform).handle, "127.0.0.1", 0).start()
+        client = await MllpClient("127.0.0.1", server.port).connect()
+        answer = await client.send(text)
+        await client.close()
+        await server.stop()
+        return answer
+
+    segments = [s.split("|") for s in asyncio.run(run()).decode().split("\r") if s]
+    kinds = [s[0] for s in segments]
+    assert kinds == ["FHS", "BHS", "MSH", "MSA", "MSH", "MSA", "ERR", "MSH", "MSA", "BTS", "FTS"]
+    assert segments[0][2:4] == ["CHANGBAI", "PROV"] and segments[0][11] == "F77"  # answers file F77
+    assert segments[1][11] == "B77"
+    assert [(s[1], s[2]) for s in segments if s[0] == "MSA"] == [("AA", "B1"), ("AE", "B2"), ("AA", "B3")]
+    assert segments[-2][1] == "3" and "declared 4" in segments[-2][2]  # the count the sender declared is wrong
+    # one bad message refused nothing else; it waits in the dead letters like any other
+    assert count(core_platform, "Patient", f"identifier={JLH}|MRN001") == 1
+    assert count(core_platform, "Observation", f"subject:Patient.identifier={JLH}|MRN003") == 4
+    assert [r.control_id for r in build_intake(core_platform).store.list("error")] == ["B2"]

@@ -5,18 +5,24 @@ from __future__ import annotations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from changbai.exchange import batch
 from changbai.exchange.intake import Intake, MemoryStore
 from tests.exchange.messages import adt, oru, vxu
 
-SEEDS = [adt().encode(), oru().encode(), vxu().encode()]
+SEEDS = [adt().encode(), oru().encode(), vxu().encode(), b"BHS|^~\\&|HIS|JLH\r" + adt().encode() + b"BTS|1\r"]
 
 
 def _check(raw: bytes) -> None:
     store = MemoryStore()
-    ack = Intake(store).handle(raw)
+    ack = Intake(store).handle(raw, enhanced=False)  # original mode: every message is answered
     text = ack.decode("utf-8", "replace")
-    assert text.startswith("MSH") and "\rMSA|A" in text
     assert "internal error" not in text, text  # every fault is named, none is a crash of ours
+    if batch.is_batch(raw):  # a batch of ACKs, one per message found, each message with its row
+        messages = sum(len(part.messages) for part in batch.split(raw).parts)
+        assert text.startswith(("FHS", "BHS")) and "\rBTS" in text
+        assert text.count("\rMSA|A") == messages and (len(store.by_id) >= 1) == (messages >= 1)
+        return
+    assert text.startswith("MSH") and "\rMSA|A" in text
     assert len(store.by_id) == 1
 
 

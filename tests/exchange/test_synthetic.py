@@ -71,8 +71,10 @@ def test_synthetic_hospital_traffic_lands_as_the_same_record(
     messages, expected = _traffic(province)
     assert len(expected) >= 10 and len(messages) > len(expected)
 
+    intake = build_intake(core_platform)
+
     async def send() -> list[bytes]:
-        server = await MllpServer(build_intake(core_platform).handle, "127.0.0.1", 0).start()
+        server = await MllpServer(intake.handle, "127.0.0.1", 0).start()
         clients = [await MllpClient("127.0.0.1", server.port).connect() for _ in range(4)]
 
         async def run(client: MllpClient, batch: list[str]) -> list[bytes]:
@@ -85,7 +87,9 @@ def test_synthetic_hospital_traffic_lands_as_the_same_record(
         return [a for part in parts for a in part]
 
     acks = asyncio.run(send())
-    assert all(b"MSA|AA|" in a for a in acks), [a for a in acks if b"MSA|AA|" not in a][:3]
+    # the hospitals ask for enhanced mode (MSH-15 AL, MSH-16 NE): a commit ACK each, the outcome in the inbox
+    assert all(b"MSA|CA|" in a for a in acks), [a for a in acks if b"MSA|CA|" not in a][:3]
+    assert {r.ack_code for r in intake.store.list(limit=len(messages))} == {"AA"}
 
     for want in expected.values():
         patient = want["patient"]
