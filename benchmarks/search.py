@@ -181,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     from changbai.synth import generate
     from changbai.terminology.content import load as load_terminology
 
-    headers = ["backend", "resources", "clients", "search", "p50 ms", "p99 ms", "note"]
+    headers = ["backend", "resources", "clients", "search", "p50 ms", "p99 ms", "p50 / baseline", "note"]
     rows: list[list[Any]] = []
     for size in (int(s) for s in args.sizes.split(",")):
         with _province(args.keep, size) as (data, generated):
@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
             for backend in args.backends.split(","):
                 with _database(args.keep, backend, size) as (url, marker):
                     if url is None:
-                        rows.append([backend, size, "", "PostgreSQL unreachable", "", "", ""])
+                        rows.append([backend, size, "", "PostgreSQL unreachable", "", "", "", ""])
                         continue
                     platform = create_platform(Settings(database_url=url))
                     if marker:
@@ -208,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                     platform.db.dispose()
                     with server(url) as base:
                         for clients in (int(c) for c in args.clients.split(",")):
-                            p50, p99, _ = _measure(
+                            base_p50, p99, _ = _measure(
                                 base, lambda r, s=sample: f"Patient/{r.choice(s['patients'])[0]}", args.repeat, clients
                             )
                             rows.append(
@@ -217,14 +217,16 @@ def main(argv: list[str] | None = None) -> int:
                                     count,
                                     clients,
                                     "baseline: read Patient by id",
-                                    f"{p50:.1f}",
+                                    f"{base_p50:.1f}",
                                     f"{p99:.1f}",
+                                    "1.0",
                                     f"loaded in {load_s:.0f} s",
                                 ]
                             )
                             for name, make in searches(sample):
                                 p50, p99, note = _measure(base, make, args.repeat, clients)
-                                rows.append([backend, count, clients, name, f"{p50:.1f}", f"{p99:.1f}", note])
+                                ratio = f"{p50 / base_p50:.1f}"
+                                rows.append([backend, count, clients, name, f"{p50:.1f}", f"{p99:.1f}", ratio, note])
                             print(table(headers, rows[-13:]), flush=True)
     print()
     print(table(headers, rows))

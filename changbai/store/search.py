@@ -31,7 +31,6 @@ from sqlalchemy import (
     distinct,
     false,
     func,
-    intersect,
     literal,
     not_,
     or_,
@@ -833,17 +832,13 @@ def execute(unit: Unit, request: SearchRequest) -> SearchResult:
 
 
 def _count(unit: Unit, request: SearchRequest, where: list[ColumnElement[bool]]) -> int:
-    """How many resources match. When every condition is an index lookup, the count is that of the
-    intersection of their rid sets, read from the indexes alone (no probe of ``resource`` per match)."""
+    """How many resources match. When every condition is an index lookup, the rids are counted from the
+    indexes alone, the first set filtered by the others (semi-joins, so that the planner can still probe a
+    large set by rid rather than read it whole), instead of probing ``resource`` once per match."""
     lookups = [c.build for c in request.clauses if isinstance(c.build, InIndex)]
     if lookups and len(lookups) == len(request.clauses) and not request.restrictions:
-        sets = [lookup.rids() for lookup in lookups]
-        if len(sets) == 1 and isinstance(sets[0], Select):
-            q: Select[Any] = sets[0].with_only_columns(func.count(distinct(sets[0].selected_columns[0])))
-        elif len(sets) == 1:
-            q = select(func.count()).select_from(sets[0].subquery())
-        else:
-            q = select(func.count()).select_from(intersect(*sets).subquery())
+        first = lookups[0].rids().subquery()
+        q = select(func.count(distinct(first.c[0]))).where(*(first.c[0].in_(lookup.rids()) for lookup in lookups[1:]))
         return int(unit.conn.execute(q).scalar_one())
     return int(unit.conn.execute(select(func.count()).select_from(t.resource).where(*where)).scalar_one())
 
