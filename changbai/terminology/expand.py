@@ -105,6 +105,10 @@ class Resolution:
         return self.index.version if self.index else self.spec
 
 
+#: Resolution.source_of_spec -> the request parameter that supplied the version.
+_VERSION_PARAMETER = {"default": "system-version", "check": "check-system-version"}
+
+
 def load_index(source: TerminologySource, url: str, version: str | None) -> CodeSystemIndex | None:
     resource = source.code_system(url, version)
     if resource is None:
@@ -165,14 +169,22 @@ class Expander:
         self.used_valuesets: list[str] = []
         self.resolved: list[tuple[str, Resource]] = []  # (import as written, the value set it resolved to)
         self.warnings: list[TxIssue] = []
+        #: version parameters that decided a version here ((parameter, url) -> version), echoed in the expansion
+        self.applied: dict[tuple[str, str], str] = {}
 
     # resolution
+    def sought(self, canonical: str) -> str:
+        """The canonical an import is looked up by: a versionless one gets default-valueset-version's."""
+        url, version = split_canonical(canonical)
+        if version is None and url in self.opts.default_vs_versions:
+            self.applied[("default-valueset-version", url)] = self.opts.default_vs_versions[url]
+            return f"{url}|{self.opts.default_vs_versions[url]}"
+        return canonical
+
     def value_set(self, canonical: str, pathway: tuple[str, ...] = ()) -> Resource:
         if canonical in self.contained:
             return self.contained[canonical]
-        url, version = split_canonical(canonical)
-        if version is None and url in self.opts.default_vs_versions:
-            version = self.opts.default_vs_versions[url]
+        url, version = split_canonical(self.sought(canonical))
         vs = self.source.value_set(url, version)
         if vs is None:
             if pathway:
@@ -251,6 +263,8 @@ class Expander:
             keep = set.intersection(*imported)
             return [e for e in imported_entries if e.key in keep]
         res = resolve_include(self.source, system, inc.get("version"), self.opts)
+        if res.source_of_spec in ("default", "check") and res.spec:
+            self.applied[(_VERSION_PARAMETER[res.source_of_spec], system)] = res.spec
         index = res.index
         if index is None:
             if excluding:
@@ -533,6 +547,8 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
         parameters.append({"name": "used-valueset", "valueUri": canonical})
     for url, ver in opts.force_versions.items():
         parameters.append({"name": "force-system-version", "valueUri": f"{url}|{ver}"})
+    for (name, url), ver in expander.applied.items():
+        parameters.append({"name": name, "valueUri": f"{url}|{ver}"})
     flagged = [vs, *{id(e.index): e.index.resource for e in entries if e.index is not None}.values()]
     imported = [source.value_set(*split_canonical(c)) for c in dict.fromkeys(expander.used_valuesets)]
     flagged += [r for r in imported if r is not None]
@@ -551,9 +567,18 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
             uri = uri or _STANDARD_PROPERTIES.get(p)
             declared.append({"code": p, "uri": uri} if uri else {"code": p})
         expansion["property"] = declared
+    # Versions are shown where the meaning of a code may differ by version: the expansion draws on several
+    # versions of a system, or the value set itself tells versions apart (includes/excludes naming different ones).
     versions: dict[str, set[str | None]] = {}
     for e in entries:
         versions.setdefault(e.system, set()).add(e.version)
+    named: dict[str, set[str]] = {}
+    for part in (vs.get("compose") or {}).get("include", []) + (vs.get("compose") or {}).get("exclude", []):
+        if part.get("system") and part.get("version"):
+            named.setdefault(part["system"], set()).add(part["version"])
+    for system, named_versions in named.items():
+        if len(named_versions) > 1:
+            versions.setdefault(system, set()).update(named_versions)
     contains = [_contains(e, opts, len(versions.get(e.system, ())) > 1) for e in page]
     if contains:
         expansion["contains"] = contains

@@ -86,8 +86,9 @@ class Validator:
                     try:
                         imported = self.expander.value_set(canonical, ("import",))
                     except TxError:
-                        if canonical not in self.missing_vs:
-                            self.missing_vs.append(canonical)
+                        sought = self.expander.sought(canonical)
+                        if sought not in self.missing_vs:
+                            self.missing_vs.append(sought)
                         continue
                     if all(imported is not seen for seen in self.imported):
                         self.imported.append(imported)
