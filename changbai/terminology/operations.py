@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from changbai.errors import InvalidInput
+from changbai.errors import ChangbaiError, InvalidInput
 from changbai.terminology.codesystem import property_value
 from changbai.terminology.expand import Entry, Options, load_index, pick_display
 from changbai.terminology.expand import expand as _expand
@@ -247,7 +247,15 @@ def _validate(
         return validate(source, vs, coding=coding, mode="coding", **common)
     code = inputs.get("code")
     if code is None:
-        raise InvalidInput("One of code, coding or codeableConcept is required", expression="code")
+        raise TxError(
+            TxIssue(
+                "error",
+                "invalid",
+                "",
+                "Unable to find code to validate (looked for coding | codeableConcept | code+system | "
+                "code+inferSystem in parameters)",
+            )
+        )
     coding = {"code": code}
     system = inputs.get("system") or cs_url
     if system:
@@ -424,10 +432,12 @@ def batch_validate(source: TerminologySource, parameters: Resource | None) -> Re
     out = []
     for item in inputs.all("validation"):
         own = item if isinstance(item, dict) and item.get("resourceType") == "Parameters" else {"parameter": []}
-        merged = {"resourceType": "Parameters", "parameter": shared + list(own.get("parameter", []))}
+        mine = list(own.get("parameter", []))
+        named = {p.get("name") for p in mine}  # an entry's own parameter overrides the batch-wide one
+        merged = {"resourceType": "Parameters", "parameter": [p for p in shared if p.get("name") not in named] + mine}
         try:
             answer = validate_code(source, merged)
-        except TxError as exc:
+        except ChangbaiError as exc:  # a bad entry is answered in its place; the batch itself succeeds
             answer = exc.outcome()
         out.append({"name": "validation", "resource": answer})
     return {"resourceType": "Parameters", "parameter": out}

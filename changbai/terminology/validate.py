@@ -602,7 +602,7 @@ class Validator:
         if concept.display:
             choices.append((concept.display, index.language))
         for d in concept.designations:
-            if d.get("value"):
+            if d.get("value") and _display_use(d.get("use")):
                 choices.append((d["value"], d.get("language")))
         wanted = (
             [c for c in choices if c[1] is None or any(_lang_ok(lang, c[1]) for lang in langs)] if langs else choices
@@ -654,6 +654,23 @@ class Validator:
             _p(prefix, "display"),
             "Display_Name_for__should_be_one_of__instead_of",
         )
+
+
+#: Designation uses that say "this is a way to display the concept" (designation-usage, SNOMED CT's
+#: fully specified name and synonym, R5's preferredForLanguage). A designation with another use (an
+#: abbreviation, an archaic form ...) is not a valid display; one without a use is.
+_DISPLAY_USES = frozenset(
+    {
+        ("http://terminology.hl7.org/CodeSystem/designation-usage", "display"),
+        ("http://snomed.info/sct", "900000000000003001"),
+        ("http://snomed.info/sct", "900000000000013009"),
+        ("http://terminology.hl7.org/CodeSystem/hl7TermMaintInfra", "preferredForLanguage"),
+    }
+)
+
+
+def _display_use(use: Any) -> bool:
+    return not isinstance(use, dict) or (use.get("system"), use.get("code")) in _DISPLAY_USES
 
 
 def _lang_ok(wanted: str, have: str) -> bool:
@@ -828,8 +845,10 @@ def _describe(out: list[dict[str, Any]], r: CodingResult, code: bool = True) -> 
         out.append({"name": "inactive", "valueBoolean": True})
     if r.normalized_code:
         out.append({"name": "normalized-code", "valueCode": r.normalized_code})
-    if r.concept is not None and r.concept.status in ("deprecated", "withdrawn"):
-        out.append({"name": "status", "valueCode": r.concept.status})
+    # the status is said where it qualifies the answer: deprecated or withdrawn, or why the concept is inactive
+    status = r.concept.status if r.concept is not None else None
+    if status in ("deprecated", "withdrawn") or (r.inactive and status not in (None, "active", "inactive")):
+        out.append({"name": "status", "valueCode": status})
 
 
 __all__ = ["Validator", "split_canonical", "validate"]
