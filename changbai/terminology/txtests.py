@@ -392,7 +392,8 @@ def _run_test(
         error = True
     except Exception as exc:  # a crash is a failed test, with its reason recorded
         return Outcome(suite, test["name"], False, f"crash: {type(exc).__name__}: {exc}")
-    wants_error = bool(test.get("http-code")) or expected.get("resourceType") == "OperationOutcome"
+    http_code = str(test.get("http-code") or "")
+    wants_error = http_code[:1] in ("4", "5") or (not http_code and expected.get("resourceType") == "OperationOutcome")
     if wants_error != error:
         got = "an error" if error else "success"
         detail = json.dumps(actual, ensure_ascii=False)[:300]

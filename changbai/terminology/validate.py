@@ -408,6 +408,19 @@ class Validator:
                     _not_in_vs(_shown_code(system, coding_version, code, None), vs_label, _p(prefix, "code"), in_cc)
                 )
             return r
+        if index.content == "supplement":  # a supplement adds to a code system; it defines no codes of its own
+            r.issues.append(
+                TxIssue(
+                    "error",
+                    "invalid",
+                    "invalid-data",
+                    f"CodeSystem {index.url}|{index.version} is a supplement, so can't be used as a value in "
+                    f"{prefix or 'Coding'}.system",
+                    _p(prefix, "system"),
+                    "CODESYSTEM_CS_NO_SUPPLEMENT",
+                )
+            )
+            return r
         r.index = index
         r.version = index.version
         check = self.opts.check_versions.get(system)
