@@ -614,9 +614,24 @@ class Validator:
         choices: list[tuple[str, str | None]] = []
         if concept.display:
             choices.append((concept.display, index.language))
+        retired: list[str] = []  # designations marked deprecated or withdrawn: recognised, but no longer correct
         for d in concept.designations:
             if d.get("value") and _display_use(d.get("use")):
-                choices.append((d["value"], d.get("language")))
+                if _standards_status(d) in ("deprecated", "withdrawn"):
+                    retired.append(d["value"])
+                else:
+                    choices.append((d["value"], d.get("language")))
+        if display in retired and all(v != display for v, _ in choices):
+            correct = ",".join(f'"{v}"' if " " in v else v for v in dict.fromkeys(v for v, _ in choices))
+            return TxIssue(
+                "warning",
+                "invalid",
+                "display-comment",
+                f"'{display}' is no longer considered a correct display for code '{concept.code}' (status = "
+                f"deprecated). The correct display is one of {correct}.",
+                _p(prefix, "display"),
+                "INACTIVE_DISPLAY_FOUND",
+            )
         wanted = (
             [c for c in choices if c[1] is None or any(_lang_ok(lang, c[1]) for lang in langs)] if langs else choices
         )
@@ -680,6 +695,13 @@ _DISPLAY_USES = frozenset(
         ("http://terminology.hl7.org/CodeSystem/hl7TermMaintInfra", "preferredForLanguage"),
     }
 )
+
+
+def _standards_status(element: dict[str, Any]) -> str | None:
+    for ext in element.get("extension", []):
+        if ext.get("url") == "http://hl7.org/fhir/StructureDefinition/structuredefinition-standards-status":
+            return str(ext.get("valueCode"))
+    return None
 
 
 def _display_use(use: Any) -> bool:
@@ -829,7 +851,7 @@ def validate(
                     i.text
                     for i in issues
                     if i.severity != "information"
-                    and not (i.severity == "warning" and i.tx_code in ("vs-invalid", "invalid-code"))
+                    and not (i.severity == "warning" and i.tx_code in ("vs-invalid", "invalid-code", "display-comment"))
                     and i.message_id != "DEPRECATED_CONCEPT_IN_VALUESET"  # a note on the value set, not the code
                 }
             )
