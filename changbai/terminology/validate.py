@@ -784,7 +784,15 @@ def validate(
             known_outside = bool(found) and r.concept is not None
             issues.extend(i for i in r.issues if not (known_outside and i.tx_code == "this-code-not-in-vs"))
             unknown.extend(r.unknown_systems)
-        if not found and vs is not None and results and not any(r.include_unresolved for r in results):
+        # a code unknown to a fragment may be valid in another fragment: not judged, so not refused
+        undecided = [r for r in results if r.valid and r.concept is None]
+        if (
+            not found
+            and not undecided
+            and vs is not None
+            and results
+            and not any(r.include_unresolved for r in results)
+        ):
             issues.insert(
                 0,
                 TxIssue(
@@ -794,7 +802,7 @@ def validate(
                     f"No valid coding was found for the value set '{_vs_label(vs)}'",
                 ),
             )
-        result = bool(found) and not any(i.severity == "error" for i in issues)
+        result = bool(found or undecided) and not any(i.severity == "error" for i in issues)
         if found:
             _describe(out, chosen)  # type: ignore[arg-type]
         out.append({"name": "codeableConcept", "valueCodeableConcept": codeable_concept})
