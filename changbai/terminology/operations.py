@@ -16,7 +16,13 @@ from changbai.terminology.codesystem import property_value
 from changbai.terminology.expand import Entry, Options, load_index, pick_display
 from changbai.terminology.expand import expand as _expand
 from changbai.terminology.params import Inputs, TxError, TxIssue, not_found
-from changbai.terminology.source import InMemorySource, LayeredSource, TerminologySource, split_canonical
+from changbai.terminology.source import (
+    ChosenSupplements,
+    InMemorySource,
+    LayeredSource,
+    TerminologySource,
+    split_canonical,
+)
 from changbai.terminology.validate import validate
 
 Resource = dict[str, Any]
@@ -106,8 +112,9 @@ def options(inputs: Inputs, *, accept_language: str | None = None) -> Options:
 _VS_SUPPLEMENT = "http://hl7.org/fhir/StructureDefinition/valueset-supplement"
 
 
-def _check_supplements(source: TerminologySource, inputs: Inputs, vs: Resource | None) -> None:
-    """Supplements asked for (useSupplement, or the value set's valueset-supplement extension) must exist."""
+def _check_supplements(source: TerminologySource, inputs: Inputs, vs: Resource | None) -> TerminologySource:
+    """Supplements asked for (useSupplement, or the value set's valueset-supplement extension) must exist;
+    the source returned applies those and no others."""
     wanted = [str(c) for c in inputs.all("useSupplement")]
     if vs is not None:
         wanted += [str(e.get("valueCanonical")) for e in vs.get("extension", []) if e.get("url") == _VS_SUPPLEMENT]
@@ -125,6 +132,7 @@ def _check_supplements(source: TerminologySource, inputs: Inputs, vs: Resource |
                 ),
                 status=404,
             )
+    return ChosenSupplements(source, wanted)
 
 
 def _with_defaults(inputs: Inputs, vs: Resource, accept_language: str | None) -> Inputs:
@@ -187,7 +195,7 @@ def expand(
     inputs = Inputs(parameters)
     source = _request_source(source, inputs)
     vs = _value_set(source, inputs, valueset)
-    _check_supplements(source, inputs, vs)
+    source = _check_supplements(source, inputs, vs)
     inputs = _with_defaults(inputs, vs, accept_language)
     opts = options(inputs)
     if limit is not None:
@@ -206,7 +214,7 @@ def validate_code(
     inputs = Inputs(parameters)
     source = _request_source(source, inputs)
     vs = _value_set(source, inputs, valueset)
-    _check_supplements(source, inputs, vs)
+    source = _check_supplements(source, inputs, vs)
     inputs = _with_defaults(inputs, vs, accept_language)
     if "displayLanguage" not in inputs and vs.get("language"):  # the value set's own language rules displays
         inputs = _merged(inputs, {"displayLanguage": vs["language"]})
@@ -226,6 +234,7 @@ def validate_code_cs(
     cs_url = codesystem.get("url") if codesystem else inputs.get("url") or inputs.get("system")
     if isinstance(cs_url, str):
         cs_url = split_canonical(cs_url)[0]
+    source = _check_supplements(source, inputs, None)
     return _validate(source, inputs, None, cs_url, accept_language)
 
 
@@ -291,7 +300,7 @@ def lookup(
     version = coding.get("version") or inputs.get("version")
     if not system or not code:
         raise InvalidInput("$lookup needs a system and a code (or a coding)", expression="code")
-    _check_supplements(source, inputs, None)
+    source = _check_supplements(source, inputs, None)
     index = load_index(source, system, version)
     if index is None:
         text = (

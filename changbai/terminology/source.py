@@ -158,3 +158,35 @@ class LayeredSource:
 
     def supplements(self, url: str) -> list[Resource]:
         return self.front.supplements(url) + self.base.supplements(url)
+
+
+class ChosenSupplements:
+    """A source whose code systems carry only the supplements a request names (useSupplement, or the value
+    set's valueset-supplement extension): a supplement changes what a code system says, so it applies only
+    where asked for."""
+
+    def __init__(self, base: TerminologySource, wanted: list[str]) -> None:
+        self.base = base
+        self.wanted = [split_canonical(c) for c in wanted]
+
+    def code_system(self, url: str, version: str | None = None) -> Resource | None:
+        return self.base.code_system(url, version)
+
+    def value_set(self, url: str, version: str | None = None) -> Resource | None:
+        return self.base.value_set(url, version)
+
+    def concept_map(self, url: str, version: str | None = None) -> Resource | None:
+        return self.base.concept_map(url, version)
+
+    def versions(self, resource_type: str, url: str) -> list[str]:
+        return self.base.versions(resource_type, url)
+
+    def concept_maps(self) -> Iterable[Resource]:
+        return self.base.concept_maps()
+
+    def supplements(self, url: str) -> list[Resource]:
+        return [
+            s
+            for s in self.base.supplements(url)
+            if any(s.get("url") == u and (v is None or s.get("version") == v) for u, v in self.wanted)
+        ]
