@@ -125,6 +125,12 @@ def operation_table() -> list[Operation]:
             instance=True,
             definition=spec + "ValueSet-expand",
         ),
+        Operation(  # the tx ecosystem's batch form of $validate-code (no core OperationDefinition in R4)
+            "batch-validate-code",
+            _handler(lambda source, params, _instance: operations.batch_validate(source, params), "ValueSet"),
+            types=("ValueSet",),
+            type_level=True,
+        ),
         Operation(
             "translate",
             _handler(operations.translate, "ConceptMap"),

@@ -245,3 +245,78 @@ def test_translate_forward_and_reverse_with_equivalence(source):
     assert parts["equivalence"]["valueCode"] == "narrower"  # read backwards, wider becomes narrower
     none = params(op.translate(source, {"sourceSystem": CS, "sourceCode": "S1"}))
     assert none["result"][0]["valueBoolean"] is False
+
+
+def test_batch_answers_a_bad_entry_in_place_and_entries_override_batch_parameters(source):
+    vs = {"resourceType": "ValueSet", "url": "urn:x:vs", "status": "active", "compose": {"include": [{"system": CS}]}}
+    coding = {"system": CS, "code": "S1", "display": "wrong"}
+    answer = op.batch_validate(
+        source,
+        {
+            "resourceType": "Parameters",
+            "parameter": [
+                {"name": "tx-resource", "resource": vs},
+                {"name": "url", "valueUri": "urn:x:vs"},
+                {"name": "lenient-display-validation", "valueBoolean": True},
+                {
+                    "name": "validation",
+                    "resource": {
+                        "resourceType": "Parameters",
+                        "parameter": [{"name": "coding", "valueCoding": coding}],
+                    },
+                },
+                {
+                    "name": "validation",
+                    "resource": {
+                        "resourceType": "Parameters",
+                        "parameter": [{"name": "codingX", "valueCoding": coding}],
+                    },
+                },
+                {
+                    "name": "validation",
+                    "resource": {
+                        "resourceType": "Parameters",
+                        "parameter": [
+                            {"name": "coding", "valueCoding": coding},
+                            {"name": "lenient-display-validation", "valueBoolean": False},
+                        ],
+                    },
+                },
+            ],
+        },
+    )
+    lenient, bad, strict = (p["resource"] for p in answer["parameter"])
+    assert {p["name"]: p.get("valueBoolean") for p in lenient["parameter"]}["result"] is True
+    assert bad["resourceType"] == "OperationOutcome"
+    assert "Unable to find code to validate" in bad["issue"][0]["details"]["text"]
+    assert {p["name"]: p.get("valueBoolean") for p in strict["parameter"]}["result"] is False
+
+
+def test_supplements_apply_only_where_named(source):
+    supplement = {
+        "resourceType": "CodeSystem",
+        "url": "http://example.org/cs/clinic-fr",
+        "version": "1",
+        "status": "active",
+        "content": "supplement",
+        "supplements": CS,
+        "concept": [{"code": "S1", "designation": [{"language": "fr", "value": "Mal de tête"}]}],
+    }
+    params = [
+        {"name": "tx-resource", "resource": supplement},
+        {"name": "system", "valueUri": CS},
+        {"name": "code", "valueCode": "S1"},
+    ]
+
+    def designations(extra):
+        out = op.lookup(source, {"resourceType": "Parameters", "parameter": params + extra})
+        return [
+            part["valueString"]
+            for p in out["parameter"]
+            if p["name"] == "designation"
+            for part in p["part"]
+            if part["name"] == "value"
+        ]
+
+    assert "Mal de tête" not in designations([])
+    assert "Mal de tête" in designations([{"name": "useSupplement", "valueCanonical": supplement["url"]}])
