@@ -365,13 +365,14 @@ class MemoryStore:
         old = (
             self.by_id.get(record.id) if record.id else self.rows.get((record.sender, record.control_id, record.digest))
         )
-        if old is not None:
-            record.id, record.attempts = old.id, old.attempts + 1
+        if old is not None and old.id is not None:
+            key, record.attempts = old.id, old.attempts + 1
             self.rows.pop((old.sender, old.control_id, old.digest), None)
         else:
-            record.id = len(self.by_id) + 1
+            key = len(self.by_id) + 1
+        record.id = key
         self.rows[(record.sender, record.control_id, record.digest)] = record
-        self.by_id[record.id] = record
+        self.by_id[key] = record
         return record
 
     def list(self, status: str | None = None, limit: int = 50) -> list[InboxRecord]:
