@@ -288,6 +288,9 @@ def identify_step(conn: Connection, ctx: Any, op: Any) -> None:
     patient = normalise_patient(op.resource, key=op.id)
     for warning in patient.warnings:
         op.warnings.append(Issue(warning, "business-rule", "warning", ["Patient.identifier"]))
+    unchanged = op.previous is not None and normalise_patient(op.previous, key=op.id) == patient
+    if unchanged and registry.person_of(op.id) is not None:
+        return  # nothing the matcher compares has changed (a resent ADT message): the links stand
     registry.register(patient, actor)
 
 
