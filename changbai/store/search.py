@@ -270,7 +270,9 @@ class PrefixRange(ColumnElement[bool]):
     def __init__(self, column: ColumnElement[Any], prefix: str) -> None:
         self.column = column
         self.low = literal(prefix, String())
-        self.high = literal(prefix[:-1] + chr(ord(prefix[-1]) + 1), String())
+        following = ord(prefix[-1]) + 1
+        following = 0xE000 if 0xD800 <= following <= 0xDFFF else following  # surrogates are no characters
+        self.high = literal(prefix[:-1] + chr(following), String())
 
 
 @compiles(PrefixRange)
