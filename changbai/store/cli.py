@@ -14,6 +14,12 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("directory", type=Path)
     p.add_argument("--database", help="database URL (default: SQLite file in ./var/)")
     p.add_argument("--chunk", type=int, default=1000, help="resources per transaction")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="processes that validate and index ahead (default: one per CPU for large loads; 0: none)",
+    )
     p.set_defaults(handler=load)
     m = sub.add_parser("migrate", help="bring the database schema up to date (also done on every start)")
     m.add_argument("--database", help="database URL")
@@ -36,7 +42,11 @@ def load(args: argparse.Namespace) -> int:
     ) as bar:
         task = bar.add_task("load", total=total)
         report = load_directory(
-            platform.repo, args.directory, chunk=args.chunk, progress=lambda n: bar.advance(task, n)
+            platform.repo,
+            args.directory,
+            chunk=args.chunk,
+            progress=lambda n: bar.advance(task, n),
+            workers=args.workers,
         )
     elapsed = time.perf_counter() - start
     print(
