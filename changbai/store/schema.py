@@ -93,7 +93,7 @@ idx_token = _index_table(
     Column("system", String(256), nullable=True),
     Column("code", String(256), nullable=True),
     Column("text", String(512), nullable=True),  # normalised display / text, for :text
-    indexes=(("rtype", "param", "code", "system"),),
+    indexes=(("rtype", "param", "code", "system", "rid"),),  # rid last: lookups read it from the index
 )
 
 idx_reference = _index_table(
@@ -102,7 +102,7 @@ idx_reference = _index_table(
     Column("target_id", String(64), nullable=True),
     Column("target_version", String(64), nullable=True),
     Column("url", String(512), nullable=True),  # absolute / canonical references
-    indexes=(("rtype", "param", "target_id", "target_type"), ("target_type", "target_id")),
+    indexes=(("rtype", "param", "target_id", "target_type", "rid"), ("target_type", "target_id")),
 )
 
 idx_date = _index_table(
