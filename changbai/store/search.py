@@ -28,7 +28,6 @@ from sqlalchemy import (
     Select,
     String,
     and_,
-    distinct,
     false,
     func,
     literal,
@@ -804,6 +803,15 @@ def execute(unit: Unit, request: SearchRequest) -> SearchResult:
         return SearchResult(request, [], [], _count(unit, request, where), False)
     keyset = not request.sort  # default order: page by keyset, so inserts between pages shift nothing
     page_where = list(where)
+    total: int | None = None
+    lookups = _lookups(request)
+    if lookups is not None and request.total != "none":
+        # Up to RID_SET_LIMIT matches, one query over the indexes gives the total and the page's candidates,
+        # instead of a page query and a count that both intersect the same sets.
+        found = unit.conn.execute(_matching_rids(lookups).limit(RID_SET_LIMIT + 1)).scalars().all()
+        if len(found) <= RID_SET_LIMIT:
+            total = len(found)
+            page_where = [*where[:2], R.rid.in_(found)]  # deleted and type, then the matches
     if keyset and request.cursor is not None:
         updated, rid = request.cursor
         page_where.append(or_(R.last_updated < updated, and_(R.last_updated == updated, R.rid < rid)))
@@ -817,8 +825,7 @@ def execute(unit: Unit, request: SearchRequest) -> SearchResult:
     ordered = unit.conn.execute(q).all()
     has_more = len(ordered) > request.count
     ordered = ordered[: request.count]
-    total: int | None = None
-    if request.total != "none":
+    if total is None and request.total != "none":
         # The last page of a search from its start says how many there are; only longer results are counted.
         last_page = not has_more and request.cursor is None and (ordered or not request.offset)
         total = request.offset + len(ordered) if last_page else _count(unit, request, where)
@@ -837,12 +844,30 @@ def _count(unit: Unit, request: SearchRequest, where: list[ColumnElement[bool]])
     """How many resources match. When every condition is an index lookup, the rids are counted from the
     indexes alone, the first set filtered by the others (semi-joins, so that the planner can still probe a
     large set by rid rather than read it whole), instead of probing ``resource`` once per match."""
+    lookups = _lookups(request)
+    if lookups is not None:
+        matching = _matching_rids(lookups).subquery()
+        return int(unit.conn.execute(select(func.count()).select_from(matching)).scalar_one())
+    return int(unit.conn.execute(select(func.count()).select_from(t.resource).where(*where)).scalar_one())
+
+
+#: Up to this many matches, a search whose conditions are all index lookups fetches the matching rids first.
+RID_SET_LIMIT = 1000
+
+
+def _lookups(request: SearchRequest) -> list[InIndex] | None:
+    """The conditions as index lookups, when every one of them is (and nothing else restricts the rows)."""
     lookups = [c.build for c in request.clauses if isinstance(c.build, InIndex)]
     if lookups and len(lookups) == len(request.clauses) and not request.restrictions:
-        first = lookups[0].rids().subquery()
-        q = select(func.count(distinct(first.c[0]))).where(*(first.c[0].in_(lookup.rids()) for lookup in lookups[1:]))
-        return int(unit.conn.execute(q).scalar_one())
-    return int(unit.conn.execute(select(func.count()).select_from(t.resource).where(*where)).scalar_one())
+        return lookups
+    return None
+
+
+def _matching_rids(lookups: list[InIndex]) -> Select[Any]:
+    """The rids that every lookup finds: the first set filtered by the others (semi-joins, so that the
+    planner can still probe a large set by rid rather than read it whole)."""
+    first = lookups[0].rids().subquery()
+    return select(first.c[0]).where(*(first.c[0].in_(lookup.rids()) for lookup in lookups[1:])).distinct()
 
 
 def _load(unit: Unit, rids: list[int]) -> list[Match]:
