@@ -7,6 +7,7 @@ validation check bindings and search expand ``:below`` / ``:in``.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
@@ -142,12 +143,33 @@ def operation_table() -> list[Operation]:
     ]
 
 
+#: Seconds a search-time expansion (``:below``, ``:in``) is reused.
+EXPANSION_TTL = 60.0
+
+
 def token_expander(repo: Repository) -> Callable[[str, str], list[tuple[str | None, str]] | None]:
     """For search: ``:below`` system|code -> the code and its descendants; ``:in`` / ``:not-in`` a value
     set url -> its codes. None when the code system or value set is unknown."""
     from changbai.terminology.expand import Expander, Options, load_index
 
+    # Searches ask for the same hierarchies again and again (ICD-10 chapters): reading a code system from
+    # the store and expanding it costs ~15 ms, so expansions are kept for EXPANSION_TTL seconds; a changed
+    # code system or value set is seen by searches within that time.
+    cache: dict[tuple[str, str], tuple[float, list[tuple[str | None, str]]]] = {}
+
     def expand_token(modifier: str, value: str) -> list[tuple[str | None, str]] | None:
+        now = time.monotonic()
+        hit = cache.get((modifier, value))
+        if hit is not None and now - hit[0] < EXPANSION_TTL:
+            return hit[1]
+        found = _expand_token(modifier, value)
+        if found is not None:  # an unknown system may be loaded any moment: not remembered
+            if len(cache) > 1000:
+                cache.clear()
+            cache[(modifier, value)] = (now, found)
+        return found
+
+    def _expand_token(modifier: str, value: str) -> list[tuple[str | None, str]] | None:
         with repo.unit(write=False) as unit:
             source = tx_source(unit)
             if modifier in ("below", "above"):
