@@ -16,7 +16,9 @@ from pathlib import Path
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
-TESTDATA = ROOT.parent / "shared" / "testdata"
+TESTDATA = Path(os.environ.get("CHANGBAI_TESTDATA") or ROOT.parent / "shared" / "testdata")
+if not TESTDATA.is_dir() and Path("/work/shared/testdata").is_dir():  # a checkout outside /work here
+    TESTDATA = Path("/work/shared/testdata")
 PG_ADMIN = os.environ.get("CHANGBAI_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
 #: The core benchmarks measure the platform without sign-in; benchmarks/security.py measures what security
 #: costs on the same workloads, and the web benchmark signs in as a clinician.

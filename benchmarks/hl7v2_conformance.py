@@ -13,10 +13,10 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
+from benchmarks.common import TESTDATA
 from changbai.exchange import conformance, er7, v2fhir
 
-ROOT = Path(__file__).resolve().parents[1]
-DEFAULT = ROOT.parent / "shared" / "testdata" / "hl7v2"
+DEFAULT = TESTDATA / "hl7v2"
 
 
 def _sourced(msg: er7.Message):  # type: ignore[no-untyped-def]

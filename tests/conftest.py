@@ -25,8 +25,20 @@ from changbai.settings import Settings
 os.environ.setdefault("CHANGBAI_SECURITY", "off")
 
 ROOT = Path(__file__).resolve().parent.parent
-SHARED = ROOT.parent / "shared"
-TESTDATA = SHARED / "testdata"
+
+
+def _testdata() -> Path:
+    """The outside test data (../shared/testdata beside the checkout): CHANGBAI_TESTDATA names it when the
+    checkout lives elsewhere (a clean clone in a temporary directory); /work/shared is this machine's."""
+    candidates = [os.environ.get("CHANGBAI_TESTDATA"), ROOT.parent / "shared" / "testdata", "/work/shared/testdata"]
+    for candidate in candidates:
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    return ROOT.parent / "shared" / "testdata"
+
+
+TESTDATA = _testdata()
+SHARED = TESTDATA.parent
 PG_ENV = "CHANGBAI_TEST_POSTGRES_URL"
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 

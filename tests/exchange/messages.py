@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from tests.conftest import TESTDATA
 
-SAMPLES = Path(__file__).resolve().parents[3] / "shared" / "testdata" / "hl7v2"
+SAMPLES = TESTDATA / "hl7v2"
 
 
 def adt(
