@@ -55,6 +55,21 @@ def _pg_admin_url() -> str | None:
         return None
 
 
+@pytest.fixture(scope="session", autouse=True)
+def quick_password_hashing() -> Iterator[None]:
+    """Argon2 with light parameters while testing: tests create hundreds of accounts, and at the production
+    parameters (64 MiB, 3 passes) hashing them was minutes of the suite. Hashes still verify the same way
+    (each hash carries its parameters); the production hasher is unchanged."""
+    from argon2 import PasswordHasher
+
+    from changbai.security import accounts
+
+    saved = accounts._hasher
+    accounts._hasher = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+    yield
+    accounts._hasher = saved
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     admin = _pg_admin_url()
