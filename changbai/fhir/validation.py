@@ -45,10 +45,14 @@ def check(resource: Any, *, binding_checker: BindingChecker | None = None) -> li
 
 def judge(issues: list[Issue]) -> list[Issue]:
     """Raise :class:`InvalidResource` when ``issues`` hold an error; return them (the warnings) otherwise."""
-    errors = [i for i in issues if i.severity in ("error", "fatal")]
+    errors = errors_of(issues)
     if errors:
         raise InvalidResource(errors[0].diagnostics, issues=errors)
     return issues
+
+
+def errors_of(issues: list[Issue]) -> list[Issue]:
+    return [i for i in issues if i.severity in ("error", "fatal")]
 
 
 def _err(issues: list[Issue], path: str, message: str, code: str = "structure") -> None:

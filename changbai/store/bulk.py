@@ -87,7 +87,7 @@ def load_file(
     pool: Any = None,
 ) -> None:
     pending: deque[tuple[list[tuple[int, bytes]], Any]] = deque()
-    depth = 2 * getattr(pool, "_processes", 0) + 1  # chunks in flight: keep every worker busy
+    depth = 2 * (os.cpu_count() or 1) + 1 if pool else 1  # chunks in flight: keep every worker busy
 
     def write_oldest() -> None:
         lines, result = pending.popleft()
@@ -197,7 +197,7 @@ def _work_ahead(lines: list[bytes]) -> list[tuple[list[Any], dict[str, list[dict
         try:
             resource = orjson.loads(line)
             issues = validation.validate(resource, binding_checker=_checker)
-            valid = not any(i.severity in ("error", "fatal") for i in issues)
+            valid = not validation.errors_of(issues)
             out.append((issues, index_rows(resource, part="content") if valid else {}))
         except Exception:  # whatever it is, the main process meets it again and says so
             out.append(None)
