@@ -32,6 +32,9 @@ class Settings(BaseSettings):
     #: Honour MSH-15/16 (enhanced acknowledgement mode: CA/CR accept ACKs, none for NE). Off: every message
     #: gets its application ACK, for senders that fill MSH-15/16 but wait for original-mode answers.
     mllp_enhanced_ack: bool = True
+    #: Most codes ValueSet/$expand returns without paging (count/offset); a bigger expansion is answered with
+    #: a too-costly OperationOutcome rather than truncated.
+    terminology_expansion_limit: int = 10_000
     #: Identifier system of the resident ID number (居民身份证号码) in the master patient index.
     resident_id_system: str = "urn:oid:2.16.156.10011.1.3"
     #: Sign-in, access policies, consent and audit (docs/security.md). On by default; CHANGBAI_SECURITY=off

@@ -116,6 +116,8 @@ class Router:
         self.settings = settings or get_settings()
         self.operations: dict[str, list[Operation]] = {}
         self.hooks = RouterHooks()
+        #: GET metadata?mode=X answered by a module (e.g. terminology -> TerminologyCapabilities)
+        self.metadata_modes: dict[str, Callable[[Router, Context], dict[str, Any]]] = {}
 
     def register(self, op: Operation) -> None:
         self.operations.setdefault(op.name, []).append(op)
@@ -180,6 +182,9 @@ class Router:
                 raise MethodNotAllowed("Use GET for metadata")
             from changbai.api.capability import capability_statement
 
+            mode = next((v for k, v in req.query if k == "mode"), None)
+            if mode in self.metadata_modes:
+                return FhirResponse(200, self.metadata_modes[mode](self, ctx))
             return FhirResponse(200, capability_statement(self, ctx))
         if parts[0].startswith("$"):
             return self._operation(req, ctx, parts[0][1:], None, None)

@@ -34,11 +34,11 @@ _DESIGNATION_USE_PREFERRED = {
 }
 
 
-#: The ValueSet metadata repeated in an expansion (tx servers leave out compose and descriptive text).
+#: The ValueSet metadata repeated in an expansion; the definition (compose, descriptive text, the value set's
+#: own extensions, contained resources) only when the request asks for it with includeDefinition.
 _EXPANSION_KEEPS = (
     "resourceType",
     "id",
-    "extension",
     "url",
     "identifier",
     "version",
@@ -48,7 +48,6 @@ _EXPANSION_KEEPS = (
     "experimental",
     "date",
     "language",
-    "contained",
     "immutable",
 )
 
@@ -66,6 +65,7 @@ class Options:
     offset: int | None = None  # None: not asked for (and not echoed)
     count: int | None = None
     exclude_nested: bool = True
+    include_definition: bool = False
     force_versions: dict[str, str] = field(default_factory=dict)
     default_versions: dict[str, str] = field(default_factory=dict)
     check_versions: dict[str, str] = field(default_factory=dict)
@@ -85,6 +85,8 @@ class Entry:
     designations: list[dict[str, Any]] = field(default_factory=list)
     inactive: bool = False
     abstract: bool = False
+    #: how the entry was selected: "walk" (a whole code system), "filter", or None (a list, an import...)
+    via: str | None = None
 
     @property
     def key(self) -> tuple[str, str]:
@@ -171,6 +173,9 @@ class Expander:
         self.warnings: list[TxIssue] = []
         #: version parameters that decided a version here ((parameter, url) -> version), echoed in the expansion
         self.applied: dict[tuple[str, str], str] = {}
+        #: whether the entries can be nested by the code systems' hierarchy: not when a value set is imported,
+        #: a concept list or several filters select codes, or a code is reached twice
+        self.tree_ok = True
 
     # resolution
     def sought(self, canonical: str) -> str:
@@ -230,8 +235,13 @@ class Expander:
             return (e.system, e.version, e.code) if versions_match == "false" else e.key
 
         out: dict[tuple, Entry] = {}
+        for part in compose.get("include", []) + compose.get("exclude", []):
+            if part.get("valueSet") or part.get("concept") or len(part.get("filter", [])) > 1:
+                self.tree_ok = False
         for position, inc in enumerate(compose.get("include", [])):
             for e in self._include(inc, pathway, position=position):
+                if include_key(e) in out:
+                    self.tree_ok = False
                 out.setdefault(include_key(e), e)
         if compose.get("exclude") and out:
             for exc in compose["exclude"]:
@@ -330,9 +340,14 @@ class Expander:
                     )
                 matched = index.filter(f.get("property", ""), f.get("op", ""), f["value"])
                 codes = matched if codes is None else [c for c in codes if c in set(matched)]
+            via = "filter"
             if codes is None:
-                codes = index.order
+                codes, via = index.order, "walk"
+                if any(len(index.concepts[c].parents) > 1 for c in codes):
+                    self.tree_ok = False  # a poly-hierarchy: a concept would sit under two parents
             entries = [self._entry(index, index.concepts[c]) for c in codes]
+            for e in entries:
+                e.via = via
         if imported:
             keep = set.intersection(*imported)
             entries = [e for e in entries if e.key in keep]
@@ -416,9 +431,9 @@ def text_matches(entry: Entry, words: list[str]) -> bool:
 
 #: Recent expansions (before text filter and paging), reused while the value set and the code system
 #: indexes they used are unchanged: a text-filtered page of a big value set then costs one scan.
-#: key -> (value set, entries, used systems, used value sets, indexes, imports as resolved)
+#: key -> (value set, entries, used systems, used value sets, indexes, imports as resolved, can nest)
 _CachedExpansion = tuple[
-    Resource, list[Entry], dict[str, str], list[str], list[CodeSystemIndex], list[tuple[str, Resource]]
+    Resource, list[Entry], dict[str, str], list[str], list[CodeSystemIndex], list[tuple[str, Resource]], bool
 ]
 _EXPANSIONS: OrderedDict[tuple, _CachedExpansion] = OrderedDict()
 _EXPANSIONS_LOCK = threading.Lock()
@@ -458,10 +473,11 @@ def cached_entries(source: TerminologySource, vs: Resource, opts: Options) -> tu
     with _EXPANSIONS_LOCK:
         hit = _EXPANSIONS.get(key)
     if (hit is not None and hit[0] is vs) or (hit is not None and (vs.get("meta") or {}).get("versionId")):
-        _vs, entries, systems, valuesets, indexes, resolved = hit
+        _vs, entries, systems, valuesets, indexes, resolved, tree_ok = hit
         if all(load_index(source, i.url, i.version) is i for i in indexes) and _same_imports(source, opts, resolved):
             expander = Expander(source, opts)
             expander.used_systems, expander.used_valuesets = dict(systems), list(valuesets)
+            expander.tree_ok = tree_ok
             return entries, expander
     expander = Expander(source, opts)
     entries = expander.entries(vs)
@@ -474,6 +490,7 @@ def cached_entries(source: TerminologySource, vs: Resource, opts: Options) -> tu
             list(expander.used_valuesets),
             indexes,
             list(expander.resolved),
+            expander.tree_ok,
         )
         while len(_EXPANSIONS) > 64:
             _EXPANSIONS.popitem(last=False)
@@ -529,7 +546,7 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
         )
     start = opts.offset or 0
     page = entries[start : start + opts.count if opts.count is not None else None]
-    out = {k: v for k, v in vs.items() if k in _EXPANSION_KEEPS}
+    out = {k: v for k, v in vs.items() if k in _EXPANSION_KEEPS or (opts.include_definition and k != "expansion")}
     expansion: dict[str, Any] = {
         "identifier": f"urn:uuid:{uuid.uuid4()}",
         "timestamp": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+00:00"),
@@ -580,10 +597,47 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
         if len(named_versions) > 1:
             versions.setdefault(system, set()).update(named_versions)
     contains = [_contains(e, opts, len(versions.get(e.system, ())) > 1) for e in page]
+    nest = (
+        not opts.exclude_nested
+        and expander.tree_ok
+        and not opts.offset
+        and (opts.count is None or opts.count > total)
+        and not (opts.text_filter and any(e.via == "walk" for e in entries))
+    )
+    if nest:
+        contains = _nested(page, contains, opts)
+    if any(p.get("code") == "status" for item in _flatten(contains) for p in item.get("property", [])):
+        declared_codes = {d["code"] for d in expansion.get("property", [])}
+        if "status" not in declared_codes:
+            expansion.setdefault("property", []).append({"code": "status", "uri": _STANDARD_PROPERTIES["status"]})
     if contains:
         expansion["contains"] = contains
     out["expansion"] = expansion
     return out
+
+
+def _nested(entries: list[Entry], items: list[dict[str, Any]], opts: Options) -> list[dict[str, Any]]:
+    """The expansion as a tree (excludeNested=false): each code under its nearest parent in the expansion.
+    Walking a whole code system, a parent left out only for being inactive (activeOnly) hands its children to
+    its own parent; codes selected by a filter go under their parent only if it was selected too."""
+    node = {(e.system, e.version, e.code): item for e, item in zip(entries, items, strict=True)}
+    roots = []
+    for e, item in zip(entries, items, strict=True):
+        parent = None
+        concept, index = e.concept, e.index
+        while concept is not None and index is not None and concept.parents:
+            above = index.concepts.get(concept.parents[0])
+            if above is None:
+                break
+            parent = node.get((e.system, e.version, above.code))
+            if parent is not None or e.via != "walk" or not (opts.active_only and above.inactive):
+                break
+            concept = above
+        if parent is None:
+            roots.append(item)
+        else:
+            parent.setdefault("contains", []).append(item)
+    return roots
 
 
 def _contains(e: Entry, opts: Options, show_version: bool = False) -> dict[str, Any]:
@@ -618,16 +672,32 @@ def _contains(e: Entry, opts: Options, show_version: bool = False) -> dict[str, 
             designations.append(d)
         if designations:
             item["designation"] = designations
+    props = []
     if opts.properties and e.concept is not None:
-        props = []
         for p in e.concept.properties:
             if p.get("code") in opts.properties:
                 props.append(p)
         if "definition" in opts.properties and e.concept.definition:
             props.append({"code": "definition", "valueString": e.concept.definition})
-        if props:
-            item["property"] = props
+    status = concept_status(e.concept)
+    if status and not any(p.get("code") == "status" for p in props):
+        props.append({"code": "status", "valueCode": status})  # why a code is inactive or deprecated
+    if props:
+        item["property"] = props
     return item
+
+
+def concept_status(concept: Concept | None) -> str | None:
+    """A status worth showing beside a code (R5 concept-properties#status): the concept's own status
+    property when it is not 'active', else the standards-status of its definition."""
+    if concept is None:
+        return None
+    if concept.status and str(concept.status).lower() != "active":
+        return str(concept.status)
+    for ext in concept.extensions:
+        if ext.get("url") == _STANDARDS_STATUS and ext.get("valueCode"):
+            return str(ext["valueCode"])
+    return None
 
 
 __all__ = [

@@ -75,6 +75,8 @@ def _handler(call: Callable[..., Resource], kind: str) -> Callable[..., FhirResp
         kwargs: dict[str, Any] = {}
         if call in (operations.expand, operations.validate_code, operations.validate_code_cs, operations.lookup):
             kwargs["accept_language"] = req.header("accept-language")
+        if call is operations.expand:
+            kwargs["limit"] = router.settings.terminology_expansion_limit
         return FhirResponse(200, call(tx_source(unit), params, instance, **kwargs))
 
     return handle
@@ -197,6 +199,7 @@ def install(platform: Platform) -> None:
 
     for op in operation_table():
         platform.router.register(op)
+    platform.router.metadata_modes["terminology"] = lambda _router, _ctx: operations.terminology_capabilities()
     platform.repo.token_expander = token_expander(platform.repo)
     platform.repo.pipeline.binding_checker = binding_checker_for(platform.repo)
     platform.repo.pipeline.binding_checker_factory = binding_checker_for_url

@@ -121,7 +121,8 @@ def codes(vs_answer):
 
 
 def expand(source, name, **extra):
-    return op.expand(source, {"url": f"http://example.org/vs/{name}", **extra})
+    """$expand as a flat list (these tests are about which codes are selected; nesting has its own test)."""
+    return op.expand(source, {"url": f"http://example.org/vs/{name}", "excludeNested": True, **extra})
 
 
 def test_lookup_returns_the_defined_output_parameters(source):
@@ -213,6 +214,30 @@ def test_subsumes(source):
 )
 def test_expand_filters(source, name, expected):
     assert codes(expand(source, name)) == expected
+
+
+def tree(items):
+    return [(c["code"], tree(c.get("contains", []))) for c in items]
+
+
+def test_expansion_nests_by_the_hierarchy_unless_excludenested(source):
+    def nested(name, **extra):
+        return tree(op.expand(source, {"url": f"http://example.org/vs/{name}", **extra})["expansion"]["contains"])
+
+    d1 = ("D1", [("D1.1", []), ("D1.2", [])])
+    assert nested("all") == [("D", [d1, ("D2", [("D2.1", [])])]), ("S", [("S1", [])])]
+    assert nested("isa") == [d1]  # a filter's codes sit under their selected parent
+    # activeOnly leaves out the retired D1.2; a left-out parent would hand its children up
+    assert nested("isa", activeOnly=True) == [("D1", [("D1.1", [])])]
+    # flat when asked, when a page is taken, or when a concept list / import selects the codes
+    assert nested("all", excludeNested=True)[0] == ("D", [])
+    assert nested("all", offset=1, count=2) == [("D1", []), ("D1.1", [])]
+    assert nested("import") == [("D1", []), ("D1.1", []), ("D1.2", [])]
+    # the retired code says why it is inactive (R5 concept-properties#status)
+    answer = op.expand(source, {"url": "http://example.org/vs/isa", "excludeNested": True})
+    retired = next(c for c in answer["expansion"]["contains"] if c["code"] == "D1.2")
+    assert retired["property"] == [{"code": "status", "valueCode": "retired"}]
+    assert {"code": "status", "uri": "http://hl7.org/fhir/concept-properties#status"} in answer["expansion"]["property"]
 
 
 def test_expand_text_filter_paging_active_only_and_language(source):

@@ -177,3 +177,40 @@ def test_operations_know_the_fhir_core_terminology_behind_the_store(fhir):
     assert values(r.json())["result"] == [True] and values(r.json())["display"] == ["Female"]
     r = fhir.get("/ValueSet/$expand", params={"url": "http://hl7.org/fhir/ValueSet/administrative-gender"})
     assert sorted(c["code"] for c in r.json()["expansion"]["contains"]) == ["female", "male", "other", "unknown"]
+
+
+def test_terminology_capabilities_and_the_expansion_limit_over_http(settings):
+    """GET metadata?mode=terminology is the TerminologyCapabilities; an unpaged $expand beyond the node's
+    limit (CHANGBAI_TERMINOLOGY_EXPANSION_LIMIT) is refused as too costly, a page of it is not."""
+    from changbai.api.app import create_platform
+
+    platform = create_platform(settings.model_copy(update={"terminology_expansion_limit": 3}), extensions=[install])
+    live = LiveServer(platform.build_app(), free_port()).start()
+    try:
+        with httpx.Client(base_url=live.fhir, timeout=60, headers={"accept": "application/fhir+json"}) as c:
+            caps = c.get("/metadata", params={"mode": "terminology"}).json()
+            assert caps["resourceType"] == "TerminologyCapabilities"
+            assert {"name": "excludeNested"} in caps["expansion"]["parameter"]
+            assert c.get("/metadata").json()["resourceType"] == "CapabilityStatement"
+            cs = {
+                "resourceType": "CodeSystem",
+                "url": "http://example.org/cs/five",
+                "status": "active",
+                "content": "complete",
+                "concept": [{"code": f"c{i}", "display": f"Code {i}"} for i in range(5)],
+            }
+            vs = {
+                "resourceType": "ValueSet",
+                "url": "http://example.org/vs/five",
+                "status": "active",
+                "compose": {"include": [{"system": cs["url"]}]},
+            }
+            assert c.post("/CodeSystem", json=cs).status_code == 201
+            assert c.post("/ValueSet", json=vs).status_code == 201
+            r = c.get("/ValueSet/$expand", params={"url": vs["url"]})
+            assert r.status_code == 422 and r.json()["issue"][0]["code"] == "too-costly"
+            r = c.get("/ValueSet/$expand", params={"url": vs["url"], "count": "2"})
+            assert r.status_code == 200 and [x["code"] for x in r.json()["expansion"]["contains"]] == ["c0", "c1"]
+    finally:
+        live.stop()
+        platform.db.dispose()
