@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from changbai.terminology.codesystem import INDEXES, CodeSystemIndex, Concept
+from changbai.terminology.codesystem import INDEXES, CodeSystemIndex, Concept, property_value
 from changbai.terminology.params import TxError, TxIssue, not_found
 from changbai.terminology.source import (
     TerminologySource,
@@ -87,6 +87,8 @@ class Entry:
     abstract: bool = False
     #: how the entry was selected: "walk" (a whole code system), "filter", or None (a list, an import...)
     via: str | None = None
+    #: extensions on the value set's concept reference (compose.include.concept.extension)
+    extensions: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def key(self) -> tuple[str, str]:
@@ -323,6 +325,7 @@ class Expander:
                 if c.get("display"):
                     entry.display = c["display"]
                 entry.designations = list(c.get("designation", [])) + entry.designations
+                entry.extensions = list(c.get("extension", []))
                 entries.append(entry)
         else:
             codes: list[str] | None = None
@@ -526,8 +529,14 @@ def _lang_match(wanted: str, have: str) -> bool:
 
 
 def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
-    """$expand: the ValueSet with an ``expansion`` (flat; ``contains`` paged by offset/count)."""
+    """$expand: the ValueSet with an ``expansion``: ``contains`` nested by the code systems' hierarchy where the
+    selection allows (flat with excludeNested=true), paged by offset/count."""
     entries, expander = cached_entries(source, vs, opts)
+    fragments = {
+        f"{e.index.url}|{e.index.version}" if e.index.version else e.index.url: e.index.url
+        for e in entries
+        if e.index is not None and e.index.content == "fragment"
+    }
     if opts.text_filter:
         words = [w.lower() for w in opts.text_filter.split() if w]
         entries = [e for e in entries if text_matches(e, words)]
@@ -562,6 +571,16 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
             parameters.append({"name": "used-supplement", "valueUri": _canonical_of(supplement)})
     for canonical in dict.fromkeys(expander.used_valuesets):
         parameters.append({"name": "used-valueset", "valueUri": canonical})
+    for canonical in fragments:  # drawn from a fragment: codes may exist that no one listed
+        parameters.append({"name": "used-fragment", "valueUri": canonical})
+    if fragments:
+        reason = (
+            f"This extension is based on a fragment of the code system {', '.join(dict.fromkeys(fragments.values()))}"
+        )
+        expansion["extension"] = [
+            {"url": _SD + "valueset-unclosed", "valueBoolean": True},
+            {"url": _SD + "valueset-unclosed-reason", "valueString": reason},
+        ]
     for url, ver in opts.force_versions.items():
         parameters.append({"name": "force-system-version", "valueUri": f"{url}|{ver}"})
     for (name, url), ver in expander.applied.items():
@@ -600,16 +619,18 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
     nest = (
         not opts.exclude_nested
         and expander.tree_ok
+        and not fragments
         and not opts.offset
         and (opts.count is None or opts.count > total)
         and not (opts.text_filter and any(e.via == "walk" for e in entries))
     )
     if nest:
         contains = _nested(page, contains, opts)
-    if any(p.get("code") == "status" for item in _flatten(contains) for p in item.get("property", [])):
-        declared_codes = {d["code"] for d in expansion.get("property", [])}
-        if "status" not in declared_codes:
-            expansion.setdefault("property", []).append({"code": "status", "uri": _STANDARD_PROPERTIES["status"]})
+    used = {p.get("code") for item in _flatten(contains) for p in item.get("property", [])}
+    declared_codes = {d["code"] for d in expansion.get("property", [])}
+    for code, uri in _DERIVED_PROPERTIES.items():
+        if code in used and code not in declared_codes:
+            expansion.setdefault("property", []).append({"code": code, "uri": uri})
     if contains:
         expansion["contains"] = contains
     out["expansion"] = expansion
@@ -682,9 +703,55 @@ def _contains(e: Entry, opts: Options, show_version: bool = False) -> dict[str, 
     status = concept_status(e.concept)
     if status and not any(p.get("code") == "status" for p in props):
         props.append({"code": "status", "valueCode": status})  # why a code is inactive or deprecated
+    code_system_ext = e.concept.extensions if e.concept is not None else []
+    for code, sources in _EXTENSION_PROPERTIES.items():
+        value = None
+        for ext in [*code_system_ext, *e.extensions]:  # the value set's word is the last one
+            if ext.get("url") in sources:
+                _kind, value = property_value(ext)
+        if value is not None and not any(p.get("code") == code for p in props):
+            props.append({"code": code, f"value{'String' if code == 'label' else 'Decimal'}": value})
     if props:
         item["property"] = props
+    extensions = [x for x in code_system_ext if x.get("url") in _ECHOED_CS_EXTENSIONS]
+    extensions += [x for x in e.extensions if x.get("url") in _ECHOED_VS_EXTENSIONS]
+    if extensions:
+        item = {"extension": extensions, **item}
     return item
+
+
+_SD = "http://hl7.org/fhir/StructureDefinition/"
+#: R5 concept properties an expansion shows from extensions on the concept (code system first, then the
+#: value set's concept reference): code -> extension urls
+_EXTENSION_PROPERTIES = {
+    "label": (_SD + "codesystem-label", _SD + "valueset-label"),
+    "order": (_SD + "codesystem-conceptOrder", _SD + "valueset-conceptOrder"),
+    "weight": (_SD + "itemWeight",),
+}
+#: properties an expansion may add on its own, with their R5 concept-properties uris
+_DERIVED_PROPERTIES = {
+    "status": "http://hl7.org/fhir/concept-properties#status",
+    "label": "http://hl7.org/fhir/concept-properties#label",
+    "order": "http://hl7.org/fhir/concept-properties#order",
+    "weight": "http://hl7.org/fhir/concept-properties#itemWeight",
+}
+#: extensions of a code system concept repeated on its expansion entry
+_ECHOED_CS_EXTENSIONS = frozenset(
+    _SD + n for n in ("coding-sctdescid", "rendering-style", "rendering-xhtml", "codesystem-alternate")
+)
+#: extensions of a value set's concept reference repeated on the expansion entry
+_ECHOED_VS_EXTENSIONS = frozenset(
+    _SD + n
+    for n in (
+        "valueset-supplement",
+        "valueset-deprecated",
+        "structuredefinition-standards-status",
+        "valueset-concept-definition",
+        "coding-sctdescid",
+        "rendering-style",
+        "rendering-xhtml",
+    )
+)
 
 
 def concept_status(concept: Concept | None) -> str | None:

@@ -390,15 +390,13 @@ class Validator:
                             "Terminology_TX_System_Relative",
                         )
                     )
+                # an absolute system the value set does not draw on is named bare (the recorded tx wording for a
+                # code looked up outside the value set); one the value set names, or a relative one, quoted
+                text = unknown_system_text(self.source, system, None, CANNOT_VALIDATE)
+                if vs is not None and not includes and re.match(r"[A-Za-z][A-Za-z0-9+.-]*:", system):
+                    text = text.replace(f"'{system}'", system, 1)
                 r.issues.append(
-                    TxIssue(
-                        "error",
-                        "not-found",
-                        "not-found",
-                        unknown_system_text(self.source, system, None, CANNOT_VALIDATE),
-                        _p(prefix, "system"),
-                        "UNKNOWN_CODESYSTEM",
-                    )
+                    TxIssue("error", "not-found", "not-found", text, _p(prefix, "system"), "UNKNOWN_CODESYSTEM")
                 )
                 r.unknown_systems.append(system)
                 if not includes:

@@ -345,3 +345,55 @@ def test_supplements_apply_only_where_named(source):
 
     assert "Mal de tête" not in designations([])
     assert "Mal de tête" in designations([{"name": "useSupplement", "valueCanonical": supplement["url"]}])
+
+
+def test_expansion_shows_labels_order_weight_and_marks_a_fragment_unclosed():
+    sd = "http://hl7.org/fhir/StructureDefinition/"
+    cs = {
+        "resourceType": "CodeSystem",
+        "url": "http://example.org/cs/frag",
+        "version": "1",
+        "status": "active",
+        "content": "fragment",
+        "concept": [
+            {
+                "code": "a",
+                "display": "A",
+                "extension": [
+                    {"url": sd + "codesystem-label", "valueString": "1."},
+                    {"url": sd + "codesystem-conceptOrder", "valueInteger": 2},
+                    {"url": sd + "rendering-style", "valueString": "font-weight: bold"},
+                ],
+            },
+            {"code": "b", "display": "B", "extension": [{"url": sd + "itemWeight", "valueDecimal": 0.5}]},
+        ],
+    }
+    vs = {
+        "resourceType": "ValueSet",
+        "url": "http://example.org/vs/frag",
+        "status": "active",
+        "compose": {
+            "include": [
+                {
+                    "system": cs["url"],
+                    "concept": [
+                        {"code": "a", "extension": [{"url": sd + "valueset-label", "valueString": "i."}]},
+                        {"code": "b", "extension": [{"url": sd + "valueset-deprecated", "valueCode": "true"}]},
+                    ],
+                }
+            ]
+        },
+    }
+    expansion = op.expand(InMemorySource([cs, vs]), {"url": vs["url"]})["expansion"]
+    a, b = expansion["contains"]
+    assert a["property"] == [{"code": "label", "valueString": "i."}, {"code": "order", "valueDecimal": 2}]
+    assert a["extension"] == [{"url": sd + "rendering-style", "valueString": "font-weight: bold"}]
+    assert b["property"] == [{"code": "weight", "valueDecimal": 0.5}]
+    assert b["extension"] == [{"url": sd + "valueset-deprecated", "valueCode": "true"}]
+    assert {p["code"]: p["uri"] for p in expansion["property"]} == {
+        "label": "http://hl7.org/fhir/concept-properties#label",
+        "order": "http://hl7.org/fhir/concept-properties#order",
+        "weight": "http://hl7.org/fhir/concept-properties#itemWeight",
+    }
+    assert {"name": "used-fragment", "valueUri": "http://example.org/cs/frag|1"} in expansion["parameter"]
+    assert expansion["extension"][0] == {"url": sd + "valueset-unclosed", "valueBoolean": True}
