@@ -226,15 +226,15 @@ class Expander:
                 for c in _flatten(vs["expansion"].get("contains", []))
             ]
         inactive_ok = compose.get("inactive", True) is not False
-        # Two versions of one code system may both be included: entries are distinct per version unless the
-        # compose says versionsMatch=true; an exclude removes a code in every version unless versionsMatch=false.
-        versions_match = _expansion_parameter(compose, "versionsMatch")
+        versions_match = versions_match_of(compose)
+        several = _systems_with_several_versions(compose)
 
         def include_key(e: Entry) -> tuple:
             return e.key if versions_match == "true" else (e.system, e.version, e.code)
 
         def exclude_key(e: Entry) -> tuple:
-            return (e.system, e.version, e.code) if versions_match == "false" else e.key
+            by_version = versions_match == "false" or (versions_match is None and e.system in several)
+            return (e.system, e.version, e.code) if by_version else e.key
 
         out: dict[tuple, Entry] = {}
         for part in compose.get("include", []) + compose.get("exclude", []):
@@ -405,6 +405,34 @@ def _expansion_parameter(compose: dict[str, Any], name: str) -> str | None:
     return None
 
 
+def versions_match_of(compose: dict[str, Any]) -> str | None:
+    """Whether codes of different versions of one code system are the same code ("true"), distinct ("false"),
+    or neither said (None): the compose's versionsMatch expansion parameter, else "true" where the value set
+    includes some versions of one code system and excludes others (it excludes codes, whatever version)."""
+    said = _expansion_parameter(compose, "versionsMatch")
+    if said is not None or not compose.get("exclude"):
+        return said
+    parts = compose.get("include", []) + compose["exclude"]
+    included = {p.get("version") for p in compose.get("include", [])}
+    if (
+        len({p.get("system") for p in parts}) == 1
+        and all(p.get("system") and p.get("version") for p in parts)
+        and not any(p["version"] in included for p in compose["exclude"])
+    ):
+        return "true"
+    return None
+
+
+def _systems_with_several_versions(compose: dict[str, Any]) -> set[str]:
+    """Systems the compose names with different versions (or with and without one): there, with versionsMatch
+    unsaid, an exclude removes a code of the version it names only."""
+    seen: dict[str, set[str | None]] = {}
+    for part in compose.get("include", []) + compose.get("exclude", []):
+        if part.get("system"):
+            seen.setdefault(part["system"], set()).add(part.get("version"))
+    return {system for system, versions in seen.items() if len(versions) > 1}
+
+
 def _flatten(contains: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for c in contains:
@@ -564,6 +592,8 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
     if opts.offset is not None:
         expansion["offset"] = opts.offset
     parameters = list(opts.echo)
+    if versions_match_of(vs.get("compose") or {}) == "true":
+        parameters.append({"name": "versionsMatch", "valueBoolean": True})
     for canonical in expander.used_systems.values():
         parameters.append({"name": "used-codesystem", "valueUri": canonical})
     for index in {id(e.index): e.index for e in entries if e.index is not None}.values():

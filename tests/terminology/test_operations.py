@@ -397,3 +397,24 @@ def test_expansion_shows_labels_order_weight_and_marks_a_fragment_unclosed():
     }
     assert {"name": "used-fragment", "valueUri": "http://example.org/cs/frag|1"} in expansion["parameter"]
     assert expansion["extension"][0] == {"url": sd + "valueset-unclosed", "valueBoolean": True}
+
+
+def test_excluding_one_version_of_a_code_system(source):
+    def run(compose):
+        vs = {"resourceType": "ValueSet", "url": "http://example.org/vs/x", "status": "active", "compose": compose}
+        answer = op.expand(source, {"valueSet": vs, "excludeNested": True})["expansion"]
+        return answer, [(c.get("version"), c["code"]) for c in answer.get("contains", [])]
+
+    # another version excluded: its codes go, whatever version includes them (versionsMatch, echoed)
+    answer, found = run({"include": [{"system": CS, "version": "2"}], "exclude": [{"system": CS, "version": "1"}]})
+    assert [code for _v, code in found] == ["D1", "D1.1", "D1.2", "D2", "D2.1", "S", "S1"]
+    assert {"name": "versionsMatch", "valueBoolean": True} in answer["parameter"]
+    # both versions included: an exclude naming one version removes the code of that version only
+    answer, found = run(
+        {
+            "include": [{"system": CS, "version": "1"}, {"system": CS, "version": "2"}],
+            "exclude": [{"system": CS, "version": "1", "concept": [{"code": "D"}]}],
+        }
+    )
+    assert ("2", "D") in found and ("1", "D") not in found
+    assert not any(p["name"] == "versionsMatch" for p in answer["parameter"])
