@@ -36,6 +36,8 @@ class Concept:
     abstract: bool = False
     inactive: bool = False
     status: str | None = None
+    #: designations a supplement added: id(designation) -> the supplement's canonical
+    designation_sources: dict[int, str] = field(default_factory=dict)
 
     def property_values(self, code: str) -> list[Any]:
         out = []
@@ -122,6 +124,7 @@ class CodeSystemIndex:
         self.roots = [code for code in self.order if not self.concepts[code].parents]
 
     def _merge_supplement(self, supplement: Resource) -> None:
+        canonical = supplement.get("url", "") + (f"|{supplement['version']}" if supplement.get("version") else "")
         for p in supplement.get("property", []):
             self.property_defs.setdefault(p["code"], p)
 
@@ -130,10 +133,12 @@ class CodeSystemIndex:
                 c = self.concepts.get(raw.get("code", ""))
                 if c is not None:
                     lang = supplement.get("language")
-                    for d in raw.get("designation", []):
-                        c.designations.append(d)
+                    added = list(raw.get("designation", []))
                     if raw.get("display") and lang and lang != self.language:
-                        c.designations.append({"language": lang, "value": raw["display"]})
+                        added.append({"language": lang, "value": raw["display"]})
+                    for d in added:
+                        c.designations.append(d)
+                        c.designation_sources[id(d)] = canonical
                     c.properties.extend(raw.get("property", []))
                     c.extensions.extend(raw.get("extension", []))
                 merge(raw.get("concept", []))

@@ -721,6 +721,8 @@ def _contains(e: Entry, opts: Options, show_version: bool = False) -> dict[str, 
                     skipped = display != e.display
                     continue
             designations.append(d)
+        if opts.designation_filters:  # the 'designation' parameter: only these uses / languages
+            designations = [d for d in designations if _designation_wanted(d, opts.designation_filters)]
         if designations:
             item["designation"] = designations
     props = []
@@ -782,6 +784,18 @@ _ECHOED_VS_EXTENSIONS = frozenset(
         "rendering-xhtml",
     )
 )
+
+
+def _designation_wanted(d: dict[str, Any], wanted: list[str]) -> bool:
+    """Whether a designation is one the request names (system|code of its use, or urn:ietf:bcp:47|language)."""
+    use = d.get("use") or {}
+    for token in wanted:
+        system, _, code = token.partition("|")
+        if use.get("system") == system and use.get("code") == code:
+            return True
+        if system == "urn:ietf:bcp:47" and d.get("language") == code:
+            return True
+    return False
 
 
 def concept_status(concept: Concept | None) -> str | None:

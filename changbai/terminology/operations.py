@@ -370,6 +370,8 @@ def lookup(
                 parts.append({"name": "language", "valueCode": d["language"]})
             if d.get("use"):
                 parts.append({"name": "use", "valueCoding": d["use"]})
+            if id(d) in concept.designation_sources:  # added by a supplement: say which
+                parts.append({"name": "source", "valueCanonical": concept.designation_sources[id(d)]})
             parts.append({"name": "value", "valueString": d.get("value")})
             out.append({"name": "designation", "part": parts})
     for p in concept.properties:
@@ -395,6 +397,9 @@ def lookup(
                 if index.concepts[c].display:
                     part.append({"name": "description", "valueString": index.concepts[c].display})
                 out.append({"name": "property", "part": part})
+    for supplement in index.supplements:
+        canonical = supplement.get("url", "") + (f"|{supplement['version']}" if supplement.get("version") else "")
+        out.append({"name": "used-supplement", "valueCanonical": canonical})
     return {"resourceType": "Parameters", "parameter": out}
 
 

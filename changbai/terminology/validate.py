@@ -236,7 +236,8 @@ class Validator:
             r.issues.append(TxIssue("error", "required", "invalid-data", "No code provided", _p(prefix, "code")))
             return r
         if not system and vs is not None and infer_system:
-            candidates = [s for s in self.systems_of(vs) if self._system_has(s, code)]
+            searched = list(self.systems_of(vs))
+            candidates = [s for s in searched if self._system_has(s, code)]
             if len(candidates) == 1:
                 system = candidates[0]
             else:
@@ -249,6 +250,8 @@ class Validator:
                         + (
                             f": value set expansion has multiple matches: [{', '.join(candidates)}]"
                             if len(candidates) > 1
+                            else f": the code is in none of the code systems it draws on: [{', '.join(searched)}]"
+                            if searched
                             else ""
                         ),
                         _p(prefix, "code"),

@@ -345,6 +345,36 @@ def test_supplements_apply_only_where_named(source):
 
     assert "Mal de tête" not in designations([])
     assert "Mal de tête" in designations([{"name": "useSupplement", "valueCanonical": supplement["url"]}])
+    # the designation says which supplement it came from, and the answer which supplements it used
+    used = [{"name": "useSupplement", "valueCanonical": supplement["url"]}]
+    out = op.lookup(source, {"resourceType": "Parameters", "parameter": params + used})["parameter"]
+    french = next(
+        p["part"] for p in out if p["name"] == "designation" and {"name": "language", "valueCode": "fr"} in p["part"]
+    )
+    assert {"name": "source", "valueCanonical": "http://example.org/cs/clinic-fr|1"} in french
+    assert {"name": "used-supplement", "valueCanonical": "http://example.org/cs/clinic-fr|1"} in out
+
+
+def test_expansion_designations_limited_to_the_ones_asked_for(source):
+    def designations(*wanted):
+        extra = [{"name": "designation", "valueString": w} for w in wanted]
+        answer = op.expand(
+            source,
+            {
+                "resourceType": "Parameters",
+                "parameter": [
+                    {"name": "url", "valueUri": "http://example.org/vs/isa"},
+                    {"name": "includeDesignations", "valueBoolean": True},
+                    {"name": "excludeNested", "valueBoolean": True},
+                    *extra,
+                ],
+            },
+        )
+        return {c["code"]: [d["value"] for d in c.get("designation", [])] for c in answer["expansion"]["contains"]}
+
+    assert designations()["D1.1"] == ["Essential hypertension"]
+    assert designations("urn:ietf:bcp:47|en")["D1.1"] == ["Essential hypertension"]
+    assert designations("urn:ietf:bcp:47|fr")["D1.1"] == []
 
 
 def test_expansion_shows_labels_order_weight_and_marks_a_fragment_unclosed():
