@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import functools
+import secrets
 import time
 from collections import Counter
 from datetime import UTC, date, datetime, timedelta
@@ -92,7 +93,7 @@ class Console:
 
     def __init__(self, platform: Platform) -> None:
         self.platform = platform
-        self.sessions = session.SessionStore()
+        self.sessions = session.SessionStore(platform.db)
 
     # --------------------------------------------------------------------------------- plumbing
     def lang(self, request: Request) -> str:
@@ -102,8 +103,8 @@ class Console:
         c = request.cookies.get("changbai_lang")
         return c if c in TEXT else "zh"
 
-    def session_of(self, request: Request) -> session.Session | None:
-        return self.sessions.get(request.cookies.get(session.COOKIE))
+    async def session_of(self, request: Request) -> session.Session | None:
+        return await run_in_threadpool(self.sessions.get, request.cookies.get(session.COOKIE))
 
     def render(
         self, request: Request, name: str, status: int = 200, s: session.Session | None = None, **data: Any
@@ -131,15 +132,15 @@ class Console:
         return resp
 
     async def signed_in(self, request: Request) -> tuple[session.Session, fd.Fhir] | None:
-        s = self.session_of(request)
-        ctx = await session.current_context(self.platform, request, s)
+        s = await self.session_of(request)
+        ctx = await session.current_context(self.platform, request, self.sessions, s)
         if s is None or ctx is None:
             return None
         return s, fd.Fhir(self.platform, ctx)
 
     async def check_csrf(self, request: Request, s: session.Session) -> dict[str, str]:
         form = {k: str(v) for k, v in (await request.form()).items()}
-        if form.get("csrf") != s.csrf:
+        if not secrets.compare_digest(form.get("csrf", ""), s.csrf):
             raise Forbidden("The form is stale or did not come from this console; reload the page")
         return form
 
@@ -160,49 +161,63 @@ class Console:
         return self.render(request, "signin.html", roles=roles, error=request.query_params.get("error", ""))
 
     async def login(self, request: Request) -> Response:
+        """Start a sign-in. Signing in again ends the browser's previous session (its tokens revoked)."""
         if self.platform.security is None:
             return self.render(request, "signin.html", roles=[], error="")
         role = request.query_params.get("role", "clinician")
         if role != "resident" and role not in STAFF_ROLES:
             role = "clinician"
-        s = self.session_of(request) or self.sessions.new()
-        s.next = (
-            request.query_params.get("next", "") if request.query_params.get("next", "").startswith("/console/") else ""
-        )
+        previous = await self.session_of(request)
+        if previous is not None:
+            await run_in_threadpool(self._end, previous)
+        s = self.sessions.new()
+        nxt = request.query_params.get("next", "")
+        s.next = nxt if nxt.startswith("/console/") else ""
         url = session.authorize_url(self.platform, request, s, role, self.lang(request))
+        await run_in_threadpool(self.sessions.save, s)
         resp = RedirectResponse(url, status_code=303)
-        self._cookie(resp, s)
+        self._cookie(request, resp, s)
         return resp
 
-    def _cookie(self, resp: Response, s: session.Session) -> None:
-        resp.set_cookie(session.COOKIE, s.id, httponly=True, samesite="lax", path="/", max_age=session.IDLE_SECONDS)
+    def _cookie(self, request: Request, resp: Response, s: session.Session) -> None:
+        """The session's secret, for this browser's life only (the server ends the session sooner when idle)."""
+        resp.set_cookie(
+            session.COOKIE, s.id, httponly=True, samesite="lax", path="/", secure=request.url.scheme == "https"
+        )
+
+    def _end(self, s: session.Session) -> None:
+        session.revoke(self.platform, s)
+        self.sessions.drop(s)
 
     async def callback(self, request: Request) -> Response:
-        s = self.session_of(request)
+        s = await self.session_of(request)
         q = request.query_params
-        if s is None or q.get("error") or not q.get("code"):
+        if s is None or s.access_token or q.get("error") or not q.get("code"):
             reason = q.get("error_description") or q.get("error") or "the sign-in session expired; try again"
             return RedirectResponse(f"/console/?{urlencode({'error': reason})}", status_code=303)
         try:
             await session.finish_sign_in(self.platform, request, s, q["code"], q.get("state", ""))
         except session.SignInError as exc:
             return RedirectResponse(f"/console/?{urlencode({'error': str(exc)})}", status_code=303)
-        # a fresh session id after sign-in (no fixation)
-        self.sessions.drop(s.id)
+        # a fresh secret after sign-in (no fixation); the sign-in's own row goes
         fresh = self.sessions.new()
         for key in ("username", "role", "patient", "access_token", "refresh_token", "expires"):
             setattr(fresh, key, getattr(s, key))
+        await run_in_threadpool(self.sessions.save, fresh)
+        await run_in_threadpool(self.sessions.drop, s)
         resp = RedirectResponse(s.next or "/console/", status_code=303)
-        self._cookie(resp, fresh)
+        self._cookie(request, resp, fresh)
         return resp
 
     async def logout(self, request: Request) -> Response:
-        s = self.session_of(request)
+        """Sign out: the tokens are revoked and the session deleted, so the cookie is worthless afterwards.
+        A form without this session's CSRF token signs nobody out."""
+        s = await self.session_of(request)
         if s is not None:
             form = await request.form()
-            if form.get("csrf") == s.csrf:
-                await run_in_threadpool(session.revoke, self.platform, s)
-                self.sessions.drop(s.id)
+            if not secrets.compare_digest(str(form.get("csrf", "")), s.csrf):
+                raise Forbidden("The form is stale or did not come from this console; reload the page")
+            await run_in_threadpool(self._end, s)
         resp = RedirectResponse("/console/", status_code=303)
         resp.delete_cookie(session.COOKIE, path="/")
         return resp

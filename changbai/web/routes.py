@@ -33,9 +33,8 @@ def _wrap(console: Console, fn: Endpoint) -> Endpoint:
         try:
             resp = await fn(request)
         except ChangbaiError as exc:
-            resp = console.render(
-                request, "message.html", status=exc.status, s=console.session_of(request), message=exc.message
-            )
+            s = await console.session_of(request)
+            resp = console.render(request, "message.html", status=exc.status, s=s, message=exc.message)
         except Exception:
             log.exception("console page failed", extra={"fields": {"path": request.url.path}})
             t = TEXT[console.lang(request)]

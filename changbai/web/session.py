@@ -1,6 +1,12 @@
 """Console sessions: sign-in through the platform's own OAuth 2.0 authorisation server (authorisation code
 + PKCE S256, the console being a public client), the tokens kept on the server, the browser holding only a
-random session id in an HttpOnly, SameSite=Lax cookie.
+random secret in an HttpOnly, SameSite=Lax cookie.
+
+Sessions live in the platform database (``web_session``, see :mod:`changbai.web.tables`), so a restart or a
+second worker process keeps everyone signed in. The row is keyed by a digest of the cookie's secret and its
+tokens are sealed (AES-GCM) with a key derived from that secret: the database alone yields neither a cookie
+nor a token. A session ends after ``IDLE_SECONDS`` without use, ``LIFE_SECONDS`` after sign-in however busy,
+or at sign-out, which also revokes its tokens at the authorisation server.
 
 Every data call of the console is made with a :class:`Context` whose principal comes from the access token
 through the platform's ``context_factory`` (the same function the /fhir endpoint uses), so the console sees
@@ -9,88 +15,142 @@ exactly what its user would see through the API, and every read is audited by th
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
+import os
 import secrets
-import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 import httpx
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from sqlalchemy import delete, insert, select, update
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from changbai.errors import ChangbaiError
 from changbai.store.pipeline import Context
+from changbai.web.tables import web_session
 
 if TYPE_CHECKING:
     from changbai.api.app import Platform
+    from changbai.store.database import Database
 
 CLIENT_ID = "changbai-console"
 CALLBACK = "/console/callback"
 COOKIE = "changbai_console"
-#: Sessions end after this long without use (the refresh token lives 12 h at most anyway).
+#: A signed-in session ends after this long without use.
 IDLE_SECONDS = 2 * 3600
+#: ... and this long after sign-in however busy (a working shift; the refresh token's own life too).
+LIFE_SECONDS = 12 * 3600
+#: A sign-in that has not come back from the authorisation page by then is forgotten.
 PENDING_SECONDS = 600
+#: The last use is written at most this often per session (a page view is a read, not a write).
+TOUCH_SECONDS = 60
 #: Scopes asked for by each kind of sign-in. The authorisation server refuses scopes beyond the account's
 #: role, so the console asks for the role's own scopes (from security's policy) when it knows the role.
 RESIDENT_SCOPES = "patient/*.rs patient/Consent.cruds"
+#: What the sealed part of a row holds (everything a thief of the database must not get).
+SEALED = ("patient", "access_token", "refresh_token", "expires", "csrf", "state", "verifier", "next")
 
 
 @dataclass
 class Session:
-    id: str
+    id: str  # the cookie's secret; never stored, only its digest
     username: str = ""
     role: str = ""
     patient: str | None = None
     access_token: str = ""
     refresh_token: str = ""
-    expires: float = 0.0
+    expires: float = 0.0  # of the access token, epoch seconds
     csrf: str = field(default_factory=lambda: secrets.token_urlsafe(24))
-    last_used: float = field(default_factory=time.monotonic)
+    created: int = 0  # epoch ms
     # while signing in
     state: str = ""
     verifier: str = ""
     next: str = "/console/"
 
 
-class SessionStore:
-    """Sessions in this process's memory (a restart signs everyone out; one process per node)."""
+def _digest(secret: str) -> str:
+    return hashlib.sha256(b"changbai-console-session\x00id\x00" + secret.encode()).hexdigest()
 
-    def __init__(self) -> None:
-        self._sessions: dict[str, Session] = {}
-        self._lock = threading.Lock()
+
+def _key(secret: str) -> bytes:
+    return hashlib.sha256(b"changbai-console-session\x00key\x00" + secret.encode()).digest()
+
+
+class SessionStore:
+    """Sessions in the platform database, shared by every process serving the node."""
+
+    def __init__(self, db: Database, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self.clock = clock
+        self._pruned = 0
+
+    def _now(self) -> int:
+        return int(self.clock() * 1000)
 
     def new(self) -> Session:
-        s = Session(secrets.token_urlsafe(32))
-        with self._lock:
-            self._prune()
-            self._sessions[s.id] = s
+        """A session not yet stored (:meth:`save` stores it)."""
+        return Session(secrets.token_urlsafe(32), created=self._now())
+
+    def _expiry(self, s: Session, now: int) -> int:
+        idle = IDLE_SECONDS if s.access_token else PENDING_SECONDS
+        return min(now + idle * 1000, s.created + LIFE_SECONDS * 1000)
+
+    def save(self, s: Session) -> None:
+        now = self._now()
+        digest = _digest(s.id)
+        nonce = os.urandom(12)
+        payload = orjson.dumps({k: getattr(s, k) for k in SEALED})
+        values = {
+            "username": s.username,
+            "role": s.role,
+            "last_used": now,
+            "expires": self._expiry(s, now),
+            "sealed": nonce + AESGCM(_key(s.id)).encrypt(nonce, payload, digest.encode()),
+        }
+        c = web_session.c
+        with self.db.write() as conn:
+            if conn.execute(update(web_session).where(c.digest == digest).values(**values)).rowcount == 0:
+                conn.execute(insert(web_session).values(digest=digest, created=s.created, **values))
+            if now - self._pruned > TOUCH_SECONDS * 1000:
+                self._pruned = now
+                conn.execute(delete(web_session).where(c.expires <= now))
+
+    def get(self, secret: str | None) -> Session | None:
+        """The live session of a cookie's secret, its last use noted; None when unknown, ended or tampered."""
+        if not secret or len(secret) > 100:
+            return None
+        digest, now, c = _digest(secret), self._now(), web_session.c
+        with self.db.read() as conn:
+            row = conn.execute(select(web_session).where(c.digest == digest)).first()
+        if row is None or row.expires <= now:
+            return None
+        sealed = bytes(row.sealed)
+        try:
+            data = orjson.loads(AESGCM(_key(secret)).decrypt(sealed[:12], sealed[12:], digest.encode()))
+        except (InvalidTag, ValueError):
+            return None
+        s = Session(secret, username=row.username, role=row.role, created=row.created, **data)
+        if now - row.last_used > TOUCH_SECONDS * 1000:
+            with self.db.write() as conn:
+                conn.execute(
+                    update(web_session)
+                    .where(c.digest == digest, c.expires > now)
+                    .values(last_used=now, expires=self._expiry(s, now))
+                )
         return s
 
-    def get(self, sid: str | None) -> Session | None:
-        if not sid:
-            return None
-        with self._lock:
-            s = self._sessions.get(sid)
-            if s is None:
-                return None
-            limit = IDLE_SECONDS if s.access_token else PENDING_SECONDS
-            if time.monotonic() - s.last_used > limit:
-                del self._sessions[sid]
-                return None
-            s.last_used = time.monotonic()
-            return s
-
-    def drop(self, sid: str) -> None:
-        with self._lock:
-            self._sessions.pop(sid, None)
-
-    def _prune(self) -> None:
-        now = time.monotonic()
-        for sid in [k for k, s in self._sessions.items() if now - s.last_used > IDLE_SECONDS]:
-            del self._sessions[sid]
+    def drop(self, s: Session) -> None:
+        with self.db.write() as conn:
+            conn.execute(delete(web_session).where(web_session.c.digest == _digest(s.id)))
 
 
 def pkce_pair() -> tuple[str, str]:
@@ -183,30 +243,48 @@ def _keep(platform: Platform, s: Session, body: dict[str, Any]) -> None:
     s.patient = claims.get("patient")
 
 
-async def fresh_token(platform: Platform, request: Request, s: Session) -> str | None:
-    """The session's access token, refreshed when it is about to expire; None when that fails."""
+#: One refresh at a time per session in this process: a refresh token is good once, so two pages loaded
+#: together must not both spend it (the second spend would revoke the whole token family).
+_refreshing: dict[str, asyncio.Lock] = {}
+
+
+async def fresh_token(platform: Platform, request: Request, store: SessionStore, s: Session) -> str | None:
+    """The session's access token, refreshed (and the session saved) when it is about to expire; None when
+    that fails."""
     if not s.access_token:
         return None
     if s.expires - time.time() > 30:
         return s.access_token
-    if not s.refresh_token:
-        return None
-    try:
-        body = await _token_call(
-            request, {"grant_type": "refresh_token", "refresh_token": s.refresh_token, "client_id": CLIENT_ID}
-        )
-    except SignInError:
-        return None
-    _keep(platform, s, body)
-    return s.access_token
+    if len(_refreshing) > 1000:
+        for key in [k for k, lock in _refreshing.items() if not lock.locked()]:
+            del _refreshing[key]
+    async with _refreshing.setdefault(s.id, asyncio.Lock()):
+        latest = await run_in_threadpool(store.get, s.id)  # another page may have refreshed it meanwhile
+        if latest is None or not latest.refresh_token:
+            return None
+        if latest.expires - time.time() <= 30:
+            try:
+                body = await _token_call(
+                    request,
+                    {"grant_type": "refresh_token", "refresh_token": latest.refresh_token, "client_id": CLIENT_ID},
+                )
+            except SignInError:
+                return None
+            _keep(platform, latest, body)
+            await run_in_threadpool(store.save, latest)
+        for key in SEALED:
+            setattr(s, key, getattr(latest, key))
+        return s.access_token
 
 
-async def current_context(platform: Platform, request: Request, s: Session | None) -> Context | None:
+async def current_context(
+    platform: Platform, request: Request, store: SessionStore, s: Session | None
+) -> Context | None:
     """The signed-in user's Context, built by the platform's own context factory from the access token
     (exactly as for a /fhir request); None when nobody is signed in or the token is no longer usable."""
     if s is None:
         return None
-    token = await fresh_token(platform, request, s)
+    token = await fresh_token(platform, request, store, s)
     if token is None or platform.context_factory is None:
         return None
     headers = [(k, v) for k, v in request.scope["headers"] if k.lower() != b"authorization"]
