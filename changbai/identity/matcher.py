@@ -116,7 +116,14 @@ class Matcher:
                 expression="Patient",
             )
         row = blocking.blocking_row(patient)
-        results = [self._score(row, c) for c in self.candidates(patient)]
+        return self.scored(row, blocking.keys(row, patient.other_phones), minimum, limit)
+
+    def scored(
+        self, row: dict[str, Any], keys: list[str], minimum: str = "review", limit: int | None = None
+    ) -> list[MatchResult]:
+        """:meth:`match` for a record whose blocking row and keys are already computed."""
+        candidates = self.index.lookup(keys, exclude=row["unique_id"] or None)
+        results = [self._score(row, c) for c in candidates]
         floor = {"any": 0.0, "review": self.model.thresholds.review, "auto-link": self.model.thresholds.auto_link}
         results = [r for r in results if r.probability >= floor[minimum]]
         results.sort(key=lambda r: (-r.weight, r.key))

@@ -12,9 +12,11 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, insert, or_, select, text, update
+import orjson
+from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, text, union_all, update
 
 from changbai.errors import Conflict, Issue, NotFound
 from changbai.identity import blocking
@@ -28,6 +30,42 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
+_R, _B, _D = t.record.c, t.block.c, t.distinct.c
+
+# Statements built once: compiling a statement per call was most of the master index's cost on the write path.
+_PERSON_OF = select(_R.person).where(_R.patient == bindparam("patient"))
+_PERSONS_OF = select(_R.patient, _R.person).where(_R.patient.in_(bindparam("patients", expanding=True)))
+_ROWS_OF = select(_R.row).where(_R.patient.in_(bindparam("patients", expanding=True)))
+_FIRST_OF_PERSON = select(_R.patient).where(_R.person == bindparam("person")).limit(1)
+_INSERT_RECORD = insert(t.record)
+_UPDATE_RECORD = (
+    update(t.record)
+    .where(_R.patient == bindparam("b_patient"))
+    .values(row=bindparam("row"), updated=bindparam("updated"), person=bindparam("person"))
+)
+_INSERT_BLOCK = insert(t.block)
+_DELETE_BLOCKS = delete(t.block).where(_B.patient == bindparam("patient"))
+_DELETE_RECORD = delete(t.record).where(_R.patient == bindparam("patient"))
+_DISTINCT_AMONG = select(_D.a, _D.b).where(
+    or_(
+        and_(_D.a == bindparam("key"), _D.b.in_(bindparam("others", expanding=True))),
+        and_(_D.b == bindparam("key"), _D.a.in_(bindparam("others", expanding=True))),
+    )
+)
+_INSERT_EVENT = insert(t.event)
+
+
+@lru_cache(maxsize=64)
+def _block_members(keys: int, limit: int) -> Any:
+    """One statement for the members of ``keys`` blocks, at most ``limit`` of each (a UNION ALL of
+    limited subqueries), so a huge block costs one bounded probe and the lookup one round trip."""
+    parts = []
+    for i in range(keys):
+        sub = select(_B.block, _B.patient).where(_B.block == bindparam(f"k{i}")).limit(limit).subquery(f"b{i}")
+        parts.append(select(sub.c.block, sub.c.patient))
+    return parts[0] if keys == 1 else union_all(*parts)
+
+
 class SqlIndex:
     """The candidate index on a store connection (same protocol as MemoryIndex / SqliteIndex)."""
 
@@ -35,35 +73,42 @@ class SqlIndex:
         self.conn = conn
         self.max_block = max_block
 
-    def add(self, row: dict[str, Any], keys: list[str], person: str | None = None) -> None:
+    def add(
+        self, row: dict[str, Any], keys: list[str], person: str | None = None, *, known: bool | None = None
+    ) -> None:
+        """Index ``row`` under ``keys`` as a record of ``person``. ``known`` says whether the record is
+        indexed already (None: look it up)."""
         pid = row["unique_id"]
-        self.conn.execute(delete(t.block).where(t.block.c.patient == pid))
-        found = self.conn.execute(select(t.record.c.person).where(t.record.c.patient == pid)).first()
-        values = {"row": json.dumps(row, ensure_ascii=False), "updated": _now()}
-        if found is None:
-            self.conn.execute(insert(t.record).values(patient=pid, person=person or pid, **values))
+        if known is None:
+            known = self.conn.execute(_PERSON_OF, {"patient": pid}).first() is not None
+        values = {"row": orjson.dumps(row).decode(), "updated": _now(), "person": person or pid}
+        if known:
+            self.conn.execute(_DELETE_BLOCKS, {"patient": pid})
+            self.conn.execute(_UPDATE_RECORD, {"b_patient": pid, **values})
         else:
-            self.conn.execute(update(t.record).where(t.record.c.patient == pid).values(**values))
+            self.conn.execute(_INSERT_RECORD, {"patient": pid, **values})
         unique = sorted(set(keys))
         if unique:
-            self.conn.execute(insert(t.block), [{"block": k, "patient": pid} for k in unique])
+            self.conn.execute(_INSERT_BLOCK, [{"block": k, "patient": pid} for k in unique])
 
     def remove(self, key: str) -> None:
-        self.conn.execute(delete(t.block).where(t.block.c.patient == key))
-        self.conn.execute(delete(t.record).where(t.record.c.patient == key))
+        self.conn.execute(_DELETE_BLOCKS, {"patient": key})
+        self.conn.execute(_DELETE_RECORD, {"patient": key})
 
     def lookup(self, keys: list[str], exclude: str | None = None) -> list[dict[str, Any]]:
-        found: set[str] = set()
-        for k in sorted(set(keys)):
-            q = select(t.block.c.patient).where(t.block.c.block == k).limit(self.max_block + 1)
-            members = [r[0] for r in self.conn.execute(q)]
-            if len(members) <= self.max_block:
-                found.update(members)
+        unique = sorted(set(keys))
+        if not unique:
+            return []
+        statement = _block_members(len(unique), self.max_block + 1)
+        members: dict[str, list[str]] = {}
+        for block, patient in self.conn.execute(statement, {f"k{i}": k for i, k in enumerate(unique)}):
+            members.setdefault(block, []).append(patient)
+        found = {p for group in members.values() if len(group) <= self.max_block for p in group}
         found.discard(exclude or "")
         if not found:
             return []
-        rows = self.conn.execute(select(t.record.c.row).where(t.record.c.patient.in_(sorted(found))))
-        return sorted((json.loads(r[0]) for r in rows), key=lambda r: r["unique_id"])
+        rows = self.conn.execute(_ROWS_OF, {"patients": sorted(found)})
+        return sorted((orjson.loads(r[0]) for r in rows), key=lambda r: r["unique_id"])
 
 
 class Registry:
@@ -76,8 +121,14 @@ class Registry:
 
     # ------------------------------------------------------------------------------------- queries
     def person_of(self, patient: str) -> str | None:
-        row = self.conn.execute(select(t.record.c.person).where(t.record.c.patient == patient)).first()
+        row = self.conn.execute(_PERSON_OF, {"patient": patient}).first()
         return row[0] if row else None
+
+    def persons_of(self, patients: list[str]) -> dict[str, str]:
+        """Patient -> person for those of ``patients`` that are indexed (one query)."""
+        if not patients:
+            return {}
+        return {r.patient: r.person for r in self.conn.execute(_PERSONS_OF, {"patients": sorted(set(patients))})}
 
     def records_of(self, person: str) -> list[str]:
         q = select(t.record.c.patient).where(t.record.c.person == person).order_by(t.record.c.patient)
@@ -92,9 +143,12 @@ class Registry:
         return [{**dict(r._mapping), "levels": json.loads(r.levels)} for r in self.conn.execute(q)]
 
     def is_distinct(self, a: str, b: str) -> bool:
-        x, y = sorted((a, b))
-        q = select(t.distinct.c.a).where(and_(t.distinct.c.a == x, t.distinct.c.b == y))
-        return self.conn.execute(q).first() is not None
+        return b in self._distinct_among(a, [b])
+
+    def _distinct_among(self, key: str, others: list[str]) -> set[str]:
+        """Those of ``others`` recorded as not the same person as ``key``."""
+        rows = self.conn.execute(_DISTINCT_AMONG, {"key": key, "others": others})
+        return {b if a == key else a for a, b in rows}
 
     # ------------------------------------------------------------------------------------- writes
     def register(self, patient: NormalisedPatient, actor: str | None = None) -> tuple[str, list[MatchResult]]:
@@ -103,22 +157,23 @@ class Registry:
         keys = blocking.keys(row, patient.other_phones)
         self._lock(keys)
         previous = self.person_of(patient.key)
-        results = self.matcher.match(patient, minimum="review") if patient.usable else []
-        results = [r for r in results if not self.is_distinct(patient.key, r.key)]
+        results = self.matcher.scored(row, keys, minimum="review") if patient.usable else []
+        if results:
+            distinct = self._distinct_among(patient.key, [r.key for r in results])
+            results = [r for r in results if r.key not in distinct]
+        persons = self.persons_of([r.key for r in results])
         links = [r for r in results if r.decision == "auto-link"]
         person = previous
         if links:
-            best = links[0]
-            person = self.person_of(best.key) or best.key
+            person = persons.get(links[0].key) or links[0].key
         elif previous is None:
             person = self._new_person(patient.key)
-        self.index.add(row, keys, person)
+        self.index.add(row, keys, person, known=previous is not None)
         if person != previous:
-            self.conn.execute(update(t.record).where(t.record.c.patient == patient.key).values(person=person))
             action = "auto-link" if links else "new-person"
             self._event(patient.key, person, previous, action, links[0] if links else None, actor)
         for r in results:
-            if r.decision == "review" and self.person_of(r.key) != person:
+            if r.decision == "review" and persons.get(r.key) != person:
                 self._queue(patient.key, r)
         return person or patient.key, results
 
@@ -196,7 +251,7 @@ class Registry:
         stored Patient's id, a valid FHIR id whatever the founder's length."""
         base = "golden-" + hashlib.sha256(founder.encode()).hexdigest()[:24]
         person, n = base, 0
-        while self.conn.execute(select(t.record.c.patient).where(t.record.c.person == person).limit(1)).first():
+        while self.conn.execute(_FIRST_OF_PERSON, {"person": person}).first():
             n += 1
             person = f"{base}-{n}"
         return person
@@ -226,19 +281,20 @@ class Registry:
         detail: dict[str, Any] | None = None,
     ) -> None:
         self.conn.execute(
-            insert(t.event).values(
-                at=_now(),
-                patient=patient,
-                person=person,
-                previous_person=previous,
-                action=action,
-                other=other or (result.key if result else None),
-                probability=result.probability if result else None,
-                actor=actor,
-                detail=json.dumps(detail if detail is not None else result.levels if result else None)
+            _INSERT_EVENT,
+            {
+                "at": _now(),
+                "patient": patient,
+                "person": person,
+                "previous_person": previous,
+                "action": action,
+                "other": other or (result.key if result else None),
+                "probability": result.probability if result else None,
+                "actor": actor,
+                "detail": json.dumps(detail if detail is not None else result.levels if result else None)
                 if (detail or result)
                 else None,
-            )
+            },
         )
 
     def _queue(self, patient: str, r: MatchResult) -> None:
