@@ -16,6 +16,7 @@ from typing import Any
 import re2
 
 from changbai.errors import InvalidInput
+from changbai.terminology.textsearch import TextIndex, fold
 
 Resource = dict[str, Any]
 
@@ -38,6 +39,8 @@ class Concept:
     status: str | None = None
     #: designations a supplement added: id(designation) -> the supplement's canonical
     designation_sources: dict[int, str] = field(default_factory=dict)
+    #: what the $expand text filter matches (CodeSystemIndex.search_text), kept once computed
+    search_text: str | None = None
 
     def property_values(self, code: str) -> list[Any]:
         out = []
@@ -70,6 +73,7 @@ class CodeSystemIndex:
         self.roots: list[str] = []
         self.supplements = supplements or []
         self._folded: dict[str, str] | None = None
+        self._text: TextIndex | None = None
         self._descendants: dict[str, frozenset[str]] = {}
         self._lock = threading.Lock()
         self._walk(resource.get("concept", []), None)
@@ -164,6 +168,25 @@ class CodeSystemIndex:
                 c.status = "deprecated"
 
     # queries
+    def search_text(self, concept: Concept) -> str:
+        """What the $expand text filter matches a concept by: code, display and designations, folded."""
+        parts = [concept.code, concept.display or "", *(d.get("value", "") for d in concept.designations)]
+        return fold("\n".join(parts))
+
+    def _concept_text(self, concept: Concept) -> str:
+        if concept.search_text is None:
+            concept.search_text = self.search_text(concept)
+        return concept.search_text
+
+    def text_index(self) -> TextIndex:
+        """The text filter's index of this code system (built on the first filtered expansion)."""
+        if self._text is None:
+            built = TextIndex((code, self._concept_text(self.concepts[code])) for code in self.order)
+            with self._lock:
+                if self._text is None:
+                    self._text = built
+        return self._text
+
     def get(self, code: str) -> Concept | None:
         c = self.concepts.get(code)
         if c is not None or self.case_sensitive:

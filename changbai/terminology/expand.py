@@ -22,6 +22,7 @@ from changbai.terminology.source import (
     split_canonical,
     version_matches,
 )
+from changbai.terminology.textsearch import fold, words_of
 
 Resource = dict[str, Any]
 
@@ -443,16 +444,14 @@ def _flatten(contains: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _search_text(entry: Entry) -> str:
-    """Code, display and designations, lower-cased and joined (cached on the concept)."""
+    """What the text filter matches an entry by: its concept's code, display and designations (folded, kept
+    on the concept), or, where the value set gives its own display, the code and that display."""
     concept = entry.concept
-    if concept is not None and entry.display == concept.display:
-        cached = concept.__dict__.get("_search_text")
-        if cached is None:
-            parts = [concept.code, concept.display or "", *(d.get("value", "") for d in concept.designations)]
-            cached = "\n".join(parts).lower()
-            concept.__dict__["_search_text"] = cached
-        return cached
-    return "\n".join([entry.code, entry.display or ""]).lower()
+    if concept is not None and entry.index is not None and entry.display == concept.display:
+        if concept.search_text is None:
+            concept.search_text = entry.index.search_text(concept)
+        return concept.search_text
+    return fold("\n".join([entry.code, entry.display or ""]))
 
 
 def text_matches(entry: Entry, words: list[str]) -> bool:
@@ -460,13 +459,66 @@ def text_matches(entry: Entry, words: list[str]) -> bool:
     return all(w in hay for w in words)
 
 
-#: Recent expansions (before text filter and paging), reused while the value set and the code system
-#: indexes they used are unchanged: a text-filtered page of a big value set then costs one scan.
-#: key -> (value set, entries, used systems, used value sets, indexes, imports as resolved, can nest)
-_CachedExpansion = tuple[
-    Resource, list[Entry], dict[str, str], list[str], list[CodeSystemIndex], list[tuple[str, Resource]], bool
-]
-_EXPANSIONS: OrderedDict[tuple, _CachedExpansion] = OrderedDict()
+#: Below this many entries the text filter scans them; above, it asks each code system's text index.
+_SCAN_BELOW = 1000
+
+
+@dataclass
+class CachedExpansion:
+    """A value set's entries before text filter and paging, with what an answer says about them; reused
+    while the value set, the code system indexes and the imported value sets are unchanged, so a filtered
+    page of a big value set costs a lookup in the text index, not a new expansion."""
+
+    vs: Resource
+    entries: list[Entry]
+    used_systems: dict[str, str]
+    used_valuesets: list[str]
+    indexes: list[CodeSystemIndex]
+    resolved: list[tuple[str, Resource]]
+    tree_ok: bool
+    #: per system, the versions its entries come from
+    versions: dict[str, set[str | None]] = field(default_factory=dict)
+    #: whether some entries come from a whole code system (a text filter then flattens the answer)
+    walked: bool = False
+    _positions: dict[tuple[int, str], int] | None = None
+    _irregular: list[int] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        for e in self.entries:
+            self.versions.setdefault(e.system, set()).add(e.version)
+            self.walked = self.walked or e.via == "walk"
+
+    def matching(self, words: list[str]) -> list[Entry]:
+        """The entries that contain every word, in expansion order."""
+        if len(self.entries) < _SCAN_BELOW:
+            return [e for e in self.entries if text_matches(e, words)]
+        positions, irregular = self._where()
+        hits = [i for i in irregular if text_matches(self.entries[i], words)]
+        for index in self.indexes:
+            for code in index.text_index().search(words):
+                found = positions.get((id(index), code))
+                if found is not None:
+                    hits.append(found)
+        hits.sort()
+        return [self.entries[i] for i in hits]
+
+    def _where(self) -> tuple[dict[tuple[int, str], int], list[int]]:
+        """Where each entry of a code system sits, and the entries the text index cannot answer for (no
+        code system behind them, or a display the value set gives)."""
+        if self._positions is None:
+            positions: dict[tuple[int, str], int] = {}
+            irregular: list[int] = []
+            for i, e in enumerate(self.entries):
+                if e.concept is not None and e.index is not None and e.display == e.concept.display:
+                    positions[(id(e.index), e.code)] = i
+                else:
+                    irregular.append(i)
+            self._irregular = irregular
+            self._positions = positions
+        return self._positions, self._irregular
+
+
+_EXPANSIONS: OrderedDict[tuple, CachedExpansion] = OrderedDict()
 _EXPANSIONS_LOCK = threading.Lock()
 
 
@@ -499,33 +551,33 @@ def _same_imports(source: TerminologySource, opts: Options, resolved: list[tuple
     return True
 
 
-def cached_entries(source: TerminologySource, vs: Resource, opts: Options) -> tuple[list[Entry], Expander]:
+def cached_entries(source: TerminologySource, vs: Resource, opts: Options) -> tuple[CachedExpansion, Expander]:
     key = _expansion_key(vs, opts)
     with _EXPANSIONS_LOCK:
         hit = _EXPANSIONS.get(key)
-    if (hit is not None and hit[0] is vs) or (hit is not None and (vs.get("meta") or {}).get("versionId")):
-        _vs, entries, systems, valuesets, indexes, resolved, tree_ok = hit
-        if all(load_index(source, i.url, i.version) is i for i in indexes) and _same_imports(source, opts, resolved):
+    if hit is not None and (hit.vs is vs or (vs.get("meta") or {}).get("versionId")):
+        fresh = all(load_index(source, i.url, i.version) is i for i in hit.indexes)
+        if fresh and _same_imports(source, opts, hit.resolved):
             expander = Expander(source, opts)
-            expander.used_systems, expander.used_valuesets = dict(systems), list(valuesets)
-            expander.tree_ok = tree_ok
-            return entries, expander
+            expander.used_systems, expander.used_valuesets = dict(hit.used_systems), list(hit.used_valuesets)
+            expander.tree_ok = hit.tree_ok
+            return hit, expander
     expander = Expander(source, opts)
     entries = expander.entries(vs)
-    indexes = list({id(e.index): e.index for e in entries if e.index is not None}.values())
+    cached = CachedExpansion(
+        vs,
+        entries,
+        dict(expander.used_systems),
+        list(expander.used_valuesets),
+        list({id(e.index): e.index for e in entries if e.index is not None}.values()),
+        list(expander.resolved),
+        expander.tree_ok,
+    )
     with _EXPANSIONS_LOCK:
-        _EXPANSIONS[key] = (
-            vs,
-            entries,
-            dict(expander.used_systems),
-            list(expander.used_valuesets),
-            indexes,
-            list(expander.resolved),
-            expander.tree_ok,
-        )
+        _EXPANSIONS[key] = cached
         while len(_EXPANSIONS) > 64:
             _EXPANSIONS.popitem(last=False)
-    return entries, expander
+    return cached, expander
 
 
 def pick_display(entry: Entry, languages: list[str]) -> str | None:
@@ -559,15 +611,13 @@ def _lang_match(wanted: str, have: str) -> bool:
 def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
     """$expand: the ValueSet with an ``expansion``: ``contains`` nested by the code systems' hierarchy where the
     selection allows (flat with excludeNested=true), paged by offset/count."""
-    entries, expander = cached_entries(source, vs, opts)
+    cached, expander = cached_entries(source, vs, opts)
     fragments = {
-        f"{e.index.url}|{e.index.version}" if e.index.version else e.index.url: e.index.url
-        for e in entries
-        if e.index is not None and e.index.content == "fragment"
+        f"{index.url}|{index.version}" if index.version else index.url: index.url
+        for index in cached.indexes
+        if index.content == "fragment"
     }
-    if opts.text_filter:
-        words = [w.lower() for w in opts.text_filter.split() if w]
-        entries = [e for e in entries if text_matches(e, words)]
+    entries = cached.matching(words_of(opts.text_filter)) if opts.text_filter else cached.entries
     total = len(entries)
     if opts.count is None and total > opts.limit:
         raise TxError(
@@ -596,7 +646,7 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
         parameters.append({"name": "versionsMatch", "valueBoolean": True})
     for canonical in expander.used_systems.values():
         parameters.append({"name": "used-codesystem", "valueUri": canonical})
-    for index in {id(e.index): e.index for e in entries if e.index is not None}.values():
+    for index in cached.indexes:
         for supplement in index.supplements:
             parameters.append({"name": "used-supplement", "valueUri": _canonical_of(supplement)})
     for canonical in dict.fromkeys(expander.used_valuesets):
@@ -615,7 +665,7 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
         parameters.append({"name": "force-system-version", "valueUri": f"{url}|{ver}"})
     for (name, url), ver in expander.applied.items():
         parameters.append({"name": name, "valueUri": f"{url}|{ver}"})
-    flagged = [vs, *{id(e.index): e.index.resource for e in entries if e.index is not None}.values()]
+    flagged = [vs, *(index.resource for index in cached.indexes)]
     imported = [source.value_set(*split_canonical(c)) for c in dict.fromkeys(expander.used_valuesets)]
     flagged += [r for r in imported if r is not None]
     for resource in flagged:
@@ -627,17 +677,13 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
     if opts.properties:
         declared: list[dict[str, Any]] = []
         for p in opts.properties:
-            uri = next(
-                (e.index.property_defs[p].get("uri") for e in entries if e.index and p in e.index.property_defs), None
-            )
+            uri = next((i.property_defs[p].get("uri") for i in cached.indexes if p in i.property_defs), None)
             uri = uri or _STANDARD_PROPERTIES.get(p)
             declared.append({"code": p, "uri": uri} if uri else {"code": p})
         expansion["property"] = declared
     # Versions are shown where the meaning of a code may differ by version: the expansion draws on several
     # versions of a system, or the value set itself tells versions apart (includes/excludes naming different ones).
-    versions: dict[str, set[str | None]] = {}
-    for e in entries:
-        versions.setdefault(e.system, set()).add(e.version)
+    versions = {system: set(found) for system, found in cached.versions.items()}
     named: dict[str, set[str]] = {}
     for part in (vs.get("compose") or {}).get("include", []) + (vs.get("compose") or {}).get("exclude", []):
         if part.get("system") and part.get("version"):
@@ -652,7 +698,7 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
         and not fragments
         and not opts.offset
         and (opts.count is None or opts.count > total)
-        and not (opts.text_filter and any(e.via == "walk" for e in entries))
+        and not (opts.text_filter and cached.walked)
     )
     if nest:
         contains = _nested(page, contains, opts)
