@@ -709,8 +709,41 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
             expansion.setdefault("property", []).append({"code": code, "uri": uri})
     if contains:
         expansion["contains"] = contains
-    out["expansion"] = expansion
+    out["expansion"] = _as_r4(expansion)
     return out
+
+
+#: R5 elements of an expansion that R4 has no place for travel as these cross-version extensions (the tx
+#: ecosystem IG's R4 page): expansion.property and expansion.contains.property.
+R5_EXPANSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion."
+
+
+def _as_r4(expansion: dict[str, Any]) -> dict[str, Any]:
+    """The expansion with its R5 property declarations and values moved into their R4 extensions."""
+    declared = expansion.pop("property", None)
+    if declared:
+        expansion.setdefault("extension", []).extend(
+            {
+                "url": R5_EXPANSION + "property",
+                "extension": [{"url": "code", "valueCode": d["code"]}]
+                + ([{"url": "uri", "valueUri": d["uri"]}] if d.get("uri") else []),
+            }
+            for d in declared
+        )
+    for item in _flatten(expansion.get("contains", [])):
+        values = item.pop("property", None)
+        if values:
+            extensions = []
+            for v in values:
+                kind, value = property_value(v)
+                extensions.append(
+                    {
+                        "url": R5_EXPANSION + "contains.property",
+                        "extension": [{"url": "code", "valueCode": v.get("code")}, {"url": "value", kind: value}],
+                    }
+                )
+            item["extension"] = [*item.get("extension", []), *extensions]
+    return expansion
 
 
 def _nested(entries: list[Entry], items: list[dict[str, Any]], opts: Options) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ import pytest
 from changbai.errors import ChangbaiError
 from changbai.terminology import operations as op
 from changbai.terminology.source import InMemorySource
+from changbai.terminology.txtests import from_r4
 
 CS = "http://example.org/cs/clinic"
 CS2 = "http://example.org/cs/other"
@@ -233,11 +234,24 @@ def test_expansion_nests_by_the_hierarchy_unless_excludenested(source):
     assert nested("all", excludeNested=True)[0] == ("D", [])
     assert nested("all", offset=1, count=2) == [("D1", []), ("D1.1", [])]
     assert nested("import") == [("D1", []), ("D1.1", []), ("D1.2", [])]
-    # the retired code says why it is inactive (R5 concept-properties#status)
+    # the retired code says why it is inactive (R5 concept-properties#status, in its R4 cross-version extension)
     answer = op.expand(source, {"url": "http://example.org/vs/isa", "excludeNested": True})
     retired = next(c for c in answer["expansion"]["contains"] if c["code"] == "D1.2")
-    assert retired["property"] == [{"code": "status", "valueCode": "retired"}]
-    assert {"code": "status", "uri": "http://hl7.org/fhir/concept-properties#status"} in answer["expansion"]["property"]
+    assert retired["extension"] == [
+        {
+            "url": "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.contains.property",
+            "extension": [{"url": "code", "valueCode": "status"}, {"url": "value", "valueCode": "retired"}],
+        }
+    ]
+    assert answer["expansion"]["extension"] == [
+        {
+            "url": "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion.property",
+            "extension": [
+                {"url": "code", "valueCode": "status"},
+                {"url": "uri", "valueUri": "http://hl7.org/fhir/concept-properties#status"},
+            ],
+        }
+    ]
 
 
 def test_expand_text_filter_paging_active_only_and_language(source):
@@ -414,7 +428,7 @@ def test_expansion_shows_labels_order_weight_and_marks_a_fragment_unclosed():
             ]
         },
     }
-    expansion = op.expand(InMemorySource([cs, vs]), {"url": vs["url"]})["expansion"]
+    expansion = from_r4(op.expand(InMemorySource([cs, vs]), {"url": vs["url"]}))["expansion"]  # R5 form
     a, b = expansion["contains"]
     assert a["property"] == [{"code": "label", "valueString": "i."}, {"code": "order", "valueDecimal": 2}]
     assert a["extension"] == [{"url": sd + "rendering-style", "valueString": "font-weight: bold"}]
