@@ -435,11 +435,15 @@ def _systems_with_several_versions(compose: dict[str, Any]) -> set[str]:
 
 
 def _flatten(contains: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The coded entries of a (possibly nested) contains list, parents before their children."""
     out = []
-    for c in contains:
+    stack = list(reversed(contains))
+    while stack:
+        c = stack.pop()
         if "code" in c:
             out.append(c)
-        out.extend(_flatten(c.get("contains", [])))
+        if "contains" in c:
+            stack.extend(reversed(c["contains"]))
     return out
 
 
@@ -691,7 +695,8 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
     for system, named_versions in named.items():
         if len(named_versions) > 1:
             versions.setdefault(system, set()).update(named_versions)
-    contains = [_contains(e, opts, len(versions.get(e.system, ())) > 1) for e in page]
+    several = {system for system, found in versions.items() if len(found) > 1}
+    contains = [_contains(e, opts, e.system in several) for e in page]
     nest = (
         not opts.exclude_nested
         and expander.tree_ok
@@ -702,14 +707,15 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
     )
     if nest:
         contains = _nested(page, contains, opts)
-    used = {p.get("code") for item in _flatten(contains) for p in item.get("property", [])}
+    items = _flatten(contains) if nest else contains
+    used = {p.get("code") for item in items if "property" in item for p in item["property"]}
     declared_codes = {d["code"] for d in expansion.get("property", [])}
     for code, uri in _DERIVED_PROPERTIES.items():
         if code in used and code not in declared_codes:
             expansion.setdefault("property", []).append({"code": code, "uri": uri})
     if contains:
         expansion["contains"] = contains
-    out["expansion"] = _as_r4(expansion)
+    out["expansion"] = _as_r4(expansion, items)
     return out
 
 
@@ -718,8 +724,9 @@ def expand(source: TerminologySource, vs: Resource, opts: Options) -> Resource:
 R5_EXPANSION = "http://hl7.org/fhir/5.0/StructureDefinition/extension-ValueSet.expansion."
 
 
-def _as_r4(expansion: dict[str, Any]) -> dict[str, Any]:
-    """The expansion with its R5 property declarations and values moved into their R4 extensions."""
+def _as_r4(expansion: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, Any]:
+    """The expansion with its R5 property declarations and values (on ``items``, its contains entries)
+    moved into their R4 extensions."""
     declared = expansion.pop("property", None)
     if declared:
         expansion.setdefault("extension", []).extend(
@@ -730,8 +737,8 @@ def _as_r4(expansion: dict[str, Any]) -> dict[str, Any]:
             }
             for d in declared
         )
-    for item in _flatten(expansion.get("contains", [])):
-        values = item.pop("property", None)
+    for item in items:
+        values = item.pop("property", None) if "property" in item else None
         if values:
             extensions = []
             for v in values:
@@ -811,23 +818,26 @@ def _contains(e: Entry, opts: Options, show_version: bool = False) -> dict[str, 
                 props.append(p)
         if "definition" in opts.properties and e.concept.definition:
             props.append({"code": "definition", "valueString": e.concept.definition})
-    status = concept_status(e.concept)
+    concept = e.concept
+    status = concept_status(concept) if concept is not None and (concept.status or concept.extensions) else None
     if status and not any(p.get("code") == "status" for p in props):
         props.append({"code": "status", "valueCode": status})  # why a code is inactive or deprecated
     code_system_ext = e.concept.extensions if e.concept is not None else []
-    for code, sources in _EXTENSION_PROPERTIES.items():
-        value = None
-        for ext in [*code_system_ext, *e.extensions]:  # the value set's word is the last one
-            if ext.get("url") in sources:
-                _kind, value = property_value(ext)
-        if value is not None and not any(p.get("code") == code for p in props):
-            props.append({"code": code, f"value{'String' if code == 'label' else 'Decimal'}": value})
+    if code_system_ext or e.extensions:
+        all_ext = [*code_system_ext, *e.extensions]  # the value set's word is the last one
+        for code, sources in _EXTENSION_PROPERTIES.items():
+            value = None
+            for ext in all_ext:
+                if ext.get("url") in sources:
+                    _kind, value = property_value(ext)
+            if value is not None and not any(p.get("code") == code for p in props):
+                props.append({"code": code, f"value{'String' if code == 'label' else 'Decimal'}": value})
+        extensions = [x for x in code_system_ext if x.get("url") in _ECHOED_CS_EXTENSIONS]
+        extensions += [x for x in e.extensions if x.get("url") in _ECHOED_VS_EXTENSIONS]
+        if extensions:
+            item = {"extension": extensions, **item}
     if props:
         item["property"] = props
-    extensions = [x for x in code_system_ext if x.get("url") in _ECHOED_CS_EXTENSIONS]
-    extensions += [x for x in e.extensions if x.get("url") in _ECHOED_VS_EXTENSIONS]
-    if extensions:
-        item = {"extension": extensions, **item}
     return item
 
 
