@@ -23,9 +23,10 @@ import orjson
 from changbai.fhir.spec import Node, spec
 
 
-@dataclass(slots=True, frozen=True)
+@dataclass(slots=True)
 class Item:
-    """A value with its FHIR type: a type code (``"Quantity"``, ``"dateTime"``) or an inline backbone."""
+    """A value with its FHIR type: a type code (``"Quantity"``, ``"dateTime"``) or an inline backbone.
+    (Not frozen: a frozen dataclass costs twice as much to make, and indexing makes millions.)"""
 
     value: Any
     type: str | Node
@@ -245,6 +246,21 @@ def _node_of(item_type: str | Node) -> Node | None:
 
 
 def _child(name: str) -> Evaluator:
+    #: node -> (JSON name, element type) pairs that ``name`` may be in it (choices expanded); the
+    #: element lookups are done once per node, not once per value
+    steps: dict[int, list[tuple[str, str | Node]]] = {}
+
+    def steps_in(node: Node) -> list[tuple[str, str | Node]]:
+        found = steps.get(id(node))
+        if found is None:
+            names = [name] if name in node.elements else node.choices.get(name, [])
+            found = []
+            for json_name in names:
+                e = node.elements[json_name]
+                found.append((json_name, e.node if e.node is not None else e.type))
+            steps[id(node)] = found
+        return found
+
     def child(items: list[Item]) -> list[Item]:
         out: list[Item] = []
         for item in items:
@@ -255,20 +271,10 @@ def _child(name: str) -> Evaluator:
             node = t if isinstance(t, Node) else _node_of(t if t != "Resource" else obj.get("resourceType", ""))
             if node is None:
                 continue
-            if name in obj:
-                names: list[str] = [name]
-            elif name in node.choices:
-                names = node.choices[name]
-            else:
-                continue
-            for json_name in names:
+            for json_name, vt in steps_in(node):
                 value = obj.get(json_name)
                 if value is None:
                     continue
-                e = node.elements.get(json_name)
-                if e is None:
-                    continue
-                vt: str | Node = e.node if e.node is not None else e.type
                 if vt == "Resource" and isinstance(value, dict):
                     vt = value.get("resourceType", "Resource")
                 if isinstance(value, list):
@@ -288,12 +294,24 @@ def _type_matches(item: Item, type_name: str) -> bool:
     t = item.type
     if isinstance(t, Node):
         return type_name in ("BackboneElement", "Element")
-    if t == type_name:
+    return is_of_type(t, type_name)
+
+
+def is_of_type(type_code: str, type_name: str) -> bool:
+    """Whether a value of FHIR type ``type_code`` passes ``as(type_name)``: the type itself, and FHIR's
+    profiled quantities (Age, Duration, ...) as Quantities and canonical/url/uuid/oid as uris."""
+    if type_code == type_name:
         return True
-    # FHIR's profiled quantities (Age, Duration, ...) are Quantities; canonical/url/uuid... are uris.
-    if type_name == "Quantity" and t in ("Age", "Distance", "Duration", "Count", "SimpleQuantity", "MoneyQuantity"):
+    if type_name == "Quantity" and type_code in (
+        "Age",
+        "Distance",
+        "Duration",
+        "Count",
+        "SimpleQuantity",
+        "MoneyQuantity",
+    ):
         return True
-    return type_name == "uri" and t in ("url", "canonical", "oid", "uuid")
+    return type_name == "uri" and type_code in ("url", "canonical", "oid", "uuid")
 
 
 def _as_type(fn: Evaluator, type_name: str) -> Evaluator:

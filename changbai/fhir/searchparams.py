@@ -17,7 +17,7 @@ from functools import cache
 from importlib import resources
 from typing import Any
 
-from changbai.fhir.fhirpath import Item, compile_path
+from changbai.fhir.fhirpath import Item, compile_path, is_of_type
 
 #: Parameters with no FHIRPath expression handled by the search engine itself, not by indexes.
 ENGINE_PARAMS = frozenset({"_content", "_text", "_query", "_filter", "_list", "_has", "_type"})
@@ -70,7 +70,9 @@ def _root(branch: str) -> str:
 
 
 _YIELDS_WHEN_ABSENT = re.compile(r"\b(exists|empty|not|count|iif)\(|\s(and|or|xor|implies)\s")
-_FIRST_STEP = re.compile(r"^\(*([A-Za-z]+)\.([a-z][A-Za-z0-9]*)\b")
+_FIRST_STEP = re.compile(
+    r"^\(*([A-Za-z]+)\.([a-z][A-Za-z0-9]*)\b(?:\s+as\s+([A-Za-z]+)\b|\.(?:as|ofType)\(([A-Za-z]+)\))?"
+)
 
 
 def root_keys(expression: str, resource_type: str) -> frozenset[str] | None:
@@ -85,11 +87,13 @@ def root_keys(expression: str, resource_type: str) -> frozenset[str] | None:
         m = _FIRST_STEP.match(branch)
         if m is None:
             return None
-        name = m.group(2)
+        name, as_type = m.group(2), m.group(3) or m.group(4)
         if name in node.elements:
             keys.add(name)
         elif name in node.choices:
-            keys.update(node.choices[name])
+            # "value as Quantity" starts only from the choices of that type (valueQuantity)
+            choices = node.choices[name]
+            keys.update(c for c in choices if as_type is None or is_of_type(node.elements[c].type, as_type))
         else:
             return None
     return frozenset(keys) if keys else None

@@ -31,6 +31,7 @@ class Element:
     binding: tuple[str, str | None] | None
     choice_of: str | None = None  # the element name before expansion, e.g. "value" for valueQuantity
     summary: bool = False  # part of the _summary=true view
+    primitive: Primitive | None = None  # the primitive type's JSON type and regex, when it is one
 
 
 @dataclass(slots=True)
@@ -98,7 +99,9 @@ class Spec:
                 names = []
                 for t in types:
                     json_name = base + t[0].upper() + t[1:]
-                    parent.elements[json_name] = Element(json_name, path, t, min_, many, None, bind, base, summary)
+                    parent.elements[json_name] = Element(
+                        json_name, path, t, min_, many, None, bind, base, summary, self.primitives.get(t)
+                    )
                     names.append(json_name)
                 parent.choices[base] = names
                 if min_ >= 1:
@@ -112,7 +115,8 @@ class Spec:
                 nodes[path] = child
                 el = Element(name, path, types[0], min_, many, child, bind, None, summary)
             else:
-                el = Element(name, path, types[0] if types else "Element", min_, many, None, bind, None, summary)
+                t = types[0] if types else "Element"
+                el = Element(name, path, t, min_, many, None, bind, None, summary, self.primitives.get(t))
             parent.elements[name] = el
             if min_ >= 1:
                 parent.required.append(name)

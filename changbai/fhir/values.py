@@ -12,6 +12,7 @@ import re
 import unicodedata
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 
 from changbai.errors import InvalidInput
 
@@ -81,8 +82,10 @@ def now_instant() -> tuple[str, int]:
     return ms_to_instant(ms), ms
 
 
+@lru_cache(maxsize=65536)
 def normalise_string(value: str) -> str:
-    """Case- and accent-insensitive form used by string search (the spec's default matching)."""
+    """Case- and accent-insensitive form used by string search (the spec's default matching). Cached:
+    indexing folds the same displays and names over and over."""
     if value.isascii():
         return " ".join(value.lower().split())
     decomposed = unicodedata.normalize("NFKD", value)

@@ -8,11 +8,12 @@ any particular parameter; composite parameters are searched through their compon
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from changbai.errors import InvalidInput
 from changbai.fhir.fhirpath import Item, Unsupported, compile_relative, reference_type
-from changbai.fhir.searchparams import SearchParam, registry
+from changbai.fhir.searchparams import SearchParam, registry, root_keys, split_union
 from changbai.fhir.values import date_range, normalise_string, number_range
 from changbai.store import ucum
 
@@ -253,6 +254,68 @@ STRATEGIES: dict[str, Callable[[list[Item]], Iterable[Row]]] = {
 META = frozenset({"meta"})
 
 
+@dataclass(slots=True)
+class _Planned:
+    """A parameter as indexing meets it: its strategy and what a resource must hold to have a value."""
+
+    code: str
+    param: SearchParam
+    strategy: Callable[[list[Item]], Iterable[Row]] | None  # None for composites
+    on_meta: bool
+    #: The keys one of which the resource must hold to have a value (None: always try)
+    roots: frozenset[str] | None
+    #: Composites: alternatives, each a list of key sets that must all meet the resource's keys.
+    needs: tuple[tuple[frozenset[str], ...], ...] | None = None
+
+
+_PLANS: dict[str, list[_Planned]] = {}
+
+
+def _plan(rtype: str) -> list[_Planned]:
+    """The parameters of a type worth evaluating, in the registry's order (built once per type)."""
+    plan = _PLANS.get(rtype)
+    if plan is None:
+        plan = []
+        for code, param in registry().params(rtype).items():
+            if code in COLUMN_PARAMS or not param.expression:
+                continue
+            if param.type == "composite":
+                if component_params(param) is not None:
+                    plan.append(_Planned(code, param, None, False, None, _composite_needs(param)))
+                continue
+            strategy = STRATEGIES.get(param.type)
+            if strategy is not None:
+                plan.append(_Planned(code, param, strategy, param.roots == META, param.roots))
+        _PLANS[rtype] = plan
+    return plan
+
+
+def _composite_needs(param: SearchParam) -> tuple[tuple[frozenset[str], ...], ...] | None:
+    """A composite over the resource itself needs every component's starting keys; one over a child
+    element (``Observation.component``) needs that element."""
+    rtype = param.resource_type
+    alternatives = []
+    for branch in split_union(param.expression):
+        if branch == rtype:
+            sets = [root_keys(f"{rtype}.{c.expression}", rtype) for c in param.components]
+            if any(k is None for k in sets):
+                return None
+            alternatives.append(tuple(k for k in sets if k is not None))
+        else:
+            keys = root_keys(branch, rtype)
+            if keys is None:
+                return None
+            alternatives.append((keys,))
+    return tuple(alternatives)
+
+
+def _possible(keys: Any, needs: tuple[tuple[frozenset[str], ...], ...]) -> bool:
+    for alternative in needs:
+        if all(not keys.isdisjoint(k) for k in alternative):
+            return True
+    return False
+
+
 def index_rows(resource: dict[str, Any], part: str = "all") -> dict[str, list[Row]]:
     """All index rows of a resource, by parameter type (table). ``rid`` is added by the caller.
 
@@ -261,22 +324,24 @@ def index_rows(resource: dict[str, Any], part: str = "all") -> dict[str, list[Ro
     worker processes) can be completed once the pipeline has settled its meta."""
     rtype = resource["resourceType"]
     out: dict[str, list[Row]] = {k: [] for k in STRATEGIES}
+    keys = resource.keys()
     group = 0
-    for code, param in registry().params(rtype).items():
-        if part != "all" and (param.roots == META) != (part == "meta"):
+    memo: dict[tuple[int, str], list[tuple[str, list[Row]]]] = {}
+    for planned in _plan(rtype):
+        if part != "all" and planned.on_meta != (part == "meta"):
             continue
-        if param.type == "composite":
-            group = _composite_rows(resource, param, out, group)
+        param = planned.param
+        if planned.strategy is None:
+            if planned.needs is None or _possible(keys, planned.needs):
+                group = _composite_rows(resource, param, out, group, memo)
             continue
-        strategy = STRATEGIES.get(param.type)
-        if strategy is None or code in COLUMN_PARAMS:
-            continue
-        if param.roots is not None and resource.keys().isdisjoint(param.roots):
+        if planned.roots is not None and keys.isdisjoint(planned.roots):
             continue
         items = _unwrap_extension(param.evaluate(resource))
         if not items:
             continue
-        for row in strategy(items):
+        code = planned.code
+        for row in planned.strategy(items):
             if row.pop("_identifier", False):
                 out["token"].append(
                     {
@@ -294,19 +359,33 @@ def index_rows(resource: dict[str, Any], part: str = "all") -> dict[str, list[Ro
     return out
 
 
-def _composite_rows(resource: dict[str, Any], param: SearchParam, out: dict[str, list[Row]], group: int) -> int:
+def _composite_rows(
+    resource: dict[str, Any],
+    param: SearchParam,
+    out: dict[str, list[Row]],
+    group: int,
+    memo: dict[tuple[int, str], list[tuple[str, list[Row]]]],
+) -> int:
     """Rows of each component, evaluated on each element the composite expression yields, tagged with
-    that element's group number and named ``<code>$<component index>``."""
-    if param.roots is not None and resource.keys().isdisjoint(param.roots):
-        return group
+    that element's group number and named ``<code>$<component index>``. ``memo`` keeps each
+    component's rows per element for the other composites of the same resource (``code`` is a
+    component of four of Observation's)."""
     components = component_params(param)
     if components is None:
         return group
     for item in param.evaluate(resource):
         rows_per_component = []
-        for comp_type, evaluate in components:
-            found = STRATEGIES[comp_type](_unwrap_extension(evaluate(item)))
-            rows = [r for r in found if not r.pop("_identifier", False)]
+        for comp_type, expression, evaluate in components:
+            key = (id(item.value), expression)
+            found = memo.get(key)
+            if found is None:
+                rows = [
+                    r
+                    for r in STRATEGIES[comp_type](_unwrap_extension(evaluate(item)))
+                    if not r.pop("_identifier", False)
+                ]
+                memo[key] = found = [(comp_type, rows)]
+            rows = found[0][1]
             if not rows:  # a composite value needs every component
                 break
             rows_per_component.append((comp_type, rows))
@@ -314,26 +393,28 @@ def _composite_rows(resource: dict[str, Any], param: SearchParam, out: dict[str,
             group += 1
             for i, (comp_type, rows) in enumerate(rows_per_component):
                 for row in rows:
-                    row.update(rtype=param.resource_type, param=f"{param.code}${i}", grp=group)
-                    out[comp_type].append(row)
+                    out[comp_type].append(
+                        {**row, "rtype": param.resource_type, "param": f"{param.code}${i}", "grp": group}
+                    )
     return group
 
 
-_COMPONENTS: dict[tuple[str, str], list[tuple[str, Callable[[Item], list[Item]]]] | None] = {}
+_COMPONENTS: dict[tuple[str, str], list[tuple[str, str, Callable[[Item], list[Item]]]] | None] = {}
 
 
-def component_params(param: SearchParam) -> list[tuple[str, Callable[[Item], list[Item]]]] | None:
-    """(component parameter type, compiled relative expression) per component; None if unusable."""
+def component_params(param: SearchParam) -> list[tuple[str, str, Callable[[Item], list[Item]]]] | None:
+    """(component parameter type, its expression, compiled relative expression) per component; None if
+    unusable."""
     key = (param.resource_type, param.code)
     if key not in _COMPONENTS:
-        comps: list[tuple[str, Callable[[Item], list[Item]]]] | None = []
+        comps: list[tuple[str, str, Callable[[Item], list[Item]]]] | None = []
         for comp in param.components:
             definition = registry().by_url.get(comp.definition_url)
             if definition is None or definition.get("type") not in STRATEGIES or comps is None:
                 comps = None
                 continue
             try:
-                comps.append((definition["type"], compile_relative(comp.expression)))
+                comps.append((definition["type"], comp.expression, compile_relative(comp.expression)))
             except Unsupported:
                 comps = None
         _COMPONENTS[key] = comps

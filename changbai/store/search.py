@@ -635,9 +635,9 @@ def _composite_builder(
         pieces = split_unescaped(alternative, "$")
         if len(pieces) != len(comps):
             raise InvalidInput(f"'{param.code}' takes {len(comps)} values separated by $", expression=name)
-        tables = [t.INDEX_TABLES[comp_type].alias(f"c{i}") for i, (comp_type, _) in enumerate(comps)]
+        tables = [t.INDEX_TABLES[comp_type].alias(f"c{i}") for i, (comp_type, _, _) in enumerate(comps)]
         conds: list[ColumnElement[bool]] = []
-        for i, ((comp_type, _), piece, table) in enumerate(zip(comps, pieces, tables, strict=True)):
+        for i, ((comp_type, _, _), piece, table) in enumerate(zip(comps, pieces, tables, strict=True)):
             conds.append(table.c.rtype.in_(types))
             conds.append(table.c.param == f"{param.code}${i}")
             conds.append(_BUILDERS[comp_type](types, param.code, "", piece, name, table))

@@ -369,10 +369,18 @@ def binding_checker_for(repo: Repository | None = None) -> Any:
         stored[url] = (now + STORE_LOOKUP_TTL, exists)
         return exists
 
+    shipped: dict[str, bool] = {}  # value set canonical -> shipped with the platform? (content that never changes)
+
+    def is_shipped(valueset_url: str) -> bool:
+        found = shipped.get(valueset_url)
+        if found is None:
+            found = shipped[valueset_url] = shipped_judge().value_set(valueset_url) is not None
+        return found
+
     def checker(strength: str, valueset_url: str, value: Any, path: str) -> Issue | None:
         if strength not in _SEVERITY:
             return None
-        if repo is None or shipped_judge().value_set(valueset_url) is not None:
+        if repo is None or is_shipped(valueset_url):
             return check_binding(strength, valueset_url, value, path=path)
         url, _version = split_canonical(valueset_url)
         if not in_store(url):
