@@ -56,6 +56,14 @@ class Settings(BaseSettings):
     node_scope: str = "system/*.cud"
     federation_policy: str = "whole-record"
     federation_poll_seconds: float = 0.2
+    #: How batches travel upward: ``http`` (post to the parent's $replicate) or ``jetstream`` (publish to a
+    #: NATS JetStream stream that the parent consumes; for many nodes). The NATS server, the stream that
+    #: carries the batches (shared by the nodes of one federation) and how long a parent may take to apply
+    #: and acknowledge one batch before JetStream hands it out again.
+    federation_transport: str = "http"
+    nats_url: str = "nats://127.0.0.1:4222"
+    nats_stream: str = "CHANGBAI_FEDERATION"
+    nats_ack_wait_seconds: float = 60.0
     #: Subscriptions: first retry delay, largest backoff, and how long a notification is retried before
     #: it goes to the dead-letter list (must outlast a receiver's outage).
     subscription_retry_seconds: float = 1.0

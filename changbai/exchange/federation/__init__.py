@@ -2,8 +2,9 @@
 
 ``install(platform)`` is listed in :func:`changbai.api.app.default_extensions`. On a node with a node id
 it registers ``$replicate`` and ``$cross-region-retrieve``, the operator view at ``/federation/status``,
-a prepare step that stamps meta.source with the node's origin URL on local writes, and, when the node has
-a parent, the upward link worker (started and stopped with the platform). See docs/federation.md.
+a prepare step that stamps meta.source with the node's origin URL on local writes, when the node has a
+parent, the upward link worker, and with the JetStream transport the receiver of its children's batches
+(both started and stopped with the platform). See docs/federation.md.
 """
 
 from __future__ import annotations
@@ -32,15 +33,22 @@ def install(platform: Platform) -> None:
     for op in operations(platform, node, credentials):
         platform.router.register(op)
     platform.repo.pipeline.add("prepare", "federation-origin", _stamp_origin(node.origin_url))
+    from changbai.exchange.federation.transport import transport_for, transport_kind
+
+    if transport_kind(settings) == "jetstream":  # batches from this node's children come from the stream
+        from changbai.exchange.federation.inbound import JetStreamReceiver
+
+        receiver = JetStreamReceiver(platform, node)
+        platform.on_startup.append(receiver.start)
+        platform.on_shutdown.append(receiver.stop)
+        platform.receiver = receiver  # type: ignore[attr-defined]
     if not node.parent_url or credentials is None:
         return
-    from changbai.exchange.federation.transport import HttpTransport
     from changbai.exchange.federation.worker import UplinkWorker
 
     policy = load_policy(settings.federation_policy)
-    worker = UplinkWorker(
-        platform.repo, node, policy, HttpTransport(node.parent_url, credentials), settings.federation_poll_seconds
-    )
+    transport = transport_for(settings, node.id, node.parent_url, credentials)
+    worker = UplinkWorker(platform.repo, node, policy, transport, settings.federation_poll_seconds)
     platform.on_startup.append(worker.start)
     platform.on_shutdown.append(worker.stop)
     platform.uplink = worker  # type: ignore[attr-defined]

@@ -1,4 +1,8 @@
-"""Outbox readers' checkpoints (``federation_cursor``): read, advance, record a failure."""
+"""Outbox readers' checkpoints (``federation_cursor``): read, advance, record a failure.
+
+A row named ``<reader>`` + :data:`INFLIGHT` holds the end of the batch a reader is sending and has not yet
+checkpointed, so that after a crash it resends exactly that batch (a transport that drops resends by
+message id, JetStream, then recognises it); it is not a link of its own in the operator view."""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ from changbai.exchange.federation import tables as ft
 from changbai.store.database import Database
 
 _C = ft.cursor.c
+INFLIGHT = ".inflight"
 
 
 def now_ms() -> int:
@@ -49,6 +54,15 @@ def failed(db: Database, name: str, error: str) -> int:
         return int(conn.execute(select(_C.failures).where(_C.name == name)).scalar() or 0)
 
 
+def set_inflight(db: Database, name: str, seq: int) -> None:
+    """Remember the end of the batch about to be sent (0: none)."""
+    get(db, name + INFLIGHT)
+    with db.write() as conn:
+        conn.execute(update(ft.cursor).where(_C.name == name + INFLIGHT).values(seq=seq))
+
+
 def all_cursors(db: Database) -> list[Any]:
+    """The links' cursor rows (not the in-flight marks)."""
     with db.read() as conn:
-        return list(conn.execute(select(ft.cursor).order_by(_C.name)))
+        rows = conn.execute(select(ft.cursor).order_by(_C.name))
+        return [r for r in rows if not r.name.endswith(INFLIGHT)]

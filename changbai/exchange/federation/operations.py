@@ -226,15 +226,33 @@ def _outcome_error(status: int, outcome: dict[str, Any]) -> ChangbaiError:
     return ChangbaiError(issues[0].diagnostics if issues else "refused", issues=issues or None, status=status)
 
 
-def link_status(repo: Repository, node: Node) -> dict[str, Any]:
-    """Lag per link (outbox rows not yet sent, age of the oldest), totals and the last failure."""
+def link_status(repo: Repository, node: Node, live: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
+    """Lag per link (outbox rows not yet sent, age of the oldest), totals and the last failure. ``live``:
+    what the running transports add per link (the JetStream stream, batches waiting there)."""
     from sqlalchemy import select
 
+    from changbai.exchange.federation.inbound import PREFIX
     from changbai.store import schema
 
     head = head_seq(repo)
+    live = live or {}
     links = []
     for c in cursors.all_cursors(repo.db):
+        if c.name.startswith(PREFIX):  # batches taken from JetStream: the checkpoint is a stream sequence
+            links.append(
+                {
+                    "name": c.name,
+                    "source": c.name[len(PREFIX) :],
+                    "checkpoint": c.seq,
+                    "sent": c.sent,
+                    "failuresInARow": c.failures,
+                    "lastSuccess": c.last_success,
+                    "lastError": c.last_error,
+                    "lastErrorAt": c.last_error_at,
+                    **live.get(c.name, {}),
+                }
+            )
+            continue
         with repo.db.read() as conn:
             oldest = conn.execute(
                 select(schema.outbox.c.created)
@@ -255,12 +273,27 @@ def link_status(repo: Repository, node: Node) -> dict[str, Any]:
                 "lastSuccess": c.last_success,
                 "lastError": c.last_error,
                 "lastErrorAt": c.last_error_at,
+                **live.get(c.name, {}),
             }
         )
     return {
         "node": {"id": node.id, "tier": node.tier, "region": node.region, "parent": node.parent_url or None},
         "links": links,
     }
+
+
+def live_status(platform: Platform) -> dict[str, dict[str, Any]]:
+    """What the running uplink's transport and the JetStream receiver say of their links."""
+    from changbai.exchange.federation.worker import UPLINK
+
+    out: dict[str, dict[str, Any]] = {}
+    uplink = getattr(platform, "uplink", None)
+    if uplink is not None:
+        out[UPLINK] = uplink.transport.status()
+    receiver = getattr(platform, "receiver", None)
+    if receiver is not None:
+        out.update(receiver.status())
+    return out
 
 
 def status_route(platform: Platform, node: Node) -> Any:
@@ -272,7 +305,7 @@ def status_route(platform: Platform, node: Node) -> Any:
             platform.require(ctx, "federation.status", "GET /federation/status")
         except ChangbaiError as exc:
             return JSONResponse(exc.outcome(), exc.status, media_type="application/fhir+json")
-        body = await run_in_threadpool(link_status, platform.repo, node)
+        body = await run_in_threadpool(link_status, platform.repo, node, live_status(platform))
         return JSONResponse(orjson.loads(orjson.dumps(body)))
 
     return status

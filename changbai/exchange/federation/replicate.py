@@ -66,10 +66,16 @@ def head_seq(repo: Repository) -> int:
         return int(conn.execute(select(schema.outbox.c.seq).order_by(_OUT.seq.desc()).limit(1)).scalar() or 0)
 
 
-def collect(repo: Repository, node: Node, policy: Policy, after: int, limit: int) -> tuple[list[Change], int]:
-    """The next changes after outbox ``seq`` ``after`` that the policy sends, and the last seq looked at."""
+def collect(
+    repo: Repository, node: Node, policy: Policy, after: int, limit: int, upto: int | None = None
+) -> tuple[list[Change], int]:
+    """The next changes after outbox ``seq`` ``after`` (up to ``upto`` when given) that the policy sends,
+    and the last seq looked at."""
     with repo.unit(Context(source="federation"), write=False) as u:
-        rows = u.conn.execute(select(schema.outbox).where(_OUT.seq > after).order_by(_OUT.seq).limit(limit)).all()
+        q = select(schema.outbox).where(_OUT.seq > after)
+        if upto is not None:
+            q = q.where(_OUT.seq <= upto)
+        rows = u.conn.execute(q.order_by(_OUT.seq).limit(limit)).all()
         if not rows:
             return [], after
         wanted = [r for r in rows if policy.sends(r.rtype)]

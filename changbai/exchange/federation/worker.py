@@ -15,7 +15,7 @@ from changbai import logs
 from changbai.exchange.federation import cursors
 from changbai.exchange.federation.node import Node
 from changbai.exchange.federation.policy import Policy
-from changbai.exchange.federation.replicate import batch_bundle, collect
+from changbai.exchange.federation.replicate import collect
 from changbai.exchange.federation.transport import LinkDown, Transport
 from changbai.store.repository import Repository
 
@@ -49,14 +49,24 @@ class UplinkWorker:
         self.transport.close()
 
     def step(self) -> int:
-        """Send one batch; returns how many outbox rows it moved past (0 = nothing new)."""
-        after = int(cursors.get(self.repo.db, UPLINK).seq)
-        changes, last = collect(self.repo, self.node, self.policy, after, BATCH)
+        """Send one batch; returns how many outbox rows it moved past (0 = nothing new).
+
+        With a transport that drops resends by message id, the batch's end is recorded before it is
+        sent: after a crash before the checkpoint the same batch (same rows, same ids) goes again,
+        however much the outbox grew meanwhile."""
+        db = self.repo.db
+        after = int(cursors.get(db, UPLINK).seq)
+        marks = getattr(self.transport, "deduplicates", False)
+        planned = int(cursors.get(db, UPLINK + cursors.INFLIGHT).seq) if marks else 0
+        upto = planned if planned > after else None
+        changes, last = collect(self.repo, self.node, self.policy, after, BATCH, upto=upto)
         if last == after:
             return 0
         if changes:
-            self.transport.send(batch_bundle(changes))
-        cursors.advance(self.repo.db, UPLINK, last, len(changes))
+            if marks and upto is None:
+                cursors.set_inflight(db, UPLINK, last)
+            self.transport.send(changes)
+        cursors.advance(db, UPLINK, last, len(changes))
         return last - after
 
     def _run(self) -> None:
