@@ -6,11 +6,12 @@ import asyncio
 import contextlib
 import socket
 import uuid
-from collections import defaultdict
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+
+from tests.exchange.federation.nodes import by_resource
 
 NATS_URL = "nats://127.0.0.1:4222"
 
@@ -67,26 +68,17 @@ def messages_on(stream: str, subject: str) -> int:
 
 
 def histories(platform: Any) -> dict[str, list[tuple[int, bool, Any]]]:
-    """Every version at a node, per resource, in version order: (version, deleted, content without the
-    version's own meta) — what must be the same, in the same order, at a parent."""
+    """Every version held by an in-process platform (system history, all pages), per resource."""
     from changbai.api.router import FhirRequest
     from changbai.store.pipeline import Context
 
-    out: dict[str, list[tuple[int, bool, Any]]] = defaultdict(list)
-    query = [("_count", "1000")]
+    entries: list[dict[str, Any]] = []
+    query: list[tuple[str, str]] = [("_count", "1000")]
     while True:
         resp = platform.router.handle(FhirRequest("GET", "_history", query=query), Context(source="cli"))
         assert resp.status == 200, resp.body
-        for e in resp.body.get("entry", []):
-            version = int(e["response"]["etag"][3:-1])
-            key = "/".join(e["fullUrl"].rsplit("/", 2)[-2:])
-            r = e.get("resource")
-            if r is not None:
-                meta = {k: v for k, v in r.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
-                r = {**r, "meta": meta}
-            out[key].append((version, r is None, r))
+        entries.extend(resp.body.get("entry", []))
         nxt = next((x["url"] for x in resp.body.get("link", []) if x["relation"] == "next"), None)
         if nxt is None:
-            break
+            return by_resource(entries)
         query = parse_qsl(urlsplit(nxt).query)
-    return {k: sorted(v, key=lambda x: x[0]) for k, v in out.items()}

@@ -208,6 +208,33 @@ def snapshot(node: NodeProcess, types: tuple[str, ...] = ("Patient", "Observatio
     return out
 
 
+def by_resource(entries: list[dict[str, Any]]) -> dict[str, list[tuple[int, bool, Any]]]:
+    """History entries per resource in version order: (version, deleted, content without the version's
+    own meta): what must be the same, in the same order, at a parent as where it was recorded."""
+    out: dict[str, list[tuple[int, bool, Any]]] = {}
+    for e in entries:
+        version = int(e["response"]["etag"][3:-1])
+        key = "/".join(e["fullUrl"].rsplit("/", 2)[-2:])
+        r = e.get("resource")
+        if r is not None:
+            meta = {k: v for k, v in r.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
+            r = {**r, "meta": meta}
+        out.setdefault(key, []).append((version, r is None, r))
+    return {k: sorted(v, key=lambda x: x[0]) for k, v in out.items()}
+
+
+def histories(node: NodeProcess) -> dict[str, list[tuple[int, bool, Any]]]:
+    """Every version held at a node (system history, all pages), per resource."""
+    entries: list[dict[str, Any]] = []
+    with node.client() as client:
+        url: str | None = f"{node.fhir}/_history?_count=1000"
+        while url:
+            bundle = client.get(url).json()
+            entries.extend(bundle.get("entry", []))
+            url = next((link["url"] for link in bundle.get("link", []) if link["relation"] == "next"), None)
+    return by_resource(entries)
+
+
 def history_total(node: NodeProcess) -> int:
     r = httpx.get(f"{node.fhir}/_history?_count=1", headers=node.headers(), timeout=30)
     return int(r.json().get("total", -1))

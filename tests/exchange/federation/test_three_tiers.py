@@ -30,14 +30,16 @@ FULL = os.environ.get("CHANGBAI_FEDERATION_FULL") == "1"
 
 
 class Tiers:
-    def __init__(self, workdir: Path) -> None:
-        self.province = NodeProcess("jilin-province", "province", workdir, CHANGBAI_NODE_REGION="220000")
+    def __init__(self, workdir: Path, **env: str) -> None:
+        self.province = NodeProcess("jilin-province", "province", workdir, CHANGBAI_NODE_REGION="220000", **env)
         self.link = CuttableLink(self.province.port)
         self.link.restore()
         self.city = NodeProcess(
-            "changchun-city", "city", workdir, f"{self.link.url}/fhir", CHANGBAI_NODE_REGION="220100"
+            "changchun-city", "city", workdir, f"{self.link.url}/fhir", CHANGBAI_NODE_REGION="220100", **env
         )
-        self.county = NodeProcess("nongan-county", "county", workdir, self.city.fhir, CHANGBAI_NODE_REGION="220122")
+        self.county = NodeProcess(
+            "nongan-county", "county", workdir, self.city.fhir, CHANGBAI_NODE_REGION="220122", **env
+        )
         # Each child authenticates to its parent with its own key (SMART Backend Services).
         self.province.enrol([self.city]).launch()
         self.city.enrol([self.county]).launch()
