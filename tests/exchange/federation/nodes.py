@@ -98,7 +98,7 @@ class NodeProcess:
 
     def ready(self) -> NodeProcess:
         assert self.proc is not None
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + 120  # a loaded shared machine has taken over a minute
         while time.monotonic() < deadline:
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:

@@ -46,7 +46,7 @@ def test_city_killed_in_a_burst_loses_doubles_and_reorders_nothing(tiers: Tiers)
 
     _burst_with(tiers, 200, seed=21, during=kill_the_city_for_a_while)
     assert seen["county link"]["failuresInARow"] == 0 and seen["county link"]["transport"] == "jetstream"
-    tiers.converged(timeout=90)
+    tiers.converged(timeout=120)
     assert history_total(tiers.province) == history_total(tiers.county)
     # Every version of every resource, in the same order, at the province (and at the city between).
     at_county = histories(tiers.county)

@@ -41,11 +41,15 @@ class Tiers:
             "nongan-county", "county", workdir, self.city.fhir, CHANGBAI_NODE_REGION="220122", **env
         )
         # Each child authenticates to its parent with its own key (SMART Backend Services).
-        self.province.enrol([self.city]).launch()
-        self.city.enrol([self.county]).launch()
-        self.county.enrol().launch()
-        for node in (self.province, self.city, self.county):
-            node.ready()
+        try:
+            self.province.enrol([self.city]).launch()
+            self.city.enrol([self.county]).launch()
+            self.county.enrol().launch()
+            for node in (self.province, self.city, self.county):
+                node.ready()
+        except BaseException:  # no node left running when one does not come up
+            self.stop()
+            raise
 
     def stop(self) -> None:
         for node in (self.county, self.city, self.province):
