@@ -65,6 +65,7 @@ class JetStreamReceiver:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping: asyncio.Event | None = None
         self._inflight: set[asyncio.Future[Any]] = set()
+        self._stop_requested = threading.Event()
         self._thread = threading.Thread(target=self._run, name="changbai-jetstream-in", daemon=True)
 
     # ------------------------------------------------------------------------------------ lifecycle
@@ -73,6 +74,7 @@ class JetStreamReceiver:
         logs.event(log, "jetstream receiver started", node=self.node.id, stream=self.stream, url=self.url)
 
     def stop(self) -> None:
+        self._stop_requested.set()  # seen by _main if it has not yet made its loop and event
         loop, stopping = self._loop, self._stopping
         if loop is not None and stopping is not None and not loop.is_closed():
             with contextlib.suppress(RuntimeError):
@@ -86,6 +88,8 @@ class JetStreamReceiver:
     async def _main(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._stopping = asyncio.Event()
+        if self._stop_requested.is_set():
+            return
         failures = 0
         while not self._stopping.is_set():
             try:
@@ -140,7 +144,7 @@ class JetStreamReceiver:
     # ------------------------------------------------------------------------------------ one child
     async def _consume(self, js: JetStreamContext, child: str) -> None:
         config = api.ConsumerConfig(
-            durable_name=durable(child),
+            durable_name=durable(self.node.id, child),
             description=f"Changbai: batches from child node {child}",
             deliver_policy=api.DeliverPolicy.ALL,
             ack_policy=api.AckPolicy.EXPLICIT,
@@ -149,10 +153,12 @@ class JetStreamReceiver:
             max_deliver=-1,  # never give up on a batch
             filter_subject=subject(self.stream, child),
         )
+        name = config.durable_name or ""
         try:
-            sub = await js.pull_subscribe(config.filter_subject or "", durable(child), self.stream, config=config)
-        except NATS_ERRORS as exc:
-            logs.event(log, "jetstream consumer not ready", child=child, error=f"{type(exc).__name__}: {exc}")
+            sub = await js.pull_subscribe(config.filter_subject or "", name, self.stream, config=config)
+        except NATS_ERRORS as exc:  # e.g. another parent consumes this child already (work queue)
+            error = f"no JetStream consumer {name} for '{child}': {type(exc).__name__}: {exc}"
+            await asyncio.get_running_loop().run_in_executor(self._pool, self._failed, child, error)
             await asyncio.sleep(MAX_BACKOFF)
             return
         failures = 0
@@ -169,7 +175,7 @@ class JetStreamReceiver:
 
     async def _note_waiting(self, js: JetStreamContext, child: str) -> None:
         with contextlib.suppress(*NATS_ERRORS):
-            info = await js.consumer_info(self.stream, durable(child))
+            info = await js.consumer_info(self.stream, durable(self.node.id, child))
             self.links[child] = {"pending": int(info.num_pending or 0) + int(info.num_ack_pending or 0)}
 
     async def _handle(self, child: str, msg: Msg, failures: int) -> int:
@@ -223,11 +229,15 @@ class JetStreamReceiver:
             error = exc.message if isinstance(exc, ChangbaiError) else f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, ChangbaiError):
                 log.exception("jetstream batch failed", extra={"fields": {"child": child, "batch": msg_id}})
-            logs.event(log, "jetstream batch refused; it waits", child=child, batch=msg_id, error=error)
-            with contextlib.suppress(Exception):
-                cursors.get(self.platform.db, name)
-                cursors.failed(self.platform.db, name, error)
+            self._failed(child, f"batch {msg_id} waits: {error}")
             return False
+
+    def _failed(self, child: str, error: str) -> None:
+        """A failure of this child's link, in the log and in the operator view."""
+        logs.event(log, "jetstream link from a child failed", child=child, error=error)
+        with contextlib.suppress(Exception):
+            cursors.get(self.platform.db, PREFIX + child)
+            cursors.failed(self.platform.db, PREFIX + child, error)
 
     def _principal(self, child: str, msg_id: str, data: bytes, signature: str) -> Any:
         """With security on: the child's node client, once the batch's signature verifies (a refusal is

@@ -66,10 +66,12 @@ def subject(stream: str, client_id: str) -> str:
     return f"{stream}.up.{client_id}"
 
 
-def durable(client_id: str) -> str:
-    """The name of the parent's durable consumer for a child (JetStream names allow no '.')."""
+def durable(parent_id: str, client_id: str) -> str:
+    """The name of a parent's durable consumer for a child (JetStream names allow no '.'). It names the
+    parent too: a child registered at two parents by mistake then fails to get a second consumer on the
+    work queue (and the operator view says so) instead of having its batches split between them."""
     readable = re.sub(r"[^A-Za-z0-9_-]", "_", client_id)[:60]
-    return f"up-{readable}-{hashlib.sha256(client_id.encode()).hexdigest()[:8]}"
+    return f"up-{readable}-{hashlib.sha256(f'{parent_id}/{client_id}'.encode()).hexdigest()[:10]}"
 
 
 def stream_config(stream: str) -> api.StreamConfig:
