@@ -7,11 +7,15 @@ REST API), and the shaping into page models is pure functions over FHIR resource
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import date
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import orjson
 
 from changbai.api.router import FhirRequest, FhirResponse
 from changbai.errors import ChangbaiError, Forbidden, InvalidInput, NotFound
@@ -247,13 +251,25 @@ def when(resource: dict[str, Any]) -> str:
     return str((resource.get("meta") or {}).get("lastUpdated") or "")
 
 
+@functools.cache
+def _units() -> dict[str, str]:
+    path = Path(__file__).parent / "data" / "units.json"
+    return {k: v for k, v in orjson.loads(path.read_bytes()).items() if k != "note"}
+
+
+def unit_text(q: dict[str, Any]) -> str:
+    """A quantity's unit as people write it (mmHg, not the UCUM code mm[Hg])."""
+    unit = str(q.get("unit") or q.get("code") or "")
+    return _units().get(unit, unit)
+
+
 def value_text(o: dict[str, Any]) -> str:
     if "valueQuantity" in o:
         q = o["valueQuantity"]
-        return f"{_num(q.get('value'))} {q.get('unit') or q.get('code') or ''}".strip()
+        return f"{_num(q.get('value'))} {unit_text(q)}".strip()
     if o.get("component"):
         parts = [_num((c.get("valueQuantity") or {}).get("value")) for c in o["component"]]
-        unit = ((o["component"][0].get("valueQuantity") or {}).get("unit")) or ""
+        unit = unit_text(o["component"][0].get("valueQuantity") or {})
         return "/".join(p for p in parts if p) + (f" {unit}" if unit else "")
     for key in ("valueString", "valueCodeableConcept", "valueBoolean", "valueInteger"):
         if key in o:
@@ -284,11 +300,13 @@ def summary(rec: Record) -> dict[str, Any]:
         rows.sort(key=when, reverse=True)
         return [{"text": label(r), "date": when(r)[:10], "source": src(r)} for r in rows]
 
+    # problems still active first (chronic disease), then past diagnoses, each newest first
     conditions: dict[str, dict[str, str]] = {}
-    for r in sorted(rec.of("Condition"), key=when, reverse=True):
+    for r in sorted(rec.of("Condition"), key=lambda r: (_active(r), when(r)), reverse=True):
         label = text_of(r.get("code"))
         if label and label not in conditions:
-            conditions[label] = {"text": label, "date": when(r)[:10], "source": src(r)}
+            status = "" if _active(r) else "resolved"
+            conditions[label] = {"text": label, "date": when(r)[:10], "source": src(r), "status": status}
     latest: dict[str, dict[str, Any]] = {}
     for o in rec.of("Observation"):
         code = code_of(o.get("code"), LOINC)
@@ -331,6 +349,12 @@ def summary(rec: Record) -> dict[str, Any]:
         "family_doctor": team,
         "flags": items("Flag", lambda r: text_of(r.get("code")), lambda r: r.get("status") == "active"),
     }
+
+
+def _active(condition: dict[str, Any]) -> bool:
+    """Whether a condition is still a problem: clinical status active, recurrence or relapse (or unsaid)."""
+    status = code_of(condition.get("clinicalStatus"))
+    return status in (None, "active", "recurrence", "relapse")
 
 
 def timeline(rec: Record) -> list[dict[str, Any]]:

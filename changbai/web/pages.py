@@ -7,12 +7,13 @@ security module on every FHIR call, never here.
 
 from __future__ import annotations
 
+import base64
 import csv
 import functools
 import secrets
 import time
 from collections import Counter
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -36,6 +37,9 @@ log = logs.get(__name__)
 HERE = Path(__file__).parent
 TEXT: dict[str, dict[str, str]] = {
     k: v for k, v in orjson.loads((HERE / "data" / "text.json").read_bytes()).items() if k != "note"
+}
+MATCH_LEVELS: dict[str, dict[str, str]] = {
+    k: v for k, v in orjson.loads((HERE / "data" / "match_levels.json").read_bytes()).items() if k != "note"
 }
 STAFF_ROLES = ("clinician", "family_doctor", "nurse", "pharmacist", "facility_admin", "operator", "regulator")
 CLINICAL = frozenset({"clinician", "family_doctor", "nurse", "pharmacist"})
@@ -102,6 +106,14 @@ class Console:
             return q
         c = request.cookies.get("changbai_lang")
         return c if c in TEXT else "zh"
+
+    def role_names(self, request: Request) -> dict[str, str]:
+        """Role code -> its name in the user's language (security's policy)."""
+        sec = self.platform.security
+        if sec is None:
+            return {}
+        lang = self.lang(request)
+        return {r: sec.policy.role(r).display.get(lang, r) for r in sec.policy.roles}
 
     async def session_of(self, request: Request) -> session.Session | None:
         return await run_in_threadpool(self.sessions.get, request.cookies.get(session.COOKIE))
@@ -279,7 +291,7 @@ class Console:
         t = TEXT[self.lang(request)]
         pts = fd.series(rec)
         charts_ = [
-            ("bp", charts.line_chart(t["bp"] + " (mmHg)", pts["bp"], ("SBP", "DBP"), (60, 140)), pts["bp"]),
+            ("bp", charts.line_chart(t["bp"] + " (mmHg)", pts["bp"], (t["sbp"], t["dbp"]), (60, 140)), pts["bp"]),
             (
                 "glucose",
                 charts.line_chart(t["glucose"] + " (mmol/L)", pts["glucose"], ("",), (3.9, 6.1)),
@@ -344,10 +356,12 @@ class Console:
         if isinstance(got, Response):
             return got
         s, fhir = got
-        query = [("patient", f"Patient/{s.patient}"), ("_count", "50")]
+        query = [("patient", f"Patient/{s.patient}"), ("_count", "200")]
         events = await run_in_threadpool(fhir.search, "AuditEvent", query)
-        rows = [audit_row(e) for e in events]
-        rows = [r for r in rows if r["who"] != s.username]
+        t = TEXT[self.lang(request)]
+        orgs = await run_in_threadpool(audit_orgs, fhir, events)
+        rows = [audit_row(e, t, self.role_names(request), orgs) for e in events]
+        rows = group_access([r for r in rows if r["who"] != s.username])
         return self.render(request, "my_access.html", s=s, rows=rows)
 
     async def my_consent(self, request: Request) -> Response:
@@ -428,7 +442,8 @@ class Console:
             items = await run_in_threadpool(review_items, fhir, resp.body or {}, self)
         elif not missing:
             message = fd._diagnostics(resp.body)
-        return self.render(request, "review.html", s=s, items=items, missing=missing, message=message)
+        levels = MATCH_LEVELS[self.lang(request)]
+        return self.render(request, "review.html", s=s, items=items, missing=missing, message=message, levels=levels)
 
     # --------------------------------------------------------------------------------- operator
     async def ops(self, request: Request) -> Response:
@@ -440,7 +455,9 @@ class Console:
             return self.render(request, "message.html", status=403, s=s, message=TEXT[self.lang(request)]["forbidden"])
         q = request.query_params
         audit_q = [(k, q[k][:100]) for k in ("user", "patient", "outcome", "date") if q.get(k)]
-        data = await run_in_threadpool(operator_overview, self.platform, fhir, audit_q)
+        data = await run_in_threadpool(
+            operator_overview, self.platform, fhir, audit_q, TEXT[self.lang(request)], self.role_names(request)
+        )
         return self.render(request, "ops.html", s=s, audit_q=dict(audit_q), **data)
 
     async def admin(self, request: Request) -> Response:
@@ -479,6 +496,13 @@ class Console:
             fhir.bundle, "Organization", [("_count", "30"), ("_elements", "name,type,address"), ("_total", "accurate")]
         )
         orgs = [e["resource"] for e in facilities.get("entry", [])]
+        theirs = sorted({a["organization"] for a in accounts if a.get("organization")})[:100]
+        org_names: dict[str, str] = {}
+        if theirs:
+            found = await run_in_threadpool(
+                fhir.search, "Organization", [("_id", ",".join(theirs)), ("_count", "100"), ("_elements", "name")]
+            )
+            org_names = {o["id"]: o.get("name") or o["id"] for o in found}
         return self.render(
             request,
             "admin.html",
@@ -487,34 +511,91 @@ class Console:
             roles=roles,
             orgs=orgs,
             org_total=facilities.get("total", len(orgs)),
+            org_names=org_names,
+            role_names=self.role_names(request),
             created=created,
             error=error,
         )
 
 
 # ------------------------------------------------------------------------------------------ helpers
-def audit_row(e: dict[str, Any]) -> dict[str, Any]:
+#: The province's clock: China Standard Time (the country's one time zone); audit times are stored in UTC.
+CST = timezone(timedelta(hours=8))
+
+
+def local_time(instant: str) -> str:
+    """An instant (``...Z`` or with an offset) as Beijing time, ``YYYY-MM-DD HH:MM:SS``."""
+    try:
+        return datetime.fromisoformat(instant.replace("Z", "+00:00")).astimezone(CST).strftime("%Y-%m-%d %H:%M:%S")
+    except ValueError:
+        return instant[:19].replace("T", " ")
+
+
+def audit_row(e: dict[str, Any], t: dict[str, str], roles: dict[str, str], orgs: dict[str, str]) -> dict[str, Any]:
+    """One AuditEvent for people to read: who (role and facility by name), did what, when (Beijing time)."""
     agent = (e.get("agent") or [{}])[0]
     who = (agent.get("who") or {}).get("display") or (agent.get("who") or {}).get("identifier", {}).get("value", "")
-    roles = [fd.text_of(r) for r in agent.get("role") or []]
+    role = ", ".join(fd.text_of(r) for r in agent.get("role") or [] if fd.text_of(r))
+    org = ((agent.get("location") or {}).get("reference") or "").removeprefix("Organization/")
+    category = fd.code_of({"coding": e.get("subtype") or []}) or ""
     purpose = ", ".join(fd.text_of(p) or fd.code_of(p) or "" for p in e.get("purposeOfEvent") or [])
-    org = ""
-    for a in e.get("agent") or []:
-        ref = (a.get("who") or {}).get("reference", "")
-        if ref.startswith("Organization/"):
-            org = ref.split("/", 1)[1]
-    what = ", ".join((x.get("what") or {}).get("reference", "") for x in (e.get("entity") or [])[:3] if x.get("what"))
+    flagged = any(tag.get("code") == "BTG" for tag in (e.get("meta") or {}).get("tag") or []) or "BTG" in purpose
+    outcome = str(e.get("outcome", ""))
     return {
-        "when": (e.get("recorded") or "")[:19].replace("T", " "),
-        "who": who,
-        "role": ", ".join(r for r in roles if r),
-        "org": org,
-        "what": what or fd.text_of(e.get("subtype", [{}])[0] if e.get("subtype") else e.get("type")),
+        "when": local_time(e.get("recorded") or ""),
+        "who": t["the_platform"] if who == "(platform)" else who,
+        "role": roles.get(role, role),
+        "org": orgs.get(org, org),
+        "action": t.get(f"act_{category}", category),
+        "what": _request_of(e),
         "purpose": purpose,
-        "outcome": e.get("outcome", ""),
-        "category": fd.code_of(e.get("type")) or "",
-        "flagged": "BTG" in purpose or "BTG" in orjson.dumps(e).decode(),
+        "outcome": t.get(f"out_{outcome}", outcome),
+        "ok": outcome == "0",
+        "flagged": flagged,
     }
+
+
+def _request_of(e: dict[str, Any]) -> str:
+    """What was asked, as the request line the trail keeps (with its query, for searches)."""
+    detail = str(e.get("outcomeDesc") or "")
+    for x in e.get("entity") or []:
+        if x.get("query"):
+            try:
+                return f"{detail}?{base64.b64decode(x['query']).decode()}"[:300]
+            except ValueError:
+                break
+    return detail[:300]
+
+
+def audit_orgs(fhir: fd.Fhir, events: list[dict[str, Any]]) -> dict[str, str]:
+    """Names of the facilities the audited people acted for (one search; their ids when it fails)."""
+    ids = {
+        ((a.get("location") or {}).get("reference") or "").removeprefix("Organization/")
+        for e in events
+        for a in e.get("agent") or []
+    } - {""}
+    if not ids:
+        return {}
+    try:
+        found = fhir.search(
+            "Organization", [("_id", ",".join(sorted(ids)[:100])), ("_count", "100"), ("_elements", "name")]
+        )
+    except ChangbaiError:
+        return {}
+    return {o["id"]: o.get("name") or o["id"] for o in found}
+
+
+def group_access(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A resident's access list: the same person doing the same kind of thing on the same day is one line
+    with a count (a page view is several reads), newest first."""
+    out: dict[tuple[Any, ...], dict[str, Any]] = {}
+    for r in rows:
+        key = (r["who"], r["role"], r["org"], r["action"], r["outcome"], r["flagged"], r["purpose"], r["when"][:10])
+        if key in out:
+            out[key]["count"] += 1
+        else:
+            out[key] = {**r, "count": 1}
+    return list(out.values())
 
 
 def consent_resource(patient: str, actor: str, start: str, end: str) -> dict[str, Any]:
@@ -662,7 +743,9 @@ def review_action(fhir: fd.Fhir, form: dict[str, str]) -> str:
     return f"{action}: OK" + (f" (merge id {merge})" if merge else "")
 
 
-def operator_overview(platform: Platform, fhir: fd.Fhir, audit_q: list[tuple[str, str]]) -> dict[str, Any]:
+def operator_overview(
+    platform: Platform, fhir: fd.Fhir, audit_q: list[tuple[str, str]], t: dict[str, str], roles: dict[str, str]
+) -> dict[str, Any]:
     started = time.perf_counter()
     volume = []
     for rtype in VOLUME_TYPES:
@@ -692,13 +775,24 @@ def operator_overview(platform: Platform, fhir: fd.Fhir, audit_q: list[tuple[str
                 county[code[:6]] += by_org[o["id"]]
                 city[code[:4] + "00"] += by_org[o["id"]]
     div = divisions()
-    today = date.today().isoformat()
+    today = datetime.now(CST).date().isoformat()
     ingest: Counter[str] = Counter()
+    written = sampled = 0
     try:
-        recent = fhir.bundle("", [("_lastUpdated", f"ge{today}"), ("_count", "1000"), ("_elements", "id")])
+        recent = fhir.bundle(
+            "",
+            [
+                ("_lastUpdated", f"ge{today}T00:00:00+08:00"),
+                ("_count", "1000"),
+                ("_elements", "id"),
+                ("_total", "accurate"),
+            ],
+        )
+        sampled = len(recent.get("entry", []))
+        written = int(recent.get("total", sampled))
         for e in recent.get("entry", []):
             r = e.get("resource") or {}
-            src = (r.get("meta") or {}).get("source") or "(FHIR API / bulk)"
+            src = (r.get("meta") or {}).get("source") or t["no_source"]
             ingest[src.split("#")[0][:80]] += 1
     except ChangbaiError:
         pass
@@ -707,7 +801,9 @@ def operator_overview(platform: Platform, fhir: fd.Fhir, audit_q: list[tuple[str
     audit: list[dict[str, Any]] = []
     audit_error = ""
     try:
-        audit = [audit_row(e) for e in fhir.search("AuditEvent", [*audit_q, ("_count", "20")])]
+        events = fhir.search("AuditEvent", [*audit_q, ("_count", "20")])
+        orgs = audit_orgs(fhir, events)
+        audit = [audit_row(e, t, roles, orgs) for e in events]
     except ChangbaiError as exc:
         audit_error = exc.message
     log.info("operator overview", extra={"fields": {"seconds": round(time.perf_counter() - started, 3)}})
@@ -718,6 +814,8 @@ def operator_overview(platform: Platform, fhir: fd.Fhir, audit_q: list[tuple[str
         "by_county": [(div.get(c, c), n) for c, n in county.most_common(12)],
         "by_city": [(div.get(c, c), n) for c, n in city.most_common()],
         "ingest": ingest.most_common(10),
+        "written": written,
+        "ingest_sampled": sampled,
         "failed": failed,
         "inbox_ok": inbox_ok,
         "lag": lag,

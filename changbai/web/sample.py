@@ -29,14 +29,21 @@ class World:
     accounts: dict[str, str] = field(default_factory=dict)  # username -> role
 
 
-def _read(province: Path, rtype: str) -> list[dict[str, Any]]:
-    path = province / f"{rtype}.ndjson"
-    return [orjson.loads(line) for line in path.read_bytes().splitlines() if line.strip()]
+def _read(province: Path, rtype: str, limit: int | None = None) -> list[dict[str, Any]]:
+    out = []
+    with (province / f"{rtype}.ndjson").open("rb") as f:
+        for line in f:
+            if line.strip():
+                out.append(orjson.loads(line))
+                if limit is not None and len(out) >= limit:
+                    break
+    return out
 
 
 def build_world(tmp: Path, residents: int = 100, seed: int = 11) -> World:
+    """Generate a province under ``tmp``, load it into a secured SQLite platform there and add the accounts."""
     from changbai.api.app import create_platform
-    from changbai.security.accounts import add_account
+    from changbai.security import first_start
     from changbai.store.bulk import load_directory
     from changbai.synth import generate
 
@@ -46,10 +53,17 @@ def build_world(tmp: Path, residents: int = 100, seed: int = 11) -> World:
     platform = create_platform(settings)
     report = load_directory(platform.repo, province)
     assert not report.errors, report.errors[:3]
-    from changbai.security import first_start
-
     first_start(platform.security)
-    # the resident with the most encounters; a facility that treats them and one that never has
+    return open_world(platform, province)
+
+
+def open_world(platform: Any, province: Path) -> World:
+    """The sample accounts on a platform already holding ``province`` (loaded by :func:`build_world` or by
+    ``changbai load``): the resident with the most encounters, a clinician at the facility that treats them
+    most, clinicians at the two busiest facilities that never have, an operator. The first time, it also
+    adds possible duplicates for the review queue; later times it finds the same people again."""
+    from changbai.security.accounts import add_account, get_account
+
     encounters = _read(province, "Encounter")
     per_patient = Counter(e["subject"]["reference"].split("/")[1] for e in encounters)
     pid = per_patient.most_common(1)[0][0]
@@ -58,7 +72,8 @@ def build_world(tmp: Path, residents: int = 100, seed: int = 11) -> World:
         for e in encounters
         if e["subject"]["reference"] == f"Patient/{pid}" and e.get("serviceProvider")
     )
-    patient = next(p for p in _read(province, "Patient") if p["id"] == pid)
+    patients = _read(province, "Patient")
+    patient = next(p for p in patients if p["id"] == pid)
     patients_of: dict[str, set[str]] = {}
     for e in encounters:
         if e.get("serviceProvider"):
@@ -67,10 +82,9 @@ def build_world(tmp: Path, residents: int = 100, seed: int = 11) -> World:
             )
     home = theirs.most_common(1)[0][0]
     others = [o for o, ps in sorted(patients_of.items(), key=lambda x: -len(x[1])) if f"Patient/{pid}" not in ps]
-    add_possible_duplicates(platform, _read(province, "Patient")[:40])
     sec = platform.security
     world = World(platform, province, patient, home, others[0], others[1])
-    practitioners = [p["id"] for p in _read(province, "Practitioner")[:3]]
+    practitioners = [p["id"] for p in _read(province, "Practitioner", 3)]
     people = [
         ("resident", "resident", {"patient": pid}),
         ("doctor-home", "clinician", {"organization": home, "practitioner": practitioners[0]}),
@@ -78,8 +92,11 @@ def build_world(tmp: Path, residents: int = 100, seed: int = 11) -> World:
         ("doctor-er", "clinician", {"organization": others[1], "practitioner": practitioners[2]}),
         ("ops", "operator", {}),
     ]
+    if get_account(sec.db, "resident") is None:
+        add_possible_duplicates(platform, patients[:40])
     for username, role, attrs in people:
-        add_account(sec.db, sec.policy, username, role, password=PASSWORD, display=username, **attrs)
+        if get_account(sec.db, username) is None:
+            add_account(sec.db, sec.policy, username, role, password=PASSWORD, display=username, **attrs)
         world.accounts[username] = role
     return world
 

@@ -80,7 +80,12 @@ def main(argv: list[str] | None = None) -> int:
             for size, (w, h) in SIZES.items():
                 profile = Path(tempfile.mkdtemp(prefix="changbai-chromium-"))
                 ctx = p.chromium.launch_persistent_context(
-                    str(profile), executable_path=CHROMIUM, args=ARGS, headless=True, viewport={"width": w, "height": h}
+                    str(profile),
+                    executable_path=CHROMIUM,
+                    args=ARGS,
+                    headless=True,
+                    viewport={"width": w, "height": h},
+                    locale="zh-CN",
                 )
                 page = ctx.pages[0] if ctx.pages else ctx.new_page()
                 page.goto(base + "/console/")
