@@ -46,6 +46,8 @@ GENESIS = "0" * 64
 _HEAD = select(st.audit.c.hash).order_by(st.audit.c.seq.desc()).limit(1)
 _HEAD_ROW = select(st.audit.c.seq, st.audit.c.hash).order_by(st.audit.c.seq.desc()).limit(1)
 _INSERT = insert(st.audit)
+_INSERT_NUMBERED = insert(st.audit).returning(st.audit.c.seq, sort_by_parameter_order=True)
+_INSERT_PATIENT = insert(st.audit_patient)
 _LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "search": "E", "update": "U", "patch": "U", "delete": "D"}
 
@@ -113,7 +115,16 @@ class AuditTrail:
         for row in rows:
             row["prev"] = prev
             row["hash"] = prev = self.digest(prev, row)
-        conn.execute(_INSERT, rows)
+        if any(row["patients"] for row in rows):
+            seqs = conn.execute(_INSERT_NUMBERED, rows).scalars().all()
+            named = [
+                {"patient": pid, "seq": seq}
+                for row, seq in zip(rows, seqs, strict=True)
+                for pid in set(row["patients"].split())
+            ]
+            conn.execute(_INSERT_PATIENT, named)
+        else:
+            conn.execute(_INSERT, rows)
         if state is not None:
             state.update(conn=key, prev=prev)
 

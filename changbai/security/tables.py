@@ -10,6 +10,8 @@
 - ``sec_treatment``: which facility has treated which resident (written with the record), the basis of the
   default rule that the facilities treating a resident read the resident's whole record.
 - ``sec_audit``: the audit trail, append-only, each row chained to the previous by a keyed hash.
+- ``sec_audit_patient``: which audit rows name which resident, written with each row: the index behind
+  "who read my record" (``AuditEvent?patient=``), so that it does not scan the whole trail.
 """
 
 from __future__ import annotations
@@ -105,4 +107,11 @@ audit = Table(
     Column("hash", String(64), nullable=False),
     Index("ix_sec_audit_recorded", "recorded"),
     Index("ix_sec_audit_user", "username", "recorded"),
+)
+
+audit_patient = Table(
+    "sec_audit_patient",
+    metadata,
+    Column("patient", String(64), primary_key=True),
+    Column("seq", BigId, primary_key=True),
 )

@@ -125,3 +125,45 @@ def test_a_refused_write_leaves_no_write_record(world):
     after = rows(world)[before:]
     assert [row["category"] for row in after] == ["denied"]
     assert world.get("operator1", "Observation/nope").status_code == 404
+
+
+def test_the_resident_index_of_a_trail_written_before_it_existed_is_filled_by_the_migration(tmp_path):
+    from sqlalchemy import func, select
+
+    from changbai.security import tables as st
+    from changbai.store.database import Database, upgrade
+
+    db = Database(f"sqlite:///{tmp_path / 'old.db'}", migrate=False)
+    upgrade(db, "0009_web_session")
+    blank = {c.name: "" for c in st.audit.c if c.name not in ("seq", "recorded", "flagged")}
+    with db.write() as conn:
+        conn.execute(
+            st.audit.insert(),
+            [
+                {
+                    **blank,
+                    "recorded": 1,
+                    "flagged": False,
+                    "category": "read",
+                    "action": "R",
+                    "outcome": "0",
+                    "patients": "p1 p2",
+                },
+                {**blank, "recorded": 2, "flagged": False, "category": "create", "action": "C", "outcome": "0"},
+                {
+                    **blank,
+                    "recorded": 3,
+                    "flagged": False,
+                    "category": "read",
+                    "action": "R",
+                    "outcome": "0",
+                    "patients": "p2",
+                },
+            ],
+        )
+    upgrade(db)
+    ap = st.audit_patient.c
+    with db.read() as conn:
+        named = conn.execute(select(ap.patient, func.count()).group_by(ap.patient).order_by(ap.patient)).all()
+    assert [tuple(r) for r in named] == [("p1", 1), ("p2", 2)]
+    db.dispose()
