@@ -189,10 +189,10 @@ def _start_worker(database_url: str, factory: Callable[[str], Any] | None) -> No
     _checker = factory(database_url) if factory is not None else None
 
 
-def _work_ahead(lines: list[bytes]) -> list[tuple[list[Any], dict[str, list[dict[str, Any]]]] | None]:
+def _work_ahead(lines: list[bytes]) -> list[tuple[list[Any], dict[str, list[tuple[Any, ...]]]] | None]:
     """Validation issues and content index rows per line; None where this process should do it itself
     (unparsable or odd input), so that every refusal is reported by the one path."""
-    out: list[tuple[list[Any], dict[str, list[dict[str, Any]]]] | None] = []
+    out: list[tuple[list[Any], dict[str, list[tuple[Any, ...]]]] | None] = []
     for line in lines:
         try:
             resource = orjson.loads(line)

@@ -1,8 +1,12 @@
 """Index rows of a resource: every search parameter's expression evaluated, values turned into rows.
 
 One strategy per parameter type (string, token, reference, date, number, quantity, uri), each taking the
-typed items the FHIRPath expression produced and returning rows for its ``idx_*`` table. No strategy knows
-any particular parameter; composite parameters are searched through their components' rows.
+typed items the FHIRPath expression produced and returning the values of rows for its ``idx_*`` table. No
+strategy knows any particular parameter; composite parameters are searched through their components' rows.
+
+Rows are tuples in the order of their table's columns (``schema.INDEX_COLUMNS``) without the leading
+``rid``, which the store adds: the hot path of ingest moves millions of them (to the database, and from
+bulk load's worker processes), and tuples cost a fraction of dicts there.
 """
 
 from __future__ import annotations
@@ -21,7 +25,10 @@ from changbai.store import ucum
 COLUMN_PARAMS = frozenset({"_id", "_lastUpdated"})
 MAX_TEXT = 512
 
-Row = dict[str, Any]
+#: The values of one index row after rid: (rtype, param, <the table's own columns>, grp)
+Row = tuple[Any, ...]
+#: What a strategy yields: the table's own columns; ``("token", values)`` for a row of another table
+Values = tuple[Any, ...]
 
 
 def _clip(text: str) -> str:
@@ -49,7 +56,7 @@ def _is_primitive(type_suffix: str) -> bool:
 
 
 # ------------------------------------------------------------------------------------------ strategies
-def string_rows(items: list[Item]) -> Iterable[Row]:
+def string_rows(items: list[Item]) -> Iterable[Values]:
     for item in items:
         v, t = item.value, item.type
         texts: list[str] = []
@@ -77,64 +84,60 @@ def string_rows(items: list[Item]) -> Iterable[Row]:
             else:
                 texts.extend(x for x in v.values() if isinstance(x, str))
         for text in texts:
-            yield {"value": _clip(normalise_string(text)), "exact": _clip(text)}
+            yield (_clip(normalise_string(text)), _clip(text))
 
 
-def token_rows(items: list[Item]) -> Iterable[Row]:
+def token_rows(items: list[Item]) -> Iterable[Values]:
     for item in items:
         v, t = item.value, item.type
         if isinstance(v, bool):
-            yield {"system": None, "code": "true" if v else "false", "text": None}
+            yield (None, "true" if v else "false", None)
         elif isinstance(v, str):
-            yield {"system": None, "code": _clip(v), "text": None}
+            yield (None, _clip(v), None)
         elif isinstance(v, dict):
             if t == "CodeableConcept" or "coding" in v:
                 text = v.get("text")
                 displays = set()
                 for c in v.get("coding", ()):
                     row = _coding_row(c, text)
-                    displays.add(row["text"])
+                    displays.add(row[2])
                     yield row
                 if isinstance(text, str):  # :text searches CodeableConcept.text as well as each display
                     folded = _clip(normalise_string(text))
                     if folded not in displays:
-                        yield {"system": None, "code": None, "text": folded}
+                        yield (None, None, folded)
             elif t in ("Identifier", "ContactPoint") or "value" in v:
                 value = v.get("value")
                 if isinstance(value, str):
                     type_text = (v.get("type") or {}).get("text") if t == "Identifier" else None
-                    yield {
-                        "system": _clip(v["system"]) if isinstance(v.get("system"), str) else None,
-                        "code": _clip(value),
-                        "text": _clip(normalise_string(type_text)) if isinstance(type_text, str) else None,
-                    }
+                    yield (
+                        _clip(v["system"]) if isinstance(v.get("system"), str) else None,
+                        _clip(value),
+                        _clip(normalise_string(type_text)) if isinstance(type_text, str) else None,
+                    )
                 if t == "Identifier":
                     for c in (v.get("type") or {}).get("coding", ()):
                         # :of-type searches by identifier type system|code + value
                         if isinstance(c.get("code"), str) and isinstance(value, str):
-                            yield {
-                                "system": f"of-type:{c.get('system', '')}|{c['code']}",
-                                "code": _clip(value),
-                                "text": None,
-                            }
+                            yield (f"of-type:{c.get('system', '')}|{c['code']}", _clip(value), None)
             else:
                 yield _coding_row(v, None)
 
 
-def _coding_row(c: dict[str, Any], text: Any) -> Row:
+def _coding_row(c: dict[str, Any], text: Any) -> Values:
     display = c.get("display") if isinstance(c.get("display"), str) else text
-    return {
-        "system": _clip(c["system"]) if isinstance(c.get("system"), str) else None,
-        "code": _clip(c["code"]) if isinstance(c.get("code"), str) else None,
-        "text": _clip(normalise_string(display)) if isinstance(display, str) else None,
-    }
+    return (
+        _clip(c["system"]) if isinstance(c.get("system"), str) else None,
+        _clip(c["code"]) if isinstance(c.get("code"), str) else None,
+        _clip(normalise_string(display)) if isinstance(display, str) else None,
+    )
 
 
-def reference_rows(items: list[Item]) -> Iterable[Row]:
+def reference_rows(items: list[Item]) -> Iterable[Values]:
     for item in items:
         v = item.value
         if isinstance(v, str):  # canonical / uri used as a reference
-            yield {"target_type": None, "target_id": None, "target_version": None, "url": _clip(v)}
+            yield (None, None, None, _clip(v))
             continue
         if not isinstance(v, dict):
             continue
@@ -145,25 +148,25 @@ def reference_rows(items: list[Item]) -> Iterable[Row]:
             parts = base.rstrip("/").split("/")
             is_absolute = "://" in ref or ref.startswith("urn:")
             target_id = parts[-1] if target_type and len(parts) >= 2 else None
-            yield {
-                "target_type": target_type,
-                "target_id": _clip(target_id) if target_id else None,
-                "target_version": version or None,
-                "url": _clip(ref) if is_absolute else None,
-            }
+            yield (
+                target_type,
+                _clip(target_id) if target_id else None,
+                version or None,
+                _clip(ref) if is_absolute else None,
+            )
         ident = v.get("identifier")
         if isinstance(ident, dict) and isinstance(ident.get("value"), str):
-            # :identifier modifier: kept in the token table under the same parameter name
-            yield {"_identifier": True, "system": ident.get("system"), "code": ident["value"]}
+            # :identifier modifier: kept in the token table under "<parameter>:identifier"
+            system = ident.get("system")
+            yield IDENTIFIER, (_clip(system) if isinstance(system, str) else None, _clip(ident["value"]), None)
 
 
-def date_rows(items: list[Item]) -> Iterable[Row]:
+def date_rows(items: list[Item]) -> Iterable[Values]:
     for item in items:
         v, t = item.value, item.type
         try:
             if isinstance(v, str):
-                low, high = date_range(v)
-                yield {"low": low, "high": high}
+                yield date_range(v)
             elif isinstance(v, dict) and t == "Period":
                 start, end = v.get("start"), v.get("end")
                 if start is None and end is None:
@@ -172,26 +175,26 @@ def date_rows(items: list[Item]) -> Iterable[Row]:
 
                 low = date_range(start)[0] if isinstance(start, str) else MIN_MS
                 high = date_range(end)[1] if isinstance(end, str) else MAX_MS
-                yield {"low": low, "high": high}
+                yield (low, high)
             elif isinstance(v, dict) and t == "Timing":
                 events = [e for e in v.get("event", ()) if isinstance(e, str)]
                 if events:
                     ranges = [date_range(e) for e in events]
-                    yield {"low": min(r[0] for r in ranges), "high": max(r[1] for r in ranges)}
+                    yield (min(r[0] for r in ranges), max(r[1] for r in ranges))
         except InvalidInput:
             continue
 
 
-def number_rows(items: list[Item]) -> Iterable[Row]:
+def number_rows(items: list[Item]) -> Iterable[Values]:
     for item in items:
         v = item.value
         if isinstance(v, bool) or not isinstance(v, int | float):
             continue
         value, low, high = number_range(repr(v) if isinstance(v, float) else str(v))
-        yield {"value": float(value), "low": float(low), "high": float(high)}
+        yield (float(value), float(low), float(high))
 
 
-def quantity_rows(items: list[Item]) -> Iterable[Row]:
+def quantity_rows(items: list[Item]) -> Iterable[Values]:
     for item in items:
         v, t = item.value, item.type
         if not isinstance(v, dict):
@@ -205,16 +208,8 @@ def quantity_rows(items: list[Item]) -> Iterable[Row]:
             val = v.get("value")
             if isinstance(val, int | float) and not isinstance(val, bool):
                 _, low, high = number_range(str(val))
-                yield {
-                    "system": "urn:iso:std:iso:4217",
-                    "code": v.get("currency"),
-                    "unit": v.get("currency"),
-                    "value": float(val),
-                    "low": float(low),
-                    "high": float(high),
-                    "canonical_code": None,
-                    "canonical_value": None,
-                }
+                currency = v.get("currency")
+                yield ("urn:iso:std:iso:4217", currency, currency, float(val), float(low), float(high), None, None)
             continue
         val = v.get("value")
         if not isinstance(val, int | float) or isinstance(val, bool):
@@ -222,25 +217,28 @@ def quantity_rows(items: list[Item]) -> Iterable[Row]:
         _, low, high = number_range(str(val))
         system, code = v.get("system"), v.get("code")
         canonical = ucum.canonical(float(val), code) if system == ucum.SYSTEM and isinstance(code, str) else None
-        yield {
-            "system": system if isinstance(system, str) else None,
-            "code": code if isinstance(code, str) else None,
-            "unit": v.get("unit") if isinstance(v.get("unit"), str) else None,
-            "value": float(val),
-            "low": float(low),
-            "high": float(high),
-            "canonical_code": canonical[1] if canonical else None,
-            "canonical_value": canonical[0] if canonical else None,
-        }
+        yield (
+            system if isinstance(system, str) else None,
+            code if isinstance(code, str) else None,
+            v.get("unit") if isinstance(v.get("unit"), str) else None,
+            float(val),
+            float(low),
+            float(high),
+            canonical[1] if canonical else None,
+            canonical[0] if canonical else None,
+        )
 
 
-def uri_rows(items: list[Item]) -> Iterable[Row]:
+def uri_rows(items: list[Item]) -> Iterable[Values]:
     for item in items:
         if isinstance(item.value, str):
-            yield {"uri": _clip(item.value)}
+            yield (_clip(item.value),)
 
 
-STRATEGIES: dict[str, Callable[[list[Item]], Iterable[Row]]] = {
+#: A strategy's marker for a row of the token table under "<parameter>:identifier" (reference.identifier)
+IDENTIFIER: Any = object()
+
+STRATEGIES: dict[str, Callable[[list[Item]], Iterable[Any]]] = {
     "string": string_rows,
     "token": token_rows,
     "reference": reference_rows,
@@ -260,7 +258,7 @@ class _Planned:
 
     code: str
     param: SearchParam
-    strategy: Callable[[list[Item]], Iterable[Row]] | None  # None for composites
+    strategy: Callable[[list[Item]], Iterable[Any]] | None  # None for composites
     on_meta: bool
     #: The keys one of which the resource must hold to have a value (None: always try)
     roots: frozenset[str] | None
@@ -310,10 +308,11 @@ def _composite_needs(param: SearchParam) -> tuple[tuple[frozenset[str], ...], ..
 
 
 def _possible(keys: Any, needs: tuple[tuple[frozenset[str], ...], ...]) -> bool:
-    for alternative in needs:
-        if all(not keys.isdisjoint(k) for k in alternative):
-            return True
-    return False
+    return any(all(not keys.isdisjoint(k) for k in alternative) for alternative in needs)
+
+
+#: Meta elements the store sets itself and keeps as columns (no parameter indexes them)
+_STORE_META = frozenset({"versionId", "lastUpdated"})
 
 
 def index_rows(resource: dict[str, Any], part: str = "all") -> dict[str, list[Row]]:
@@ -324,9 +323,11 @@ def index_rows(resource: dict[str, Any], part: str = "all") -> dict[str, list[Ro
     worker processes) can be completed once the pipeline has settled its meta."""
     rtype = resource["resourceType"]
     out: dict[str, list[Row]] = {k: [] for k in STRATEGIES}
+    if part == "meta" and _STORE_META.issuperset(resource.get("meta") or ()):
+        return out  # nothing but versionId and lastUpdated: no meta parameter has a value
     keys = resource.keys()
     group = 0
-    memo: dict[tuple[int, str], list[tuple[str, list[Row]]]] = {}
+    memo: dict[tuple[int, str], list[Values]] = {}
     for planned in _plan(rtype):
         if part != "all" and planned.on_meta != (part == "meta"):
             continue
@@ -341,21 +342,12 @@ def index_rows(resource: dict[str, Any], part: str = "all") -> dict[str, list[Ro
         if not items:
             continue
         code = planned.code
-        for row in planned.strategy(items):
-            if row.pop("_identifier", False):
-                out["token"].append(
-                    {
-                        "rtype": rtype,
-                        "param": code + ":identifier",
-                        "system": _clip(row["system"]) if isinstance(row["system"], str) else None,
-                        "code": _clip(row["code"]),
-                        "text": None,
-                    }
-                )
-                continue
-            row["rtype"] = rtype
-            row["param"] = code
-            out[param.type].append(row)
+        rows = out[param.type]
+        for values in planned.strategy(items):
+            if values[0] is IDENTIFIER:
+                out["token"].append((rtype, code + ":identifier", *values[1], None))
+            else:
+                rows.append((rtype, code, *values, None))
     return out
 
 
@@ -364,38 +356,32 @@ def _composite_rows(
     param: SearchParam,
     out: dict[str, list[Row]],
     group: int,
-    memo: dict[tuple[int, str], list[tuple[str, list[Row]]]],
+    memo: dict[tuple[int, str], list[Values]],
 ) -> int:
     """Rows of each component, evaluated on each element the composite expression yields, tagged with
     that element's group number and named ``<code>$<component index>``. ``memo`` keeps each
-    component's rows per element for the other composites of the same resource (``code`` is a
+    component's values per element for the other composites of the same resource (``code`` is a
     component of four of Observation's)."""
     components = component_params(param)
     if components is None:
         return group
+    rtype = param.resource_type
     for item in param.evaluate(resource):
-        rows_per_component = []
+        found = []
         for comp_type, expression, evaluate in components:
             key = (id(item.value), expression)
-            found = memo.get(key)
-            if found is None:
-                rows = [
-                    r
-                    for r in STRATEGIES[comp_type](_unwrap_extension(evaluate(item)))
-                    if not r.pop("_identifier", False)
-                ]
-                memo[key] = found = [(comp_type, rows)]
-            rows = found[0][1]
-            if not rows:  # a composite value needs every component
+            values = memo.get(key)
+            if values is None:
+                produced = STRATEGIES[comp_type](_unwrap_extension(evaluate(item)))
+                memo[key] = values = [v for v in produced if v[0] is not IDENTIFIER]
+            if not values:  # a composite value needs every component
                 break
-            rows_per_component.append((comp_type, rows))
+            found.append((comp_type, values))
         else:
             group += 1
-            for i, (comp_type, rows) in enumerate(rows_per_component):
-                for row in rows:
-                    out[comp_type].append(
-                        {**row, "rtype": param.resource_type, "param": f"{param.code}${i}", "grp": group}
-                    )
+            for i, (comp_type, values) in enumerate(found):
+                name = f"{param.code}${i}"
+                out[comp_type].extend((rtype, name, *v, group) for v in values)
     return group
 
 

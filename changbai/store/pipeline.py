@@ -46,7 +46,7 @@ class Ahead:
 
     source: dict[str, Any]  # the parsed resource the work was done for
     issues: list[Any]  # validation.validate's result, bindings included
-    rows: dict[str, list[dict[str, Any]]]  # indexer.index_rows(source, part="content")
+    rows: dict[str, list[tuple[Any, ...]]]  # indexer.index_rows(source, part="content")
 
 
 @dataclass

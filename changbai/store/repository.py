@@ -154,9 +154,10 @@ class Unit:
         self.conn = conn
         self.ctx = ctx
         self.pipeline = repo.pipeline
-        self._versions: list[dict[str, Any]] = []
-        self._index: dict[str, list[dict[str, Any]]] = {k: [] for k in t.INDEX_TABLES}
-        self._outbox: list[dict[str, Any]] = []
+        # rows waiting for the next flush, as tuples in their tables' column order
+        self._versions: list[tuple[Any, ...]] = []
+        self._index: dict[str, list[tuple[Any, ...]]] = {k: [] for k in t.INDEX_TABLES}
+        self._outbox: list[tuple[Any, ...]] = []
         self._dirty = False
 
     # ------------------------------------------------------------------------------------------ reads
@@ -176,21 +177,21 @@ class Unit:
             self._outbox = []
         self._dirty = False
 
-    def _insert_many(self, table: Any, rows: list[dict[str, Any]]) -> None:
+    def _insert_many(self, table: Any, rows: list[tuple[Any, ...]]) -> None:
         """Bulk insert straight on the driver: the hot path of ingest, where SQLAlchemy's per-row parameter
-        processing cost more than the database itself. SQLite: executemany; PostgreSQL: COPY.
+        processing cost more than the database itself. SQLite: executemany; PostgreSQL: COPY. Rows are
+        tuples in the order of the table's columns apart from its generated key (``t.insert_columns``).
         Column names are ours; values always travel as parameters."""
-        columns = [c.name for c in table.columns if not c.primary_key]  # the keys are generated
+        columns = ", ".join(t.insert_columns(table))
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             if self.repo.db.is_sqlite:
-                marks = ", ".join("?" for _ in columns)
-                sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({marks})"
-                cursor.executemany(sql, [tuple(map(row.get, columns)) for row in rows])
+                marks = ", ".join("?" for _ in t.insert_columns(table))
+                cursor.executemany(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", rows)
             else:
-                with cursor.copy(f"COPY {table.name} ({', '.join(columns)}) FROM STDIN") as copy:
+                with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
                     for row in rows:
-                        copy.write_row(tuple(map(row.get, columns)))
+                        copy.write_row(row)
         finally:
             cursor.close()
 
@@ -505,26 +506,15 @@ class Unit:
         for i, op, cur, version, content in pending:
             rid = rid_of[id(op)]
             deleted = op.action == "delete"
-            self._versions.append(
-                {
-                    "rid": rid,
-                    "rtype": op.rtype,
-                    "id": op.id,
-                    "version": version,
-                    "last_updated": ms,
-                    "method": op.method,
-                    "deleted": deleted,
-                    "content": content.decode() if content is not None else None,
-                }
-            )
+            text = content.decode() if content is not None else None
+            self._versions.append((rid, op.rtype, op.id, version, ms, op.method, deleted, text))
             if op.resource is not None:
                 for kind, index in _index_rows(op).items():
-                    for row in index:
-                        row["rid"] = rid
-                    self._index[kind].extend(index)
+                    if index:
+                        self._index[kind].extend([(rid, *row) for row in index])
             created = cur is None or cur.deleted
             action = "delete" if deleted else ("create" if created else "update")
-            self._outbox.append({"rtype": op.rtype, "id": op.id, "version": version, "action": action, "created": ms})
+            self._outbox.append((op.rtype, op.id, version, action, ms))
             self._dirty = True
             self.pipeline.run_commit(self.conn, self.ctx, op)
             status = "deleted" if deleted else ("created" if created else "updated")
@@ -532,7 +522,7 @@ class Unit:
         return [o for o in outcomes if o is not None]
 
 
-def _index_rows(op: WriteOp) -> dict[str, list[dict[str, Any]]]:
+def _index_rows(op: WriteOp) -> dict[str, list[tuple[Any, ...]]]:
     """The index rows of the op's final content: from the work done ahead when the pipeline left the
     content as it was (meta aside, whose rows are always computed here), else computed afresh."""
     ahead = op.ahead

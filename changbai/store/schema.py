@@ -13,6 +13,8 @@ revisions; none reads another module's tables.
 
 from __future__ import annotations
 
+from functools import cache
+
 from sqlalchemy import (
     BigInteger,
     Boolean,
@@ -159,3 +161,10 @@ outbox = Table(
     Column("action", String(16), nullable=False),  # create update delete
     Column("created", BigInteger, nullable=False),
 )
+
+
+@cache
+def insert_columns(table: Table) -> tuple[str, ...]:
+    """The columns a row of ``table`` gives when the store inserts it in bulk: all but the generated key,
+    in the table's order (index rows: rid, rtype, param, the table's own columns, grp)."""
+    return tuple(c.name for c in table.columns if not c.primary_key)
