@@ -2,7 +2,8 @@
 
 Senders that work in runs (a laboratory's overnight results, a billing system's charges) wrap many
 ordinary messages in a batch envelope. Each message inside is processed exactly as if it had come alone
-(its own inbox row, transaction and application ACK: one refused message refuses nothing else), and the
+(its own inbox row, outcome and application ACK: one refused message refuses nothing else; the messages
+of a batch are committed together, see ``inbox``), and the
 answer is a batch of those acknowledgements in the same envelope: FHS/BHS with sender and receiver
 swapped, FHS-12/BHS-12 naming the control ids of the file and batch answered, BTS-1 the number of ACKs,
 and BTS-2 saying so when the count the sender declared in its BTS-1 differs from what arrived.
@@ -103,9 +104,9 @@ def _header(name: str, theirs: Header | None, control_id: str) -> tuple[str, byt
     return h.sep, h.sep.join(values).encode("latin-1") + b"\r"
 
 
-def answer(file: File, acknowledge: Callable[[bytes], bytes]) -> bytes:
-    """Process every message with ``acknowledge`` (raw -> ACK bytes, empty when none is wanted) and
-    build the batch of acknowledgements."""
+def answer(file: File, acknowledge: Callable[[list[bytes]], list[bytes]]) -> bytes:
+    """Process the messages of each batch with ``acknowledge`` (their raw bytes -> their ACKs, each empty
+    when none is wanted) and build the batch of acknowledgements."""
     out: list[bytes] = []
     stamp = f"{int(time.time() * 1000)}"
     if file.header is not None:
@@ -114,7 +115,7 @@ def answer(file: File, acknowledge: Callable[[bytes], bytes]) -> bytes:
     for n, part in enumerate(parts, start=1):
         sep, header = _header("BHS", part.header, f"B{stamp}-{n}")
         out.append(header)
-        acks = [ack for raw in part.messages if (ack := acknowledge(raw))]
+        acks = [ack for ack in acknowledge(part.messages) if ack] if part.messages else []
         out.extend(acks)
         trailer = ["BTS", str(len(acks))]
         if part.declared is not None and part.declared != len(part.messages):

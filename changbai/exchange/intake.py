@@ -62,6 +62,17 @@ class Duplicate(Exception):
 
 
 @dataclass
+class Submission:
+    """A mapped message on its way into the store: its inbox row, its transaction Bundle, how to build
+    its ACK once the entries skipped as out of order are known, and the segment each entry came from."""
+
+    record: InboxRecord
+    bundle: dict[str, Any]
+    make_ack: Callable[[list[er7.HL7Error]], str]
+    sources: list[tuple[str, int]]
+
+
+@dataclass
 class Answer:
     """What became of one message: its application acknowledgement (AA / AE / AR, as stored in the
     inbox) and what the sender's acknowledgement mode needs to choose the reply."""
@@ -100,6 +111,14 @@ def reply(answer: Answer, enhanced: bool = True) -> bytes:
     return b""
 
 
+@dataclass
+class _Mapped:
+    """A message parsed and mapped, waiting for the store."""
+
+    msg: er7.Message
+    submission: Submission
+
+
 class MessageSink(Protocol):
     def apply(self, bundle: dict[str, Any]) -> Any: ...
 
@@ -108,14 +127,9 @@ class IntakeStore(Protocol):
     def accepted_ack(self, sender: str, control_id: str, digest: str) -> str | None:
         """The ACK already given to an accepted message with this key, if any."""
 
-    def commit(
-        self,
-        record: InboxRecord,
-        bundle: dict[str, Any],
-        make_ack: Callable[[list[er7.HL7Error]], str],
-        sources: list[tuple[str, int]],
-    ) -> InboxRecord:
-        """Apply ``bundle`` and store ``record`` (with ``make_ack(skipped-entry warnings)``) atomically."""
+    def commit(self, items: list[Submission]) -> list[BaseException | None]:
+        """Apply each bundle and store its record (with ``make_ack(skipped-entry warnings)``), atomically
+        per message; None per committed message, else why not (Duplicate, a refusal)."""
 
     def record(self, record: InboxRecord) -> InboxRecord:
         """Store a failed message (insert, or update the row of the same key)."""
@@ -196,11 +210,26 @@ class Intake:
         :func:`reply`; ``enhanced`` overrides the intake's choice of honouring MSH-15/16)."""
         mode = self.enhanced_ack if enhanced is None else enhanced
         if batch.is_batch(raw):
-            return batch.answer(batch.split(raw), lambda message: reply(self.process(message, peer), mode))
+            return batch.answer(
+                batch.split(raw), lambda messages: [reply(a, mode) for a in self.process_many(messages, peer)]
+            )
         return reply(self.process(raw, peer), mode)
 
     def process(self, raw: bytes, peer: str = "", replaces: int | None = None) -> Answer:
         """Process one message; ``replaces`` is the inbox row an operator's replay updates."""
+        return self.process_many([raw], peer, replaces)[0]
+
+    def process_many(self, raws: list[bytes], peer: str = "", replaces: int | None = None) -> list[Answer]:
+        """Process messages that arrived together (an HL7 batch): each on its own, as if it had come alone
+        (its own inbox row, outcome and ACK; one refused message refuses nothing else), committed together."""
+        prepared = [self._prepare(raw, peer, replaces) for raw in raws]
+        waiting = [p for p in prepared if isinstance(p, _Mapped)]
+        errors = self.store.commit([p.submission for p in waiting]) if waiting else []
+        outcome = dict(zip(map(id, waiting), errors, strict=True))
+        return [p if isinstance(p, Answer) else self._finish(p, outcome[id(p)]) for p in prepared]
+
+    def _prepare(self, raw: bytes, peer: str, replaces: int | None) -> Answer | _Mapped:
+        """Parse and map a message: what goes to the store, or the answer when it cannot get that far."""
         received = int(time.time() * 1000)
         key = digest(raw)
         try:
@@ -249,19 +278,23 @@ class Intake:
             record.ack = acks.build_ack(msg, "AA", warnings + skipped)
             return record.ack
 
-        try:
-            self.store.commit(record, mapped.bundle, make_ack, mapped.sources)
-        except Duplicate:
-            previous = self.store.accepted_ack(msg.sender, msg.control_id, key)
+        return _Mapped(msg, Submission(record, mapped.bundle, make_ack, mapped.sources))
+
+    def _finish(self, mapped: _Mapped, error: BaseException | None) -> Answer:
+        """The answer to a message the store committed (``error`` None) or did not."""
+        msg, record = mapped.msg, mapped.submission.record
+        if error is None:
+            return Answer(acks.encode(record.ack, msg), msg, "accepted")
+        if isinstance(error, Duplicate):
+            previous = self.store.accepted_ack(msg.sender, msg.control_id, record.digest)
             if previous is not None:
                 return Answer(acks.encode(previous, msg), msg, "accepted")
             return self._fail(record, msg, er7.HL7Error("the message is being processed", hl7_code="206"))
-        except ChangbaiError as exc:
-            return self._fail(record, msg, self._locate(exc, mapped.sources))
-        except Exception as exc:  # an internal fault still gets an answer and a dead-letter row
-            logs.event(log, "hl7v2 intake failed", level=40, control_id=msg.control_id, error=repr(exc))
-            return self._fail(record, msg, er7.HL7Error(f"internal error: {type(exc).__name__}", hl7_code="207"))
-        return Answer(acks.encode(record.ack, msg), msg, "accepted")
+        if isinstance(error, ChangbaiError):
+            return self._fail(record, msg, self._locate(error, mapped.submission.sources))
+        # an internal fault still gets an answer and a dead-letter row
+        logs.event(log, "hl7v2 intake failed", level=40, control_id=msg.control_id, error=repr(error))
+        return self._fail(record, msg, er7.HL7Error(f"internal error: {type(error).__name__}", hl7_code="207"))
 
     # --------------------------------------------------------------------------------- failures
     @staticmethod
@@ -343,19 +376,19 @@ class MemoryStore:
         row = self.rows.get((sender, control_id, digest))
         return row.ack if row is not None and row.status == "accepted" else None
 
-    def commit(
-        self,
-        record: InboxRecord,
-        bundle: dict[str, Any],
-        make_ack: Callable[[list[er7.HL7Error]], str],
-        sources: list[tuple[str, int]],
-    ) -> InboxRecord:
+    def commit(self, items: list[Submission]) -> list[BaseException | None]:
+        out: list[BaseException | None] = []
         with self.lock:
-            if self.accepted_ack(record.sender, record.control_id, record.digest) is not None:
-                raise Duplicate()
-            self.sink.apply(bundle)
-            make_ack([])
-            return self._put(record)
+            for item in items:
+                record = item.record
+                if self.accepted_ack(record.sender, record.control_id, record.digest) is not None:
+                    out.append(Duplicate())
+                    continue
+                self.sink.apply(item.bundle)
+                item.make_ack([])
+                self._put(record)
+                out.append(None)
+        return out
 
     def record(self, record: InboxRecord) -> InboxRecord:
         with self.lock:

@@ -13,9 +13,10 @@ from typing import Any
 
 from changbai import logs
 from changbai.exchange.datatypes import Translate
-from changbai.exchange.inbox import SqlInbox, apply_bundle
+from changbai.exchange.inbox import SqlInbox
 from changbai.exchange.intake import Intake
 from changbai.exchange.mllp import MllpServer
+from changbai.exchange.writes import apply_bundle
 
 log = logs.get(__name__)
 
@@ -28,7 +29,7 @@ def build_intake(platform: Any, translate: Translate | None = None) -> Intake:
     settings = platform.settings
     translate = translate or ConceptMapTranslator(platform.repo)
     return Intake(
-        SqlInbox(platform.repo, apply_bundle),
+        SqlInbox(platform.repo),
         translate,
         resident_id_system=settings.resident_id_system,
         enhanced_ack=settings.mllp_enhanced_ack,

@@ -841,7 +841,7 @@ def inbox_failures(platform: Platform) -> tuple[list[dict[str, Any]], bool]:
     except ImportError:
         return [], False
     try:
-        inbox = SqlInbox(platform.repo, lambda unit, bundle: None)
+        inbox = SqlInbox(platform.repo)
         rows = [*inbox.list("error", 20), *inbox.list("rejected", 20)]
     except Exception:
         log.exception("exchange inbox not readable")

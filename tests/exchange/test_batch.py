@@ -26,6 +26,6 @@ def test_messages_keep_their_own_bytes_and_stray_segments_become_messages_to_ref
 
 
 def test_an_empty_batch_gets_an_empty_batch_back() -> None:
-    answer = batch.answer(batch.split(b"BHS|^~\\&|HIS|JLH|||||||B9\rBTS|0\r"), lambda raw: b"unused")
+    answer = batch.answer(batch.split(b"BHS|^~\\&|HIS|JLH|||||||B9\rBTS|0\r"), lambda raws: [b"unused" for _ in raws])
     bhs, bts = answer.decode().split("\r")[:2]
     assert bhs.split("|")[11] == "B9" and bts == "BTS|0"

@@ -1,0 +1,130 @@
+# ruff: noqa: F811  (test parameters named after the imported fixture)
+"""Messages committed together (an HL7 batch; messages from several connections) behave exactly as if
+each had come alone: they see each other's writes, one refused message takes no other down, resends and
+late updates are recognised inside the group."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from changbai.exchange.datatypes import local_system
+from changbai.exchange.service import build_intake
+from changbai.settings import Settings
+from tests.exchange.fixtures import core_platform, search  # noqa: F401  (core_platform: a pytest fixture)
+from tests.exchange.messages import adt, oru
+
+JLH = local_system("JLH")
+
+
+def batch(*messages: str) -> bytes:
+    return ("BHS|^~\\&|HIS|JLH|CHANGBAI|PROV|20260101||||B1\r" + "".join(messages) + f"BTS|{len(messages)}\r").encode()
+
+
+def answers(reply: bytes) -> list[tuple[str, str, list[str]]]:
+    """(MSA-1, MSA-2, ERR segments) of each ACK in a batch reply."""
+    out: list[tuple[str, str, list[str]]] = []
+    for segment in reply.decode().split("\r"):
+        fields = segment.split("|")
+        if fields[0] == "MSA":
+            out.append((fields[1], fields[2], []))
+        elif fields[0] == "ERR":
+            out[-1][2].append(segment)
+    return out
+
+
+def snapshot(platform: Any) -> dict[str, list[tuple[str, int, dict[str, Any]]]]:
+    """Every resource the intake wrote: type -> (id, version, content without meta), in id order."""
+    out = {}
+    for rtype in ("Patient", "Encounter", "Observation", "DiagnosticReport"):
+        rows = [(i, v, {k: x for k, x in r.items() if k != "meta"}) for i, v, r in search(platform, rtype)]
+        out[rtype] = sorted(rows, key=lambda row: row[0])
+    return out
+
+
+@pytest.fixture
+def other_platform(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Iterator[Any]:
+    """A second platform on its own empty database of the same backend."""
+    from changbai.api.app import create_platform
+    from tests.conftest import _fresh_pg
+
+    if settings.database_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'other.db'}"
+    else:
+        url = _fresh_pg(request.getfixturevalue("postgres_url"))
+    p = create_platform(Settings(data_dir=tmp_path / "var2", database_url=url, mllp_port=0), extensions=[])
+    yield p
+    p.db.dispose()
+
+
+def test_messages_committed_together_leave_the_store_as_if_each_had_come_alone(
+    core_platform: Any, other_platform: Any
+) -> None:
+    # a result for a patient nobody registered yet (their record number and resident ID), then the
+    # registration of that patient found by the resident ID, a second result for them, and another
+    # patient's admission: the later messages depend on what the earlier ones write
+    resident = "220102198002151239^^^CHN^NNCHN"
+    messages = [
+        oru(control_id="G1", mrn=f"NEW7^^^JLH^MR~{resident}"),
+        adt("A08", control_id="G2", mrn=f"{resident}~NEW7", family="ZHAO", when="20260103080000+0800"),
+        oru(control_id="G3", mrn="NEW7", obx=["OBX|1|NM|2160-0^Creatinine^LN||80|umol/L^^UCUM|||||F"]),
+        adt("A01", control_id="G4", mrn="MRN009", visit="V900"),
+    ]
+    together = answers(build_intake(core_platform).handle(batch(*messages)))
+    assert [(code, cid) for code, cid, _ in together] == [("AA", "G1"), ("AA", "G2"), ("AA", "G3"), ("AA", "G4")]
+
+    alone = build_intake(other_platform)
+    for message in messages:
+        assert "|AA|" in alone.handle(message.encode()).decode()
+    assert snapshot(core_platform) == snapshot(other_platform)
+
+    [(pid, version, patient)] = search(core_platform, "Patient", f"identifier={JLH}|NEW7")
+    assert patient["name"][0]["family"] == "ZHAO" and version == 2  # registered by G1, updated by G2
+    assert len(search(core_platform, "Patient")) == 2
+    results = search(core_platform, "Observation", f"subject:Patient.identifier={JLH}|NEW7")
+    assert len(results) == 5 and {r["subject"]["reference"] for _, _, r in results} == {f"Patient/{pid}"}
+
+
+def test_a_message_the_store_refuses_takes_no_other_message_of_its_group_down(core_platform: Any) -> None:
+    # the store's validation refuses what the local code LOC1 is mapped to (two spaces inside a code)
+    intake = build_intake(
+        core_platform,
+        translate=lambda system, code, facility: {"system": "urn:x", "code": "a  b"} if code == "LOC1" else None,
+    )
+    bad = ["OBX|1|NM|2345-7^Glucose^LN||5.6|mmol/L^^UCUM|||||F", "OBX|2|NM|LOC1^Local^L||1|mg|||||F"]
+    reply = intake.handle(
+        batch(
+            oru(control_id="K1", mrn="MRN101"),
+            oru(control_id="K2", mrn="MRN102", obx=bad),
+            adt(control_id="K3", mrn="MRN103", visit="V103"),
+        )
+    )
+    [first, refused, third] = answers(reply)
+    assert first[:2] == ("AA", "K1") and third[:2] == ("AA", "K3")
+    assert refused[:2] == ("AE", "K2") and refused[2][0].split("|")[2] == "OBX^5"  # names the segment
+    assert len(search(core_platform, "Patient", f"identifier={JLH}|MRN101")) == 1
+    assert len(search(core_platform, "Encounter", f"identifier={JLH}|V103")) == 1
+    assert search(core_platform, "Patient", f"identifier={JLH}|MRN102") == []  # nothing of K2 is kept
+    assert len(search(core_platform, "Observation")) == 4  # K1's four results
+    assert [r.control_id for r in intake.store.list("error")] == ["K2"]
+    assert sorted(r.control_id for r in intake.store.list("accepted")) == ["K1", "K3"]
+
+
+def test_a_resend_and_a_late_update_inside_a_group_are_recognised(core_platform: Any) -> None:
+    intake = build_intake(core_platform)
+    first = intake.handle(adt(control_id="D1").encode())
+    newer = adt("A08", control_id="D2", family="WANG", when="20260105120000+0800")
+    older = adt("A08", control_id="D3", family="LI", when="20260104120000+0800", visit="V200")
+    reply = intake.handle(batch(adt(control_id="D1"), newer, older))
+    [resent, applied, late] = answers(reply)
+    assert resent[:2] == ("AA", "D1") and "MSA|AA|D1" in first.decode()
+    assert applied[:2] == ("AA", "D2")
+    assert late[:2] == ("AA", "D3") and late[2] and late[2][0].split("|")[4] == "I"  # told it was not applied
+    [(pid, version, patient)] = search(core_platform, "Patient", f"identifier={JLH}|MRN001")
+    assert patient["name"][0]["family"] == "WANG" and version == 2  # D1 once, then D2; D3 is older
+    [visit] = [r for _, _, r in search(core_platform, "Encounter", f"identifier={JLH}|V200")]
+    assert visit["subject"]["reference"] == f"Patient/{pid}"
+    assert len(intake.store.list(limit=10)) == 3
