@@ -144,6 +144,16 @@ async def client(port: int, batch: list[bytes]) -> list[float]:
     return latencies
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """CPU time (user + system) a process has used so far; None where /proc is not there. The listener's
+    CPU per message is what its own code costs, whatever else the machine is running."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -172,9 +182,11 @@ def scenario(mode: str, connections: int, msgs: list[bytes], database: str) -> d
         async def run() -> list[list[float]]:
             return await asyncio.gather(*(client(port, b) for b in batches))
 
+        cpu_before = cpu_seconds(proc.pid)
         started = time.perf_counter()
         lat = [x for part in asyncio.run(run()) for x in part]
         elapsed = time.perf_counter() - started
+        cpu_after = cpu_seconds(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -186,6 +198,7 @@ def scenario(mode: str, connections: int, msgs: list[bytes], database: str) -> d
         "rate": len(lat) / elapsed,
         "p50": statistics.median(lat) * 1000,
         "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        "cpu": None if cpu_before is None or cpu_after is None else (cpu_after - cpu_before) * 1000 / len(lat),
     }
 
 
@@ -229,13 +242,17 @@ def main(argv: list[str] | None = None) -> int:
         f"{os.cpu_count()} CPUs (1-minute load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after), "
         f"security {os.environ.get('CHANGBAI_SECURITY', 'on')}\n"
     )
-    print("| scenario | store | connections | messages | messages/s | x echo | ACK p50 ms | ACK p99 ms |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print(
+        "| scenario | store | connections | messages | messages/s | x echo | ACK p50 ms | ACK p99 ms "
+        "| listener CPU ms/message |"
+    )
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     echo = {r["connections"]: r["rate"] for r in rows if r["mode"] == "echo"}
     for r in rows:
         print(
             f"| {LABELS[r['mode']]} | {r.get('store', '-')} | {r['connections']} | {r['messages']} | {r['rate']:.0f} | "
-            f"{r['rate'] / echo[r['connections']]:.3f} | {r['p50']:.2f} | {r['p99']:.2f} |"
+            f"{r['rate'] / echo[r['connections']]:.3f} | {r['p50']:.2f} | {r['p99']:.2f} | "
+            f"{'-' if r['cpu'] is None else format(r['cpu'], '.2f')} |"
         )
     return 0
 

@@ -67,15 +67,19 @@ class _Clocks:
 class SqlInbox:
     """IntakeStore on the platform database (SQLite or PostgreSQL)."""
 
-    def __init__(self, repo: Repository, channel: str = "hl7v2", batch: int = 32) -> None:
+    def __init__(self, repo: Repository, channel: str = "hl7v2", batch: int = 32, gather: float = 0.002) -> None:
         self.repo = repo
         self.channel = channel
         self.batch = batch
+        self.gather = gather
         # Group commit without a writer thread: the first thread to find nobody writing commits every
-        # message waiting (up to ``batch``); the others wait for that commit or for their turn.
+        # message waiting (up to ``batch``); the others wait for that commit or for their turn. Before it
+        # starts, it waits up to ``gather`` seconds for messages already being parsed (``expect``), so
+        # that they share its transaction rather than each needing one after it.
         self._turn = threading.Condition()
         self._pending: list[_Job] = []
         self._writing = False
+        self._expected = 0
 
     # ------------------------------------------------------------------------------------ reads
     def _key(self, sender: str, control_id: str, digest: str) -> Any:
@@ -101,6 +105,14 @@ class SqlInbox:
         return _record(row)
 
     # ------------------------------------------------------------------------------------ writes
+    def expect(self, n: int) -> None:
+        """``n`` more messages are being parsed and will come to :meth:`commit` (negative: fewer will
+        come, e.g. refused before reaching the store)."""
+        with self._turn:
+            self._expected += n
+            if n < 0:
+                self._turn.notify_all()
+
     def commit(self, items: list[Submission]) -> list[BaseException | None]:
         """Apply and record messages; returns once each is committed or refused (None or the error per
         message: Duplicate, or the store's refusal).
@@ -110,15 +122,20 @@ class SqlInbox:
         jobs = [_Job(item) for item in items]
         with self._turn:
             self._pending.extend(jobs)
+            self._expected = max(0, self._expected - len(jobs))
+            self._turn.notify_all()
             while True:
                 while self._writing and not all(job.done.is_set() for job in jobs):
                     self._turn.wait()
                 if all(job.done.is_set() for job in jobs):
                     break
                 # Nobody is writing: this thread commits what is waiting (its own messages or others that
-                # came earlier), then hands over to the next waiting thread.
-                group, self._pending = self._pending[: self.batch], self._pending[self.batch :]
+                # came earlier, and those about to come), then hands over to the next waiting thread.
                 self._writing = True
+                deadline = time.monotonic() + self.gather
+                while self._expected and len(self._pending) < self.batch and (left := deadline - time.monotonic()) > 0:
+                    self._turn.wait(left)
+                group, self._pending = self._pending[: self.batch], self._pending[self.batch :]
                 self._turn.release()
                 try:
                     self._commit_group(group)

@@ -127,6 +127,9 @@ class IntakeStore(Protocol):
     def accepted_ack(self, sender: str, control_id: str, digest: str) -> str | None:
         """The ACK already given to an accepted message with this key, if any."""
 
+    def expect(self, n: int) -> None:
+        """``n`` more messages are on their way to :meth:`commit` (being parsed; negative: fewer)."""
+
     def commit(self, items: list[Submission]) -> list[BaseException | None]:
         """Apply each bundle and store its record (with ``make_ack(skipped-entry warnings)``), atomically
         per message; None per committed message, else why not (Duplicate, a refusal)."""
@@ -222,8 +225,13 @@ class Intake:
     def process_many(self, raws: list[bytes], peer: str = "", replaces: int | None = None) -> list[Answer]:
         """Process messages that arrived together (an HL7 batch): each on its own, as if it had come alone
         (its own inbox row, outcome and ACK; one refused message refuses nothing else), committed together."""
-        prepared = [self._prepare(raw, peer, replaces) for raw in raws]
-        waiting = [p for p in prepared if isinstance(p, _Mapped)]
+        self.store.expect(len(raws))
+        waiting: list[_Mapped] = []
+        try:
+            prepared = [self._prepare(raw, peer, replaces) for raw in raws]
+            waiting = [p for p in prepared if isinstance(p, _Mapped)]
+        finally:
+            self.store.expect(len(waiting) - len(raws))  # those refused before the store come no more
         errors = self.store.commit([p.submission for p in waiting]) if waiting else []
         outcome = dict(zip(map(id, waiting), errors, strict=True))
         return [p if isinstance(p, Answer) else self._finish(p, outcome[id(p)]) for p in prepared]
@@ -375,6 +383,9 @@ class MemoryStore:
     def accepted_ack(self, sender: str, control_id: str, digest: str) -> str | None:
         row = self.rows.get((sender, control_id, digest))
         return row.ack if row is not None and row.status == "accepted" else None
+
+    def expect(self, n: int) -> None:
+        return None  # commits are immediate: nothing to wait for
 
     def commit(self, items: list[Submission]) -> list[BaseException | None]:
         out: list[BaseException | None] = []

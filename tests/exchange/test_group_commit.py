@@ -128,3 +128,13 @@ def test_a_resend_and_a_late_update_inside_a_group_are_recognised(core_platform:
     [visit] = [r for _, _, r in search(core_platform, "Encounter", f"identifier={JLH}|V200")]
     assert visit["subject"]["reference"] == f"Patient/{pid}"
     assert len(intake.store.list(limit=10)) == 3
+
+
+def test_a_message_is_committed_even_when_messages_announced_to_share_its_commit_never_come(
+    core_platform: Any,
+) -> None:
+    intake = build_intake(core_platform)
+    intake.store.expect(3)  # three messages being parsed elsewhere, which then fail before the store
+    ack = intake.handle(adt(control_id="W1").encode())
+    assert "MSA|AA|W1" in ack.decode()
+    assert len(search(core_platform, "Patient", f"identifier={JLH}|MRN001")) == 1
