@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 from changbai import logs
 
@@ -83,14 +84,19 @@ def _stash(deframer: FrameReader, messages: list[bytes]) -> bytes:
 
 
 class MllpServer:
-    """An asyncio MLLP listener. ``handler(raw, peer) -> ack`` is called in a worker thread."""
+    """An asyncio MLLP listener. ``handler(raw, peer) -> ack`` is called in a worker thread of its own pool.
 
-    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 2575, max_workers: int = 4) -> None:
+    Up to ``max_workers`` messages (one per connection at a time, as senders wait for each ACK) are
+    handled at once; the store commits the messages waiting together in one transaction, so the more
+    connections are busy, the more messages share each commit."""
+
+    def __init__(self, handler: Handler, host: str = "127.0.0.1", port: int = 2575, max_workers: int = 32) -> None:
         self.handler = handler
         self.host = host
         self.port = port
         self.server: asyncio.base_events.Server | None = None
         self.semaphore = asyncio.Semaphore(max_workers)
+        self.pool = ThreadPoolExecutor(max_workers, thread_name_prefix="mllp")
         self.dropped_partial = 0
         self.connections: set[asyncio.Task[None]] = set()
 
@@ -108,6 +114,7 @@ class MllpServer:
                 task.cancel()
             with contextlib.suppress(Exception):
                 await self.server.wait_closed()
+        self.pool.shutdown(wait=False)
 
     async def serve_forever(self) -> None:
         await self.start()
@@ -136,7 +143,7 @@ class MllpServer:
                     break
                 for raw in messages:
                     async with self.semaphore:
-                        ack = await asyncio.to_thread(self.handler, raw, peer)
+                        ack = await asyncio.get_running_loop().run_in_executor(self.pool, self.handler, raw, peer)
                     if ack:  # enhanced mode may ask for no acknowledgement at all (MSH-15/16 = NE)
                         writer.write(frame(ack))
                         await writer.drain()
