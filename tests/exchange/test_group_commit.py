@@ -5,16 +5,11 @@ late updates are recognised inside the group."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
-
-import pytest
 
 from changbai.exchange.datatypes import local_system
 from changbai.exchange.service import build_intake
-from changbai.settings import Settings
-from tests.exchange.fixtures import core_platform, search  # noqa: F401  (core_platform: a pytest fixture)
+from tests.exchange.fixtures import core_platform, other_platform, search, snapshot  # noqa: F401  (fixtures)
 from tests.exchange.messages import adt, oru
 
 JLH = local_system("JLH")
@@ -34,30 +29,6 @@ def answers(reply: bytes) -> list[tuple[str, str, list[str]]]:
         elif fields[0] == "ERR":
             out[-1][2].append(segment)
     return out
-
-
-def snapshot(platform: Any) -> dict[str, list[tuple[str, int, dict[str, Any]]]]:
-    """Every resource the intake wrote: type -> (id, version, content without meta), in id order."""
-    out = {}
-    for rtype in ("Patient", "Encounter", "Observation", "DiagnosticReport"):
-        rows = [(i, v, {k: x for k, x in r.items() if k != "meta"}) for i, v, r in search(platform, rtype)]
-        out[rtype] = sorted(rows, key=lambda row: row[0])
-    return out
-
-
-@pytest.fixture
-def other_platform(request: pytest.FixtureRequest, settings: Settings, tmp_path: Path) -> Iterator[Any]:
-    """A second platform on its own empty database of the same backend."""
-    from changbai.api.app import create_platform
-    from tests.conftest import _fresh_pg
-
-    if settings.database_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'other.db'}"
-    else:
-        url = _fresh_pg(request.getfixturevalue("postgres_url"))
-    p = create_platform(Settings(data_dir=tmp_path / "var2", database_url=url, mllp_port=0), extensions=[])
-    yield p
-    p.db.dispose()
 
 
 def test_messages_committed_together_leave_the_store_as_if_each_had_come_alone(

@@ -11,7 +11,7 @@ import pytest
 from changbai.exchange.datatypes import local_system
 from changbai.exchange.mllp import MllpClient, MllpServer, frame
 from changbai.exchange.service import build_intake
-from tests.exchange.fixtures import core_platform, search  # noqa: F401  (core_platform: a pytest fixture)
+from tests.exchange.fixtures import core_platform, other_platform, search, snapshot  # noqa: F401  (fixtures)
 from tests.exchange.messages import SAMPLES, adt, oru
 
 JLH = local_system("JLH")
@@ -37,7 +37,9 @@ def versions(p: Any, rtype: str, query: str) -> list[int]:
     return [v for _, v, _ in search(p, rtype, query)]
 
 
-def test_every_sample_message_through_a_real_mllp_socket_is_acknowledged_and_stored(core_platform: Any) -> None:
+def test_every_sample_message_through_a_real_mllp_socket_is_acknowledged_and_stored(
+    core_platform: Any, other_platform: Any
+) -> None:
     files = sorted((SAMPLES / "messages").glob("*.hl7"))
     assert len(files) == 100
 
@@ -63,6 +65,12 @@ def test_every_sample_message_through_a_real_mllp_socket_is_acknowledged_and_sto
     assert len(intake.store.list(limit=500)) == 100
     assert count(core_platform, "Immunization", "vaccine-code=http://hl7.org/fhir/sid/ndc|49281021588") == 1
     assert count(core_platform, "Patient", "identifier=10006579") == 1  # LAB-ORU-1 and LAB-ORU-2: one patient
+
+    # the same messages arriving together (one batch: groups of 32 committed together, resources in few
+    # put_many calls) get the same answers and leave the same store as sent one at a time
+    together = build_intake(other_platform).process_many([f.read_bytes() for f in files])
+    assert [a.ack.split(b"\r")[1:] for a in together] == [a.split(b"\r")[1:] for a in acks]  # MSH aside
+    assert snapshot(other_platform) == snapshot(core_platform)
 
 
 def test_duplicate_changes_nothing_and_gets_the_same_ack(core_platform: Any) -> None:
