@@ -15,13 +15,15 @@ down and its refusal names its segment.
 
 from __future__ import annotations
 
+import sqlite3
 import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import bindparam, select, update
+import psycopg
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
 from changbai.errors import NotFound
@@ -32,15 +34,51 @@ from changbai.exchange.writes import Writes, apply_bundle, plan, redirect
 from changbai.store.pipeline import Context
 from changbai.store.repository import Repository, Unit
 
-# Statements of the per-message path, built once (SQLAlchemy then only looks up their compiled form).
-_INSERT_ROWS = inbox.insert().returning(inbox.c.id, sort_by_parameter_order=True)
-_CLOCKS = select(clock.c.target, clock.c.message_time).where(clock.c.target.in_(bindparam("targets", expanding=True)))
-_INSERT_CLOCK = clock.insert()
-_UPDATE_CLOCK = (
-    update(clock)
-    .where(clock.c.target == bindparam("t"))
-    .values(message_time=bindparam("ms"), inbox_id=bindparam("inbox"))
+#: a unique key refused the row (from SQLAlchemy, or from a driver the statement ran on directly)
+_UNIQUE = (IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError)
+
+#: the inbox row as the per-message path inserts it, in this column order
+_ROW = (
+    *("channel", "sender", "control_id", "digest", "received_at", "attempts", "event", "version"),
+    *("message_time", "updated_at", "peer", "status", "ack_code", "ack", "problems", "raw"),
 )
+
+
+class _Driver:
+    """The per-message statements on this module's own tables (inbox row, clocks), run on the database
+    driver: through SQLAlchemy Core each cost about 250 us against 30 us on the driver (same machine,
+    same minute), which was a tenth of a message's whole time. Values always travel as parameters."""
+
+    def __init__(self, conn: Any, sqlite: bool) -> None:
+        self.cursor = conn.connection.driver_connection.cursor()
+        self.mark = "?" if sqlite else "%s"
+
+    def _marks(self, n: int) -> str:
+        return ", ".join([self.mark] * n)
+
+    def insert_rows(self, rows: list[dict[str, Any]]) -> list[int]:
+        sql = f"INSERT INTO {inbox.name} ({', '.join(_ROW)}) VALUES ({self._marks(len(_ROW))}) RETURNING id"
+        ids = []
+        for row in rows:
+            self.cursor.execute(sql, tuple(row[c] for c in _ROW))
+            ids.append(self.cursor.fetchone()[0])
+        return ids
+
+    def clocks(self, targets: list[str]) -> dict[str, int]:
+        sql = f"SELECT target, message_time FROM {clock.name} WHERE target IN ({self._marks(len(targets))})"
+        self.cursor.execute(sql, targets)
+        return dict(self.cursor.fetchall())
+
+    def update_clocks(self, rows: list[tuple[int, int | None, str]]) -> None:
+        m = self.mark
+        self.cursor.executemany(f"UPDATE {clock.name} SET message_time = {m}, inbox_id = {m} WHERE target = {m}", rows)
+
+    def insert_clocks(self, rows: list[tuple[str, int, int | None]]) -> None:
+        sql = f"INSERT INTO {clock.name} (target, message_time, inbox_id) VALUES ({self._marks(3)})"
+        self.cursor.executemany(sql, rows)
+
+    def close(self) -> None:
+        self.cursor.close()
 
 
 class _Exists(Exception):
@@ -185,7 +223,7 @@ class SqlInbox:
                     self._write(conn, [job], fast=False)
             job.committed = True
         except Exception as exc:
-            job.error = Duplicate() if isinstance(exc, IntegrityError) else exc
+            job.error = Duplicate() if isinstance(exc, _UNIQUE) else exc
         finally:
             job.done.set()
 
@@ -210,7 +248,7 @@ class SqlInbox:
             self._in_savepoint(conn, job, fast=False)
         except Exception as exc:
             savepoint.rollback()
-            job.error = Duplicate() if isinstance(exc, IntegrityError) else exc
+            job.error = Duplicate() if isinstance(exc, _UNIQUE) else exc
 
     def _write(self, conn: Any, jobs: list[_Job], fast: bool) -> None:
         """Messages in one unit: inbox rows, resources, clocks. ``fast``: new messages (the usual case)
@@ -229,34 +267,38 @@ class SqlInbox:
     def _write_rows(self, conn: Any, jobs: list[_Job], records: list[InboxRecord], fast: bool) -> None:
         messages = [(r.sender, r.control_id) for r in records]
         unit = Unit(self.repo, conn, Context(source="hl7v2", extras={"messages": messages}))
-        clocks = self._clocks(conn, jobs)
-        entries = [self._in_order(i, job.item, clocks) for i, job in enumerate(jobs)]
-        existing = None
-        if fast:
-            try:
-                ids = conn.execute(_INSERT_ROWS, [self._row(r) for r in records]).scalars().all()
-            except IntegrityError as exc:
-                raise _Exists() from exc
-            for record, id in zip(records, ids, strict=True):
-                record.id = id
-        else:
-            [record] = records
-            existing = self._existing(conn, record)
-            if existing is not None and existing.status == "accepted" and not record.id:
-                raise Duplicate()
-        if len(jobs) == 1:
-            if entries[0]:
-                apply_bundle(unit, {**jobs[0].item.bundle, "entry": entries[0]})  # names a refused entry
-        else:
-            writes = Writes(unit)
-            for kept in entries:
-                if kept:
-                    writes.add(plan(kept, writes.find)[0])
-            writes.write()
-        unit.flush()
-        if not fast:
-            self._put(conn, records[0], existing)
-        self._advance(conn, records, clocks)
+        driver = _Driver(conn, self.repo.db.is_sqlite)
+        try:
+            clocks = self._clocks(driver, jobs)
+            entries = [self._in_order(i, job.item, clocks) for i, job in enumerate(jobs)]
+            existing = None
+            if fast:
+                try:
+                    ids = driver.insert_rows([self._row(r) for r in records])
+                except _UNIQUE as exc:
+                    raise _Exists() from exc
+                for record, id in zip(records, ids, strict=True):
+                    record.id = id
+            else:
+                [record] = records
+                existing = self._existing(conn, record)
+                if existing is not None and existing.status == "accepted" and not record.id:
+                    raise Duplicate()
+            if len(jobs) == 1:
+                if entries[0]:
+                    apply_bundle(unit, {**jobs[0].item.bundle, "entry": entries[0]})  # names a refused entry
+            else:
+                writes = Writes(unit)
+                for kept in entries:
+                    if kept:
+                        writes.add(plan(kept, writes.find)[0])
+                writes.write()
+            unit.flush()
+            if not fast:
+                self._put(conn, records[0], existing)
+            self._advance(driver, records, clocks)
+        finally:
+            driver.close()
 
     def record(self, record: InboxRecord) -> InboxRecord:
         with self.repo.db.write() as conn:
@@ -299,7 +341,7 @@ class SqlInbox:
 
     def _put(self, conn: Any, record: InboxRecord, old: Any) -> None:
         if old is None:
-            record.id = conn.execute(_INSERT_ROWS, [self._row(record)]).scalar_one()
+            record.id = conn.execute(inbox.insert().returning(inbox.c.id), self._row(record)).scalar_one()
             return
         record.id, record.attempts = old.id, old.attempts + 1
         conn.execute(
@@ -320,7 +362,7 @@ class SqlInbox:
         req = entry.get("request", {})
         return req.get("url") if req.get("method") == "PUT" else None
 
-    def _clocks(self, conn: Any, jobs: list[_Job]) -> _Clocks:
+    def _clocks(self, driver: _Driver, jobs: list[_Job]) -> _Clocks:
         """One query for the clocks of every target the unit's messages write."""
         targets = {
             t
@@ -331,7 +373,7 @@ class SqlInbox:
         }
         if not targets:
             return _Clocks({}, {})
-        stored = {row.target: row.message_time for row in conn.execute(_CLOCKS, {"targets": sorted(targets)})}
+        stored = driver.clocks(sorted(targets))
         return _Clocks(stored, dict(stored))
 
     def _in_order(self, index: int, item: Submission, clocks: _Clocks) -> list[dict[str, Any]]:
@@ -370,19 +412,19 @@ class SqlInbox:
         return entries
 
     @staticmethod
-    def _advance(conn: Any, records: list[InboxRecord], clocks: _Clocks) -> None:
+    def _advance(driver: _Driver, records: list[InboxRecord], clocks: _Clocks) -> None:
         """Record each written target's newest message time (one statement per kind of change)."""
         known, new = [], []
         for target in sorted(clocks.writer):
             ms, inbox_id = clocks.now[target], records[clocks.writer[target]].id
             if target in clocks.stored:
-                known.append({"t": target, "ms": ms, "inbox": inbox_id})
+                known.append((ms, inbox_id, target))
             else:
-                new.append({"target": target, "message_time": ms, "inbox_id": inbox_id})
+                new.append((target, ms, inbox_id))
         if known:
-            conn.execute(_UPDATE_CLOCK, known)
+            driver.update_clocks(known)
         if new:
-            conn.execute(_INSERT_CLOCK, new)
+            driver.insert_clocks(new)
 
     # declared last: inside the class body the name ``list`` is this method from here on
     def list(self, status: str | None = None, limit: int = 50) -> list[InboxRecord]:
