@@ -86,7 +86,13 @@ def postgres_url() -> Iterator[str]:
     base = admin.rsplit("/", 1)[0]
     yield f"{base}/{name}"
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for made in [name, *_made_databases]:
+            conn.execute(f'DROP DATABASE IF EXISTS "{made}" WITH (FORCE)')
+    _made_databases.clear()
+
+
+#: Databases made by _fresh_pg in this test session, dropped when the session ends (CI reuses the server)
+_made_databases: list[str] = []
 
 
 def _fresh_pg(postgres_url: str) -> str:
@@ -97,6 +103,7 @@ def _fresh_pg(postgres_url: str) -> str:
     name = f"changbai_t_{uuid.uuid4().hex[:10]}"
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
+    _made_databases.append(name)
     return postgres_url.rsplit("/", 1)[0] + f"/{name}"
 
 

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, delete, insert, select, text, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, text, update
 
 from changbai.errors import (
     Conflict,
@@ -107,7 +107,8 @@ _CURRENT_MANY = select(_R.rid, _R.id, _R.version, _R.deleted, _R.last_updated).w
     _R.rtype == bindparam("rtype"), _R.id.in_(bindparam("ids", expanding=True))
 )
 _INSERT_RESOURCE = insert(t.resource)
-_INSERT_RESOURCE_RETURNING = insert(t.resource).returning(_R.rid, sort_by_parameter_order=True)
+_MAX_RID = select(func.coalesce(func.max(_R.rid), 0))
+_NEXT_RIDS = text("SELECT nextval(pg_get_serial_sequence('resource', 'rid')) FROM generate_series(1, :n)")
 _UPDATE_RESOURCE = (
     update(t.resource)
     .where(and_(_R.rid == bindparam("b_rid"), _R.version == bindparam("b_version")))
@@ -177,16 +178,17 @@ class Unit:
             self._outbox = []
         self._dirty = False
 
-    def _insert_many(self, table: Any, rows: list[tuple[Any, ...]]) -> None:
+    def _insert_many(self, table: Any, rows: list[tuple[Any, ...]], *, with_key: bool = False) -> None:
         """Bulk insert straight on the driver: the hot path of ingest, where SQLAlchemy's per-row parameter
         processing cost more than the database itself. SQLite: executemany; PostgreSQL: COPY. Rows are
-        tuples in the order of the table's columns apart from its generated key (``t.insert_columns``).
-        Column names are ours; values always travel as parameters."""
-        columns = ", ".join(t.insert_columns(table))
+        tuples in the order of the table's columns, apart from its generated key unless ``with_key``
+        (``t.insert_columns``). Column names are ours; values always travel as parameters."""
+        names = t.insert_columns(table, with_key)
+        columns = ", ".join(names)
         cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         try:
             if self.repo.db.is_sqlite:
-                marks = ", ".join("?" for _ in t.insert_columns(table))
+                marks = ", ".join("?" for _ in names)
                 cursor.executemany(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", rows)
             else:
                 with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
@@ -194,6 +196,14 @@ class Unit:
                         copy.write_row(row)
         finally:
             cursor.close()
+
+    def _reserve_rids(self, n: int) -> list[int]:
+        """``n`` new resource keys, increasing. SQLite: after the largest, which is safe because a write
+        unit holds the database's only write lock; PostgreSQL: from the key's sequence."""
+        if self.repo.db.is_sqlite:
+            top = self.conn.execute(_MAX_RID).scalar_one()
+            return list(range(top + 1, top + n + 1))
+        return list(self.conn.execute(_NEXT_RIDS, {"n": n}).scalars())
 
     def _current(self, rtype: str, id: str, *, lock: bool = False) -> Any:
         """The resource row (rid, version, deleted, last_updated); resource rows are never buffered."""
@@ -469,17 +479,21 @@ class Unit:
         if not pending:
             return [o for o in outcomes if o is not None]
         new = [p for p in pending if p[2] is None]
-        if new:
+        if len(new) == 1:
+            _, op, _, v, _ = new[0]
+            row = {"rtype": op.rtype, "id": op.id, "version": v, "last_updated": ms, "deleted": op.action == "delete"}
+            key = self.conn.execute(_INSERT_RESOURCE, row).inserted_primary_key
+            assert key is not None
+            rid_of = {id(op): key[0]}
+        elif new:
+            # Many new resources: their keys reserved in one statement and the rows written in bulk
+            # (an INSERT ... RETURNING that must keep the rows' order runs row by row on SQLite).
+            rids = self._reserve_rids(len(new))
             rows = [
-                {"rtype": op.rtype, "id": op.id, "version": v, "last_updated": ms, "deleted": op.action == "delete"}
-                for _, op, _, v, _ in new
+                (rid, op.rtype, op.id, v, ms, op.action == "delete")
+                for rid, (_, op, _, v, _) in zip(rids, new, strict=True)
             ]
-            if len(rows) == 1:
-                key = self.conn.execute(_INSERT_RESOURCE, rows[0]).inserted_primary_key
-                assert key is not None
-                rids = [key[0]]
-            else:
-                rids = [r[0] for r in self.conn.execute(_INSERT_RESOURCE_RETURNING, rows)]
+            self._insert_many(t.resource, rows, with_key=True)
             rid_of = {id(p[1]): rid for p, rid in zip(new, rids, strict=True)}
         else:
             rid_of = {}

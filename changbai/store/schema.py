@@ -164,7 +164,7 @@ outbox = Table(
 
 
 @cache
-def insert_columns(table: Table) -> tuple[str, ...]:
-    """The columns a row of ``table`` gives when the store inserts it in bulk: all but the generated key,
-    in the table's order (index rows: rid, rtype, param, the table's own columns, grp)."""
-    return tuple(c.name for c in table.columns if not c.primary_key)
+def insert_columns(table: Table, with_key: bool = False) -> tuple[str, ...]:
+    """The columns a row of ``table`` gives when the store inserts it in bulk: all but the generated key
+    (unless ``with_key``), in the table's order (index rows: rid, rtype, param, own columns, grp)."""
+    return tuple(c.name for c in table.columns if with_key or not c.primary_key)
