@@ -103,7 +103,7 @@ WARM_UP = messages(50, "warm-")
 # ------------------------------------------------------------------------------------------ server side
 def serve(mode: str, port: int, database: str) -> None:
     from changbai.exchange.intake import Intake, MemoryStore
-    from changbai.exchange.mllp import MllpServer
+    from changbai.exchange.service import listen
 
     if mode == "echo":
 
@@ -120,7 +120,7 @@ def serve(mode: str, port: int, database: str) -> None:
         handler = build_intake(platform).handle
 
     async def run() -> None:
-        server = await MllpServer(handler, "127.0.0.1", port).start()
+        server = await listen(handler, "127.0.0.1", port)  # as `changbai serve` and `changbai mllp` listen
         print("READY", flush=True)
         assert server.server is not None
         await server.server.serve_forever()

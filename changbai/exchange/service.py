@@ -8,6 +8,7 @@ the MLLP listener with the HTTP server when ``settings.mllp_port`` is set (``cha
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from typing import Any
 
@@ -15,7 +16,7 @@ from changbai import logs
 from changbai.exchange.datatypes import Translate
 from changbai.exchange.inbox import SqlInbox
 from changbai.exchange.intake import Intake
-from changbai.exchange.mllp import MllpServer
+from changbai.exchange.mllp import Handler, MllpServer
 from changbai.exchange.writes import apply_bundle
 
 log = logs.get(__name__)
@@ -50,7 +51,7 @@ def install(platform: Any) -> None:
 
     async def start() -> None:
         try:
-            holder["server"] = await MllpServer(intake.handle, platform.settings.host, port).start()
+            holder["server"] = await listen(intake.handle, platform.settings.host, port)
         except OSError as exc:  # the HTTP API still serves; the operator sees why MLLP is down
             logs.event(log, "mllp listener not started", logging.ERROR, port=port, error=str(exc))
 
@@ -62,8 +63,36 @@ def install(platform: Any) -> None:
     platform.on_shutdown.append(stop)
 
 
+def settle(collect: bool = True) -> None:
+    """Take what the process holds now out of the cyclic garbage collector's sight (``gc.freeze``).
+
+    A listener holds some 440,000 long-lived objects (FHIR definitions, search parameters, compiled
+    paths, code maps), and every full collection walks them all: measured 0.5 s pauses on this machine,
+    one every few hundred messages (about 0.8 ms a message on average, and the ACK latency's p99)."""
+    if collect:
+        gc.collect()
+    gc.freeze()
+
+
+async def listen(handler: Handler, host: str, port: int) -> MllpServer:
+    """An MLLP listener for a long-running process: the process is settled now, and once more after the
+    first message (which loads what the mapping and the store load lazily)."""
+    settle()
+    first = True
+
+    def handle(raw: bytes, peer: str) -> bytes:
+        nonlocal first
+        ack = handler(raw, peer)
+        if first:
+            first = False
+            settle(collect=False)  # no full collection (a pause) while senders wait
+        return ack
+
+    return await MllpServer(handle, host, port).start()
+
+
 async def run_listener(platform: Any, host: str, port: int, ready: asyncio.Event | None = None) -> None:
-    server = await MllpServer(build_intake(platform).handle, host, port).start()
+    server = await listen(build_intake(platform).handle, host, port)
     if ready is not None:
         ready.set()
     try:
