@@ -30,7 +30,12 @@ import httpx
 from joserfc.jwk import ECKey
 
 from benchmarks.common import server, table
-from changbai.exchange.federation.credentials import BackendServicesClient, load_or_create_key, public_jwks
+from changbai.exchange.federation.credentials import (
+    BackendServicesClient,
+    CredentialsUnavailable,
+    load_or_create_key,
+    public_jwks,
+)
 
 BENCH = "bench"
 NATS_URL = "nats://127.0.0.1:4222"
@@ -90,7 +95,15 @@ def bundle(start: int, n: int, tag: str) -> dict[str, object]:
 
 
 def count(client: httpx.Client, base: str) -> int:
-    return int(client.get(f"{base}/Patient", params={"_summary": "count"}).json()["total"])
+    """Patients at a node; a node too busy to answer (a loaded machine) is asked again."""
+    for attempt in range(5):
+        try:
+            return int(client.get(f"{base}/Patient", params={"_summary": "count"}).json()["total"])
+        except (httpx.HTTPError, CredentialsUnavailable):
+            if attempt == 4:
+                raise
+            time.sleep(2)
+    raise AssertionError("unreachable")
 
 
 def write_all(client: httpx.Client, base: str, n: int, tag: str, chunk: int = 100) -> float:
