@@ -288,13 +288,30 @@ class Security:
         if not (p.may(rtype, "r") or p.may(rtype, "s")):
             return False
         grants = self.grants(conn, ctx, p)
-        decided = pol.quick_check(grants, pol.read_labels(resource))
-        if decided is None:
-            cond = pol.condition(grants, [rtype])
-            decided = (
-                conn.execute(select(R.rid).where(R.rtype == rtype, R.id == resource.get("id"), cond)).first()
-                is not None
-            )
+        labels = pol.read_labels(resource)
+        decided = pol.quick_check(grants, labels)
+        if decided is not None:
+            return decided
+        # Only the database can tell: whether one of the record's residents is treated by the reader's
+        # facility or in their care. That depends on the resident (and the type), not on the record, so
+        # within a request it is asked once per resident and type, not once per record of a whole chart.
+        patients = sorted(labels.get(pol.SYS_PATIENT, ()))
+        memo = ctx.extras.get("sec_patient_visible")
+        if memo is None or memo[0] is not grants:  # grants recomputed: what was known is forgotten
+            memo = ctx.extras["sec_patient_visible"] = (grants, {})
+        known: dict[tuple[str, str], bool] = memo[1]
+        if any(known.get((rtype, pid)) for pid in patients):
+            return True
+        if patients and all(known.get((rtype, pid)) is False for pid in patients):
+            return False
+        cond = pol.condition(grants, [rtype])
+        decided = (
+            conn.execute(select(R.rid).where(R.rtype == rtype, R.id == resource.get("id"), cond)).first() is not None
+        )
+        if not decided:
+            known.update({(rtype, pid): False for pid in patients})
+        elif len(patients) == 1:
+            known[(rtype, patients[0])] = True
         return decided
 
     # ----------------------------------------------------------------------------------------- reads
