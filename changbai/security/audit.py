@@ -181,12 +181,15 @@ class AuditTrail:
             return VerifyResult(False, count, anchored["seq"], reason)
         return VerifyResult(True, count, None, "")
 
-    def search(self, conds: list[Any], count: int, offset: int) -> tuple[list[dict[str, Any]], int]:
+    def search(
+        self, conds: list[Any], count: int, offset: int, total: bool = True
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """Rows newest first, and how many match (None unless ``total``: counting walks every match)."""
         a = st.audit.c
         with self.db.read() as conn:
-            total = conn.execute(select(func.count()).select_from(st.audit).where(*conds)).scalar_one()
+            n = conn.execute(select(func.count()).select_from(st.audit).where(*conds)).scalar_one() if total else None
             rows = conn.execute(select(st.audit).where(*conds).order_by(a.seq.desc()).limit(count).offset(offset)).all()
-        return [dict(r._mapping) for r in rows], total
+        return [dict(r._mapping) for r in rows], n
 
 
 class AuditTampered(Exception):

@@ -576,7 +576,7 @@ class Security:
             return FhirResponse(200, au.to_audit_event(rows[0]))
         if len(parts) > 2:
             raise NotFound("No such AuditEvent interaction", code="not-supported")
-        count, offset = 20, 0
+        count, offset, counted = 20, 0, True
         for key, value in req.query:
             if len(value) > 200:
                 raise InvalidInput(f"The value of '{key}' is too long", expression=key)
@@ -608,19 +608,26 @@ class Security:
                 if not value.isdigit():
                     raise InvalidInput("_offset must be a non-negative integer", expression="_offset")
                 offset = int(value)
-            elif base in ("_format", "_pretty", "_total"):
+            elif base == "_total":
+                if value not in ("none", "estimate", "accurate"):
+                    raise InvalidInput(f"_total must be none, estimate or accurate, not '{value}'", expression=key)
+                counted = value != "none"
+            elif base in ("_format", "_pretty"):
                 continue
             else:
                 raise InvalidInput(f"Unknown AuditEvent search parameter '{key}'", expression=key, code="not-supported")
-        rows, total = self.trail.search(conds, count, offset)
+        rows, total = self.trail.search(conds, count + 1, offset, counted)
+        more = len(rows) > count
+        rows = rows[:count]
         base_url = ctx.base_url.rstrip("/")
         bundle: dict[str, Any] = {
             "resourceType": "Bundle",
             "type": "searchset",
-            "total": total,
             "link": [{"relation": "self", "url": f"{base_url}/AuditEvent?{urlencode(req.query)}"}],
         }
-        if offset + count < total:
+        if total is not None:
+            bundle["total"] = total
+        if more:
             q = [(k, v) for k, v in req.query if k != "_offset"] + [("_offset", str(offset + count))]
             bundle["link"].append({"relation": "next", "url": f"{base_url}/AuditEvent?{urlencode(q)}"})
         if rows:
