@@ -25,8 +25,10 @@ MIN_MS = -62135596800000  # 0001-01-01
 MAX_MS = 253402300799999  # 9999-12-31T23:59:59.999
 
 
+@lru_cache(maxsize=65536)
 def date_range(value: str) -> tuple[int, int]:
-    """The [low, high] interval in epoch milliseconds that a FHIR date/dateTime/instant covers."""
+    """The [low, high] interval in epoch milliseconds that a FHIR date/dateTime/instant covers. Cached:
+    validation and indexing both read every date, and records share their dates."""
     m = _DATE.match(value.strip())
     if not m:
         raise InvalidInput(f"'{value}' is not a valid date")

@@ -24,6 +24,7 @@ from changbai.identity import tables as t
 from changbai.identity.matcher import Matcher, MatchResult
 from changbai.identity.model import MatchModel, load
 from changbai.identity.normalise import NormalisedPatient, normalise_patient
+from changbai.store.prepared import Prepared
 
 
 def _now() -> int:
@@ -32,38 +33,42 @@ def _now() -> int:
 
 _R, _B, _D = t.record.c, t.block.c, t.distinct.c
 
-# Statements built once: compiling a statement per call was most of the master index's cost on the write path.
-_PERSON_OF = select(_R.person).where(_R.patient == bindparam("patient"))
-_PERSONS_OF = select(_R.patient, _R.person).where(_R.patient.in_(bindparam("patients", expanding=True)))
-_ROWS_OF = select(_R.row).where(_R.patient.in_(bindparam("patients", expanding=True)))
-_FIRST_OF_PERSON = select(_R.patient).where(_R.person == bindparam("person")).limit(1)
-_INSERT_RECORD = insert(t.record)
-_UPDATE_RECORD = (
+# Statements compiled once and run on the driver (changbai.store.prepared): the master index runs them on
+# every Patient write, where building and executing a statement per call was most of its cost.
+_PERSON_OF = Prepared(select(_R.person).where(_R.patient == bindparam("patient")))
+_PERSONS_OF = Prepared(select(_R.patient, _R.person).where(_R.patient.in_(bindparam("patients", expanding=True))))
+_ROWS_OF = Prepared(select(_R.row).where(_R.patient.in_(bindparam("patients", expanding=True))))
+_FIRST_OF_PERSON = Prepared(select(_R.patient).where(_R.person == bindparam("person")).limit(1))
+_INSERT_RECORD = Prepared(insert(t.record).values({c: bindparam(c) for c in ("patient", "person", "row", "updated")}))
+_UPDATE_RECORD = Prepared(
     update(t.record)
     .where(_R.patient == bindparam("b_patient"))
     .values(row=bindparam("row"), updated=bindparam("updated"), person=bindparam("person"))
 )
-_INSERT_BLOCK = insert(t.block)
-_DELETE_BLOCKS = delete(t.block).where(_B.patient == bindparam("patient"))
-_DELETE_RECORD = delete(t.record).where(_R.patient == bindparam("patient"))
-_DISTINCT_AMONG = select(_D.a, _D.b).where(
-    or_(
-        and_(_D.a == bindparam("key"), _D.b.in_(bindparam("others", expanding=True))),
-        and_(_D.b == bindparam("key"), _D.a.in_(bindparam("others", expanding=True))),
+_INSERT_BLOCK = Prepared(insert(t.block).values(block=bindparam("block"), patient=bindparam("patient")))
+_DELETE_BLOCKS = Prepared(delete(t.block).where(_B.patient == bindparam("patient")))
+_DELETE_RECORD = Prepared(delete(t.record).where(_R.patient == bindparam("patient")))
+_DISTINCT_AMONG = Prepared(
+    select(_D.a, _D.b).where(
+        or_(
+            and_(_D.a == bindparam("key"), _D.b.in_(bindparam("others", expanding=True))),
+            and_(_D.b == bindparam("key"), _D.a.in_(bindparam("others", expanding=True))),
+        )
     )
 )
-_INSERT_EVENT = insert(t.event)
+_EVENT_COLUMNS = ("at", "patient", "person", "previous_person", "action", "other", "probability", "actor", "detail")
+_INSERT_EVENT = Prepared(insert(t.event).values({c: bindparam(c) for c in _EVENT_COLUMNS}))
 
 
 @lru_cache(maxsize=64)
-def _block_members(keys: int, limit: int) -> Any:
+def _block_members(keys: int, limit: int) -> Prepared:
     """One statement for the members of ``keys`` blocks, at most ``limit`` of each (a UNION ALL of
     limited subqueries), so a huge block costs one bounded probe and the lookup one round trip."""
     parts = []
     for i in range(keys):
         sub = select(_B.block, _B.patient).where(_B.block == bindparam(f"k{i}")).limit(limit).subquery(f"b{i}")
         parts.append(select(sub.c.block, sub.c.patient))
-    return parts[0] if keys == 1 else union_all(*parts)
+    return Prepared(parts[0] if keys == 1 else union_all(*parts))
 
 
 class SqlIndex:
@@ -80,20 +85,18 @@ class SqlIndex:
         indexed already (None: look it up)."""
         pid = row["unique_id"]
         if known is None:
-            known = self.conn.execute(_PERSON_OF, {"patient": pid}).first() is not None
+            known = _PERSON_OF.first(self.conn, {"patient": pid}) is not None
         values = {"row": orjson.dumps(row).decode(), "updated": _now(), "person": person or pid}
         if known:
-            self.conn.execute(_DELETE_BLOCKS, {"patient": pid})
-            self.conn.execute(_UPDATE_RECORD, {"b_patient": pid, **values})
+            _DELETE_BLOCKS.run(self.conn, {"patient": pid})
+            _UPDATE_RECORD.run(self.conn, {"b_patient": pid, **values})
         else:
-            self.conn.execute(_INSERT_RECORD, {"patient": pid, **values})
-        unique = sorted(set(keys))
-        if unique:
-            self.conn.execute(_INSERT_BLOCK, [{"block": k, "patient": pid} for k in unique])
+            _INSERT_RECORD.run(self.conn, {"patient": pid, **values})
+        _INSERT_BLOCK.many(self.conn, [{"block": k, "patient": pid} for k in sorted(set(keys))])
 
     def remove(self, key: str) -> None:
-        self.conn.execute(_DELETE_BLOCKS, {"patient": key})
-        self.conn.execute(_DELETE_RECORD, {"patient": key})
+        _DELETE_BLOCKS.run(self.conn, {"patient": key})
+        _DELETE_RECORD.run(self.conn, {"patient": key})
 
     def lookup(self, keys: list[str], exclude: str | None = None) -> list[dict[str, Any]]:
         unique = sorted(set(keys))
@@ -101,13 +104,13 @@ class SqlIndex:
             return []
         statement = _block_members(len(unique), self.max_block + 1)
         members: dict[str, list[str]] = {}
-        for block, patient in self.conn.execute(statement, {f"k{i}": k for i, k in enumerate(unique)}):
+        for block, patient in statement.all(self.conn, {f"k{i}": k for i, k in enumerate(unique)}):
             members.setdefault(block, []).append(patient)
         found = {p for group in members.values() if len(group) <= self.max_block for p in group}
         found.discard(exclude or "")
         if not found:
             return []
-        rows = self.conn.execute(_ROWS_OF, {"patients": sorted(found)})
+        rows = _ROWS_OF.all(self.conn, {"patients": sorted(found)})
         return sorted((orjson.loads(r[0]) for r in rows), key=lambda r: r["unique_id"])
 
 
@@ -121,14 +124,14 @@ class Registry:
 
     # ------------------------------------------------------------------------------------- queries
     def person_of(self, patient: str) -> str | None:
-        row = self.conn.execute(_PERSON_OF, {"patient": patient}).first()
+        row = _PERSON_OF.first(self.conn, {"patient": patient})
         return row[0] if row else None
 
     def persons_of(self, patients: list[str]) -> dict[str, str]:
         """Patient -> person for those of ``patients`` that are indexed (one query)."""
         if not patients:
             return {}
-        return {r.patient: r.person for r in self.conn.execute(_PERSONS_OF, {"patients": sorted(set(patients))})}
+        return dict(_PERSONS_OF.all(self.conn, {"patients": sorted(set(patients))}))
 
     def records_of(self, person: str) -> list[str]:
         q = select(t.record.c.patient).where(t.record.c.person == person).order_by(t.record.c.patient)
@@ -147,7 +150,7 @@ class Registry:
 
     def _distinct_among(self, key: str, others: list[str]) -> set[str]:
         """Those of ``others`` recorded as not the same person as ``key``."""
-        rows = self.conn.execute(_DISTINCT_AMONG, {"key": key, "others": others})
+        rows = _DISTINCT_AMONG.all(self.conn, {"key": key, "others": others})
         return {b if a == key else a for a, b in rows}
 
     # ------------------------------------------------------------------------------------- writes
@@ -251,7 +254,7 @@ class Registry:
         stored Patient's id, a valid FHIR id whatever the founder's length."""
         base = "golden-" + hashlib.sha256(founder.encode()).hexdigest()[:24]
         person, n = base, 0
-        while self.conn.execute(_FIRST_OF_PERSON, {"person": person}).first():
+        while _FIRST_OF_PERSON.first(self.conn, {"person": person}):
             n += 1
             person = f"{base}-{n}"
         return person
@@ -280,8 +283,8 @@ class Registry:
         other: str | None = None,
         detail: dict[str, Any] | None = None,
     ) -> None:
-        self.conn.execute(
-            _INSERT_EVENT,
+        _INSERT_EVENT.run(
+            self.conn,
             {
                 "at": _now(),
                 "patient": patient,

@@ -193,12 +193,20 @@ def _work_ahead(lines: list[bytes]) -> list[tuple[list[Any], dict[str, list[tupl
     """Validation issues and content index rows per line; None where this process should do it itself
     (unparsable or odd input), so that every refusal is reported by the one path."""
     out: list[tuple[list[Any], dict[str, list[tuple[Any, ...]]]] | None] = []
+    shared: dict[str, str] = {}
     for line in lines:
         try:
             resource = orjson.loads(line)
             issues = validation.validate(resource, binding_checker=_checker)
             valid = not validation.errors_of(issues)
-            out.append((issues, index_rows(resource, part="content") if valid else {}))
+            rows = index_rows(resource, part="content") if valid else {}
+            out.append((issues, {kind: [_shared(row, shared) for row in found] for kind, found in rows.items()}))
         except Exception:  # whatever it is, the main process meets it again and says so
             out.append(None)
     return out
+
+
+def _shared(row: tuple[Any, ...], strings: dict[str, str]) -> tuple[Any, ...]:
+    """The row with each string replaced by the chunk's first equal one: pickle then sends a repeated
+    code system or display once, and the main process, the one that writes, unpickles much less."""
+    return tuple(strings.setdefault(v, v) if type(v) is str else v for v in row)

@@ -525,7 +525,8 @@ class Unit:
             if op.resource is not None:
                 for kind, index in _index_rows(op).items():
                     if index:
-                        self._index[kind].extend([(rid, *row) for row in index])
+                        key = (rid,)
+                        self._index[kind].extend([key + row for row in index])
             created = cur is None or cur.deleted
             action = "delete" if deleted else ("create" if created else "update")
             self._outbox.append((op.rtype, op.id, version, action, ms))
