@@ -23,12 +23,16 @@ from tests.exchange.federation.test_three_tiers import Tiers, _burst_with, _upli
 @pytest.fixture(scope="module")
 def tiers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tiers]:
     name = new_stream()
-    t = Tiers(
-        tmp_path_factory.mktemp("jetstream-tiers"),
-        CHANGBAI_FEDERATION_TRANSPORT="jetstream",
-        CHANGBAI_NATS_STREAM=name,
-        CHANGBAI_NATS_ACK_WAIT_SECONDS="3",  # a batch held by a killed node is handed out again after 3 s
-    )
+    try:
+        t = Tiers(
+            tmp_path_factory.mktemp("jetstream-tiers"),
+            CHANGBAI_FEDERATION_TRANSPORT="jetstream",
+            CHANGBAI_NATS_STREAM=name,
+            CHANGBAI_NATS_ACK_WAIT_SECONDS="3",  # a batch held by a killed node is handed out again after 3 s
+        )
+    except BaseException:  # no stream left behind when the nodes do not come up
+        delete_stream(name)
+        raise
     yield t
     t.stop()
     delete_stream(name)
