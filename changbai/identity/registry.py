@@ -154,10 +154,19 @@ class Registry:
         return {b if a == key else a for a, b in rows}
 
     # ------------------------------------------------------------------------------------- writes
-    def register(self, patient: NormalisedPatient, actor: str | None = None) -> tuple[str, list[MatchResult]]:
-        """Index a (new or changed) Patient and link it: returns its person and the scored candidates."""
-        row = blocking.blocking_row(patient)
-        keys = blocking.keys(row, patient.other_phones)
+    def register(
+        self,
+        patient: NormalisedPatient,
+        actor: str | None = None,
+        *,
+        row: dict[str, Any] | None = None,
+        keys: list[str] | None = None,
+    ) -> tuple[str, list[MatchResult]]:
+        """Index a (new or changed) Patient and link it: returns its person and the scored candidates.
+        ``row`` and ``keys``: the patient's blocking row and keys when already computed."""
+        if row is None or keys is None:
+            row = blocking.blocking_row(patient)
+            keys = blocking.keys(row, patient.other_phones)
         self._lock(keys)
         previous = self.person_of(patient.key)
         results = self.matcher.scored(row, keys, minimum="review") if patient.usable else []
@@ -335,6 +344,16 @@ def current_model() -> MatchModel:
     return _MODEL
 
 
+def identify_ahead(resource: dict[str, Any]) -> Any:
+    """The pure part of :func:`identify_step` (normalisation, blocking row and keys), which bulk load's
+    worker processes do beforehand; None for anything but a Patient."""
+    if resource.get("resourceType") != "Patient" or not isinstance(resource.get("id"), str):
+        return None
+    patient = normalise_patient(resource, key=resource["id"])
+    row = blocking.blocking_row(patient)
+    return patient, row, blocking.keys(row, patient.other_phones)
+
+
 def identify_step(conn: Connection, ctx: Any, op: Any) -> None:
     """Pipeline step (prepare phase): index and link every Patient write; flag unusable resident IDs."""
     if op.rtype != "Patient":
@@ -344,13 +363,14 @@ def identify_step(conn: Connection, ctx: Any, op: Any) -> None:
     if op.resource is None:
         registry.unregister(op.id, actor)
         return
-    patient = normalise_patient(op.resource, key=op.id)
+    done = op.ahead_of("identify")
+    patient, row, keys = done if done is not None and done[0].key == op.id else identify_ahead(op.resource)
     for warning in patient.warnings:
         op.warnings.append(Issue(warning, "business-rule", "warning", ["Patient.identifier"]))
     unchanged = op.previous is not None and normalise_patient(op.previous, key=op.id) == patient
     if unchanged and registry.person_of(op.id) is not None:
         return  # nothing the matcher compares has changed (a resent ADT message): the links stand
-    registry.register(patient, actor)
+    registry.register(patient, actor, row=row, keys=keys)
 
 
 def resolve_person(unit: Any, id: str) -> tuple[dict[str, Any], list[str]] | None:

@@ -102,7 +102,7 @@ def load_file(
                 report.errors.append({"file": path.name, "line": number, "error": error})
                 continue
             done = worked[n] if worked is not None else None
-            batch.append((number, item, Ahead(item, done[0], done[1]) if done is not None else None))
+            batch.append((number, item, Ahead(item, *done) if done is not None else None))
         if batch:
             _load_batch(repo, path, batch, report, ctx)
         if progress:
@@ -164,6 +164,7 @@ def _load_batch(
 AHEAD_MIN_BYTES = 8 << 20
 
 _checker: validation.BindingChecker | None = None
+_steps: dict[str, Callable[[dict[str, Any]], Any]] = {}
 
 
 @contextmanager
@@ -176,7 +177,7 @@ def _ahead_pool(repo: Repository, files: list[Path], workers: int | None) -> Ite
         yield None  # no way to validate the same way elsewhere: all work stays here
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process holding database connections
-    pool = context.Pool(workers, initializer=_start_worker, initargs=(repo.db.url, factory))
+    pool = context.Pool(workers, initializer=_start_worker, initargs=(repo.db.url, factory, repo.pipeline.ahead))
     try:
         yield pool
     finally:
@@ -184,23 +185,32 @@ def _ahead_pool(repo: Repository, files: list[Path], workers: int | None) -> Ite
         pool.join()
 
 
-def _start_worker(database_url: str, factory: Callable[[str], Any] | None) -> None:
+def _start_worker(
+    database_url: str, factory: Callable[[str], Any] | None, steps: dict[str, Callable[[dict[str, Any]], Any]]
+) -> None:
     global _checker
     _checker = factory(database_url) if factory is not None else None
+    _steps.update(steps)
 
 
-def _work_ahead(lines: list[bytes]) -> list[tuple[list[Any], dict[str, list[tuple[Any, ...]]]] | None]:
-    """Validation issues and content index rows per line; None where this process should do it itself
-    (unparsable or odd input), so that every refusal is reported by the one path."""
-    out: list[tuple[list[Any], dict[str, list[tuple[Any, ...]]]] | None] = []
+Worked = tuple[list[Any], dict[str, list[tuple[Any, ...]]], dict[str, Any]]
+
+
+def _work_ahead(lines: list[bytes]) -> list[Worked | None]:
+    """Validation issues, content index rows and the steps' ahead work per line; None where this process
+    should do it itself (unparsable or odd input), so that every refusal is reported by the one path."""
+    out: list[Worked | None] = []
     shared: dict[str, str] = {}
     for line in lines:
         try:
             resource = orjson.loads(line)
             issues = validation.validate(resource, binding_checker=_checker)
-            valid = not validation.errors_of(issues)
-            rows = index_rows(resource, part="content") if valid else {}
-            out.append((issues, {kind: [_shared(row, shared) for row in found] for kind, found in rows.items()}))
+            if validation.errors_of(issues):
+                out.append((issues, {}, {}))
+                continue
+            rows = index_rows(resource, part="content")
+            steps = {name: fn(resource) for name, fn in _steps.items()}
+            out.append((issues, {kind: [_shared(row, shared) for row in found] for kind, found in rows.items()}, steps))
         except Exception:  # whatever it is, the main process meets it again and says so
             out.append(None)
     return out

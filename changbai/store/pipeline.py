@@ -41,12 +41,18 @@ class Context:
 @dataclass
 class Ahead:
     """Pure work done ahead, elsewhere, for exactly one resource content (bulk load's worker processes):
-    its validation issues and its index rows apart from meta. The pipeline uses them only while the
-    resource is still that content; anything a step changes is validated or indexed afresh."""
+    its validation issues, its index rows apart from meta, and what steps with an ``ahead`` function
+    computed from it. The pipeline uses them only while the resource is still that content; anything a
+    step changes is validated, indexed or computed afresh."""
 
     source: dict[str, Any]  # the parsed resource the work was done for
     issues: list[Any]  # validation.validate's result, bindings included
     rows: dict[str, list[tuple[Any, ...]]]  # indexer.index_rows(source, part="content")
+    steps: dict[str, Any] = field(default_factory=dict)  # step name -> its ahead function's result
+
+
+def without_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in resource.items() if k != "meta"}
 
 
 @dataclass
@@ -63,6 +69,16 @@ class WriteOp:
     last_updated: str = ""
     warnings: list[Any] = field(default_factory=list)
     ahead: Ahead | None = None
+
+    def ahead_of(self, step: str) -> Any:
+        """What ``step``'s ahead function computed for this resource, while its content (meta aside) is
+        still the one it was computed from; None otherwise."""
+        ahead = self.ahead
+        if ahead is None or step not in ahead.steps or self.resource is None:
+            return None
+        if self.resource is not ahead.source and without_meta(self.resource) != without_meta(ahead.source):
+            return None
+        return ahead.steps[step]
 
 
 WriteStep = Callable[["Connection", Context, WriteOp], None]
@@ -81,6 +97,9 @@ class Pipeline:
     #: makes an equivalent checker for another process from a database URL (a picklable module-level
     #: function, set with ``binding_checker``), so that work done ahead validates the same way
     binding_checker_factory: Callable[[str], validation.BindingChecker] | None = None
+    #: step name -> a pure, picklable module-level function of a resource whose result the step can use
+    #: instead of computing it (``WriteOp.ahead_of``); bulk load runs them in its worker processes
+    ahead: dict[str, Callable[[dict[str, Any]], Any]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not any(name == "validate" for name, _ in self.prepare):
@@ -96,11 +115,22 @@ class Pipeline:
         else:
             op.warnings.extend(validation.check(op.resource, binding_checker=self.binding_checker))
 
-    def add(self, phase: str, name: str, step: Any, *, before: str | None = None) -> None:
-        """Plug ``step`` into ``phase`` (prepare | commit | read | search), optionally before a named step."""
+    def add(
+        self,
+        phase: str,
+        name: str,
+        step: Any,
+        *,
+        before: str | None = None,
+        ahead: Callable[[dict[str, Any]], Any] | None = None,
+    ) -> None:
+        """Plug ``step`` into ``phase`` (prepare | commit | read | search), optionally before a named step.
+        ``ahead`` is pure work of the step that may be done elsewhere beforehand (see ``Pipeline.ahead``)."""
         steps: list[tuple[str, Any]] = getattr(self, phase)
         if any(n == name for n, _ in steps):
             raise ValueError(f"step {name!r} already in {phase}")
+        if ahead is not None:
+            self.ahead[name] = ahead
         if before is None:
             steps.append((name, step))
             return

@@ -33,7 +33,7 @@ from changbai.fhir.values import ms_to_instant, now_instant
 from changbai.store import schema as t
 from changbai.store.database import Database
 from changbai.store.indexer import index_rows
-from changbai.store.pipeline import Ahead, Context, Pipeline, WriteOp
+from changbai.store.pipeline import Ahead, Context, Pipeline, WriteOp, without_meta
 
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
@@ -542,14 +542,10 @@ def _index_rows(op: WriteOp) -> dict[str, list[tuple[Any, ...]]]:
     content as it was (meta aside, whose rows are always computed here), else computed afresh."""
     ahead = op.ahead
     assert op.resource is not None
-    if ahead is None or _without_meta(op.resource) != _without_meta(ahead.source):
+    if ahead is None or without_meta(op.resource) != without_meta(ahead.source):
         return index_rows(op.resource)
     rows = index_rows(op.resource, part="meta")
     for kind, found in ahead.rows.items():
         rows[kind].extend(found)
     op.ahead = None  # the rows are now the unit's (they get their rid); never reused
     return rows
-
-
-def _without_meta(resource: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in resource.items() if k != "meta"}
