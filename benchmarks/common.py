@@ -11,6 +11,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -54,9 +55,30 @@ def database(backend: str) -> Iterator[str | None]:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@dataclass
+class Served:
+    """A running `changbai serve`: its FHIR base URL and process id."""
+
+    base: str
+    pid: int
+
+    def cpu_seconds(self) -> float:
+        """CPU time the server process has used so far (user + system, all threads; Linux /proc). On a
+        machine shared with other work, CPU time per operation moves far less than wall time."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
 def server(database_url: str, **env: str) -> Iterator[str]:
     """`changbai serve` in its own process; yields the FHIR base URL."""
+    with served(database_url, **env) as running:
+        yield running.base
+
+
+@contextmanager
+def served(database_url: str, **env: str) -> Iterator[Served]:
+    """`changbai serve` in its own process; yields its base URL and process id."""
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="changbai-srv-") as d:
         environ = {
@@ -82,7 +104,7 @@ def server(database_url: str, **env: str) -> Iterator[str]:
                     if proc.poll() is not None or time.monotonic() > deadline:
                         raise RuntimeError("server did not start") from None
                     time.sleep(0.2)
-            yield base
+            yield Served(base, proc.pid)
         finally:
             proc.terminate()
             proc.wait(timeout=30)
