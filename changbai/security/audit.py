@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import orjson
 from sqlalchemy import Connection, func, insert, select, text
 
+from changbai.errors import ChangbaiError
 from changbai.fhir.values import ms_to_instant
 from changbai.security import tables as st
 from changbai.security.policy import now_ms
@@ -49,6 +51,13 @@ _INSERT = insert(st.audit)
 _INSERT_NUMBERED = insert(st.audit).returning(st.audit.c.seq, sort_by_parameter_order=True)
 _INSERT_PATIENT = insert(st.audit_patient)
 _LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+#: SQLite, on the driver's cursor (an audit row per request and per written resource, where SQLAlchemy's
+#: statement handling cost more than the inserts): rows numbered here, after the head read in the same
+#: write transaction, so that their residents go to sec_audit_patient in the same executemany round
+COLUMNS = ("seq", *FIELDS, "prev", "hash")
+_RAW_HEAD = "SELECT seq, hash FROM sec_audit ORDER BY seq DESC LIMIT 1"
+_RAW_INSERT = f"INSERT INTO sec_audit ({', '.join(COLUMNS)}) VALUES ({', '.join('?' for _ in COLUMNS)})"
+_RAW_INSERT_PATIENT = "INSERT INTO sec_audit_patient (patient, seq) VALUES (?, ?)"
 ACTIONS = {"create": "C", "read": "R", "vread": "R", "search": "E", "update": "U", "patch": "U", "delete": "D"}
 
 
@@ -91,6 +100,9 @@ class AuditTrail:
         self.db = db
         self.key = key
         self.anchor = anchor
+        self._queue: list[_Pending] = []  # rows handed to record() and not yet taken by a commit
+        self._queue_lock = threading.Lock()
+        self._commit_lock = threading.Lock()
 
     def digest(self, prev: str, row: dict[str, Any]) -> str:
         body = orjson.dumps([prev, *(row[f] if f != "flagged" else bool(row[f]) for f in FIELDS)])
@@ -106,33 +118,89 @@ class AuditTrail:
         if not rows:
             return
         key = id(conn)
-        if state is not None and state.get("conn") == key:
-            prev = state["prev"]
+        known = state["head"] if state is not None and state.get("conn") == key else None
+        if self.db.is_sqlite:
+            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                head = self._insert(cursor, known or _head(cursor), rows)
+            finally:
+                cursor.close()
         else:
-            self._lock(conn)
-            prev = conn.execute(_HEAD).scalar()
-            prev = prev or GENESIS
+            if known is None:
+                self._lock(conn)
+                known = (0, conn.execute(_HEAD).scalar() or GENESIS)
+            head = (0, self._chain(known[1], rows))
+            if any(row["patients"] for row in rows):
+                seqs = conn.execute(_INSERT_NUMBERED, rows).scalars().all()
+                named = [
+                    {"patient": pid, "seq": seq}
+                    for row, seq in zip(rows, seqs, strict=True)
+                    for pid in set(row["patients"].split())
+                ]
+                conn.execute(_INSERT_PATIENT, named)
+            else:
+                conn.execute(_INSERT, rows)
+        if state is not None:
+            state.update(conn=key, head=head)
+
+    def _chain(self, prev: str, rows: list[dict[str, Any]]) -> str:
         for row in rows:
+            row["flagged"] = bool(row["flagged"])
             row["prev"] = prev
             row["hash"] = prev = self.digest(prev, row)
-        if any(row["patients"] for row in rows):
-            seqs = conn.execute(_INSERT_NUMBERED, rows).scalars().all()
-            named = [
-                {"patient": pid, "seq": seq}
-                for row, seq in zip(rows, seqs, strict=True)
-                for pid in set(row["patients"].split())
-            ]
-            conn.execute(_INSERT_PATIENT, named)
-        else:
-            conn.execute(_INSERT, rows)
-        if state is not None:
-            state.update(conn=key, prev=prev)
+        return prev
+
+    def _insert(self, cursor: Any, head: tuple[int, str], rows: list[dict[str, Any]]) -> tuple[int, str]:
+        """SQLite: number, chain and insert ``rows`` after ``head`` (seq, hash); returns the new head."""
+        seq, prev = head
+        values = []
+        named = []
+        for row in rows:
+            seq += 1
+            row["seq"] = seq
+            prev = self._chain(prev, [row])
+            values.append(tuple(row[c] for c in COLUMNS))
+            named.extend((pid, seq) for pid in set(row["patients"].split()))
+        cursor.executemany(_RAW_INSERT, values)
+        if named:
+            cursor.executemany(_RAW_INSERT_PATIENT, named)
+        return seq, prev
 
     def record(self, rows: list[dict[str, Any]]) -> None:
-        """Append in a transaction of its own, durably, before the caller answers."""
-        if rows:
+        """Append durably before the caller answers, in a transaction of its own (a read request holds
+        none to join). Group commit: the rows that other threads hand in while a commit is under way go
+        together in the next one, so concurrent requests share one transaction instead of queueing one
+        each. Raises when the rows could not be committed (the caller must not answer as if audited)."""
+        if not rows:
+            return
+        mine = _Pending(rows)
+        with self._queue_lock:
+            self._queue.append(mine)
+        with self._commit_lock:
+            if not mine.done:  # nobody took my rows yet: commit everything waiting, mine included
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                try:
+                    self._commit([row for pending in batch for row in pending.rows])
+                except Exception as exc:
+                    for pending in batch:
+                        pending.error = exc
+                finally:
+                    for pending in batch:
+                        pending.done = True
+        if mine.error is not None:
+            # the request is answered with this error, never served unaudited
+            raise ChangbaiError(
+                "The audit trail could not be written; try again later", code="exception", status=503
+            ) from mine.error
+
+    def _commit(self, rows: list[dict[str, Any]]) -> None:
+        if not self.db.is_sqlite:
             with self.db.write() as conn:
                 self.append(conn, rows)
+            return
+        with self.db.write_cursor() as cursor:
+            self._insert(cursor, _head(cursor), rows)
 
     def anchor_head(self) -> None:
         """Copy the committed head of the chain (row number and hash) to the anchor file."""
@@ -190,6 +258,21 @@ class AuditTrail:
             n = conn.execute(select(func.count()).select_from(st.audit).where(*conds)).scalar_one() if total else None
             rows = conn.execute(select(st.audit).where(*conds).order_by(a.seq.desc()).limit(count).offset(offset)).all()
         return [dict(r._mapping) for r in rows], n
+
+
+def _head(cursor: Any) -> tuple[int, str]:
+    """SQLite: the chain's head (seq, hash), read inside the write transaction."""
+    row = cursor.execute(_RAW_HEAD).fetchone()
+    return (int(row[0]), str(row[1])) if row else (0, GENESIS)
+
+
+@dataclass
+class _Pending:
+    """Rows one caller of :meth:`AuditTrail.record` waits on."""
+
+    rows: list[dict[str, Any]]
+    done: bool = False
+    error: Exception | None = None
 
 
 class AuditTampered(Exception):

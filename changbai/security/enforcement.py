@@ -64,7 +64,6 @@ class Security:
         self.trail = au.AuditTrail(self.db, self.keys.audit_key, self.keys.dir / "audit.anchor")
         self.tokens = Tokens(self.db, self.keys)
         self.org_region: dict[str, str | None] = {}
-        self.patient_region: dict[str, str | None] = {}
         self.treated: set[tuple[str, str]] = set()
         #: grants by principal, reused for GRANTS_SECONDS unless a Consent or break-the-glass changes them
         self._grants: dict[tuple[Any, ...], tuple[float, int, Grants]] = {}
@@ -143,23 +142,20 @@ class Security:
         acting = p.organization if p is not None and p.organization and p.role.write == "facility" else None
         facility = acting or pol.holder_of(resource, rtype)
         patient = pol.patient_of(resource, rtype)
-        regions = set(pol.region_codes(self._org_region(conn, facility))) if facility else set()
+        regions = pol.region_codes(self._org_region(conn, facility)) if facility else []
         care: list[str] = []
+        home: list[str] = []
         if rtype == "Patient":
-            county = pol.division_of(resource)
-            self.patient_region[resource["id"]] = county
-            regions |= set(pol.region_codes(county))
+            home = pol.region_codes(pol.division_of(resource))
             for path in pol.label_rules()["care_paths"]:
                 for ref in resource.get(path) or []:
                     for kind in ("Practitioner", "Organization"):
                         found = pol.ref_id(ref, kind)
                         if found:
                             care.append(f"{kind}/{found}")
-        elif patient:
-            regions |= set(pol.region_codes(self._patient_region(conn, patient)))
         personal = rtype in pol.personal_types()
         return pol.Labels(
-            personal, patient if personal else None, facility, sorted(regions), care, pol.sensitivity(resource)
+            personal, patient if personal else None, facility, regions, care, pol.sensitivity(resource), home
         )
 
     def _current_content(self, conn: Connection, rtype: str, id: str) -> dict[str, Any] | None:
@@ -176,12 +172,6 @@ class Security:
             content = self._current_content(conn, "Organization", org)
             self.org_region[org] = pol.division_of(content) if content else None
         return self.org_region[org]
-
-    def _patient_region(self, conn: Connection, patient: str) -> str | None:
-        if patient not in self.patient_region:
-            content = self._current_content(conn, "Patient", patient)
-            self.patient_region[patient] = pol.division_of(content) if content else None
-        return self.patient_region[patient]
 
     def commit(self, conn: Connection, ctx: Context, op: WriteOp) -> None:
         if op.rtype in ("Consent", "Patient"):
@@ -285,16 +275,41 @@ class Security:
                 g.add_patient(*found)
 
     def _visible(self, conn: Connection, ctx: Context, p: Principal, rtype: str, resource: dict[str, Any]) -> bool:
-        if not (p.may(rtype, "r") or p.may(rtype, "s")):
-            return False
-        grants = self.grants(conn, ctx, p)
+        return self._decide(conn, ctx, p, rtype, resource)[0]
+
+    def _decide(
+        self, conn: Connection, ctx: Context, p: Principal, rtype: str, resource: dict[str, Any]
+    ) -> tuple[bool, dict[str, set[str]]]:
+        """(may the principal see this record, its labels). A search asks twice for each record it returns
+        (its ``visible`` filter, then the read step), so the answer is kept for the request, pinned to the
+        very dict it was given for (the entry holds the dict, so its ``id`` cannot be reused meanwhile)."""
+        seen = ctx.extras.setdefault("sec_seen", {})
+        hit = seen.get(id(resource))
+        if hit is not None and hit[0] is resource:
+            return hit[1]
         labels = pol.read_labels(resource)
-        decided = pol.quick_check(grants, labels)
-        if decided is not None:
-            return decided
-        # Only the database can tell: whether one of the record's residents is treated by the reader's
-        # facility or in their care. That depends on the resident (and the type), not on the record, so
-        # within a request it is asked once per resident and type, not once per record of a whole chart.
+        if not (p.may(rtype, "r") or p.may(rtype, "s")):
+            decided = False
+        else:
+            grants = self.grants(conn, ctx, p)
+            quick = pol.quick_check(grants, labels)
+            decided = quick if quick is not None else self._ask_database(conn, ctx, grants, rtype, resource, labels)
+        seen[id(resource)] = (resource, (decided, labels))
+        return decided, labels
+
+    def _ask_database(
+        self,
+        conn: Connection,
+        ctx: Context,
+        grants: Grants,
+        rtype: str,
+        resource: dict[str, Any],
+        labels: dict[str, set[str]],
+    ) -> bool:
+        """Only the database can tell: whether one of the record's residents is treated by the reader's
+        facility, in their care or living in their area. That depends on the resident (and the type), not
+        on the record, so within a request it is asked once per resident and type, not once per record of
+        a whole chart."""
         patients = sorted(labels.get(pol.SYS_PATIENT, ()))
         memo = ctx.extras.get("sec_patient_visible")
         if memo is None or memo[0] is not grants:  # grants recomputed: what was known is forgotten
@@ -320,19 +335,21 @@ class Security:
         if p is None:
             self.protector.reveal(resource, True)
             return
-        labels = pol.read_labels(resource)
+        visible, labels = self._decide(conn, ctx, p, rtype, resource)
         patients = labels.get(pol.SYS_PATIENT, set())
         entity = f"{rtype}/{resource.get('id')}"
         if not (p.may(rtype, "r") or p.may(rtype, "s")):
             raise self._deny(ctx, Forbidden(f"Your scopes do not allow reading {rtype}"), entity, " ".join(patients))
-        if not self._visible(conn, ctx, p, rtype, resource):
+        if not visible:
             raise self._deny(ctx, NotFound(f"{entity} is not known"), entity, " ".join(patients))
-        log_ = ctx.extras.setdefault("sec_read", {"entities": set(), "patients": set(), "flagged": False})
+        log_ = ctx.extras.get("sec_read")
+        if log_ is None:
+            log_ = ctx.extras["sec_read"] = {"entities": set(), "patients": set(), "flagged": False}
         log_["entities"].add(entity)
-        log_["patients"] |= patients
-        grants = self.grants(conn, ctx, p)
-        if patients & grants.break_glass:
-            log_["flagged"] = True
+        if patients:
+            log_["patients"] |= patients
+            if patients & self.grants(conn, ctx, p).break_glass:
+                log_["flagged"] = True
         own = p.patient is not None and p.patient in patients and p.role.name == "resident"
         self.protector.reveal(resource, p.role.identifiers == "full" or own)
 
@@ -348,10 +365,11 @@ class Security:
             what = request.rtype or "these types"
             raise self._deny(ctx, Forbidden(f"Your scopes do not allow searching {what}"), what)
         grants = self.grants(conn, ctx, p)
-        cond = pol.condition(grants, allowed)
-        if len(allowed) < len(types):
-            cond = and_(R.rtype.in_(allowed), cond)
-        request.restrictions.append(cond)
+        if grants.all:
+            if len(allowed) < len(types):
+                request.restrictions.append(R.rtype.in_(allowed))
+        else:  # a rid filter, so that index-only counts and candidate sets apply it too
+            request.rid_filters.append(pol.label_filter(grants, allowed if len(allowed) < len(types) else None))
         request.visible = lambda rtype, res: self._visible(conn, ctx, p, rtype, res)
         self._secure_nested(request, grants)
 
@@ -448,14 +466,14 @@ class Security:
 
     def enter(self, req: FhirRequest, ctx: Context) -> dict[str, Any]:
         """A nested request (a batch entry) keeps its own read log; the outer one's is set aside."""
-        return {k: ctx.extras.pop(k) for k in ("sec_read", "sec_denied") if k in ctx.extras}
+        return {k: ctx.extras.pop(k) for k in ("sec_read", "sec_denied", "sec_seen") if k in ctx.extras}
 
     def leave(self, req: FhirRequest, ctx: Context, resp: FhirResponse, token: dict[str, Any]) -> None:
         try:
             if ctx.principal is not None:
                 self._audit_request(req, ctx, resp)
         finally:
-            for key in ("sec_read", "sec_denied"):
+            for key in ("sec_read", "sec_denied", "sec_seen"):
                 ctx.extras.pop(key, None)
             ctx.extras.update(token)
 

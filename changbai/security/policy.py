@@ -8,7 +8,10 @@ Every record written gets access labels in ``meta.security`` (computed here, nev
 - ``access-facility``: the facility that holds it: the writer's facility, else the first Organization
   named by ``meta.source`` or one of the holder elements of data/labels.json;
 - ``access-region``: GB/T 2260 county, city and province codes of that facility (its address division
-  extension) and of the resident's home address;
+  extension);
+- ``access-home`` (Patient only): the same codes of the resident's home address. Other records do not copy
+  them: a regional grant reaches a resident's records through their Patient, so scope follows the
+  resident's address, and a move relabels one record (the Patient), in the transaction that writes it;
 - ``access-care`` (Patient only): the contracted family doctor (``generalPractitioner``);
 - v3-ActCode sensitivity (PSY, HIV, ETH, SDV, STD) from the codes of the record (data/labels.json).
 
@@ -21,12 +24,13 @@ from __future__ import annotations
 import json
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, false, not_, or_, select, true
+from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 
 from changbai.errors import InvalidInput
 from changbai.security import scopes as sc
@@ -39,9 +43,10 @@ SYS_CLASS = f"{BASE}/access-class"
 SYS_PATIENT = f"{BASE}/access-patient"
 SYS_FACILITY = f"{BASE}/access-facility"
 SYS_REGION = f"{BASE}/access-region"
+SYS_HOME = f"{BASE}/access-home"
 SYS_CARE = f"{BASE}/access-care"
 SYS_ACTCODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
-ACCESS_SYSTEMS = frozenset({SYS_CLASS, SYS_PATIENT, SYS_FACILITY, SYS_REGION, SYS_CARE})
+ACCESS_SYSTEMS = frozenset({SYS_CLASS, SYS_PATIENT, SYS_FACILITY, SYS_REGION, SYS_HOME, SYS_CARE})
 SENSITIVE_CODES = frozenset({"PSY", "HIV", "ETH", "SDV", "STD", "SEX", "GDIS"})
 REACHES = frozenset({"own", "facility", "treated", "care", "consent", "break_glass", "region", "all"})
 WRITES = frozenset({"none", "own-consent", "facility", "all"})
@@ -128,9 +133,16 @@ class Principal:
     region: str | None = None
     client_id: str = ""
     jti: str = ""
+    _allowed: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False, compare=False)
 
     def may(self, rtype: str, letter: str) -> bool:
-        return sc.allows(self.scopes, rtype, letter)
+        """Do the scopes allow ``letter`` (c r u d s) on ``rtype``? Asked for every record a request
+        returns, so each answer is kept (scopes do not change during a token's life)."""
+        key = (rtype, letter)
+        allowed = self._allowed.get(key)
+        if allowed is None:
+            allowed = self._allowed[key] = sc.allows(self.scopes, rtype, letter)
+        return allowed
 
     @property
     def reach(self) -> frozenset[str]:
@@ -233,9 +245,10 @@ class Labels:
     personal: bool
     patient: str | None
     facility: str | None
-    regions: list[str]
+    regions: list[str]  # of the facility
     care: list[str]
     sensitive: set[str]
+    home: list[str] = field(default_factory=list)  # of the resident's address (Patient only)
 
     def codings(self) -> list[dict[str, str]]:
         out = [{"system": SYS_CLASS, "code": "personal" if self.personal else "public"}]
@@ -244,6 +257,7 @@ class Labels:
         if self.facility:
             out.append({"system": SYS_FACILITY, "code": self.facility})
         out.extend({"system": SYS_REGION, "code": r} for r in self.regions)
+        out.extend({"system": SYS_HOME, "code": r} for r in self.home)
         out.extend({"system": SYS_CARE, "code": c} for c in self.care)
         out.extend({"system": SYS_ACTCODE, "code": s} for s in sorted(self.sensitive))
         return out
@@ -284,7 +298,6 @@ class Grants:
     """What one principal may read, in the terms of the labels."""
 
     all: bool = False
-    types: frozenset[str] | None = None  # readable types (None: all)
     facilities: set[str] = field(default_factory=set)
     regions: set[str] = field(default_factory=set)
     patients: dict[str, frozenset[str]] = field(default_factory=dict)  # patient -> excluded sensitivities
@@ -292,7 +305,7 @@ class Grants:
     care: list[str] = field(default_factory=list)  # Practitioner/x, Organization/y
     break_glass: set[str] = field(default_factory=set)
     #: SQL conditions already built from these grants, by resource types (grants are reused for a while)
-    sql: dict[tuple[str, ...] | None, Any] = field(default_factory=dict, repr=False, compare=False)
+    sql: dict[tuple[str, tuple[str, ...] | None], Any] = field(default_factory=dict, repr=False, compare=False)
 
     def add_patient(self, pid: str, excluded: frozenset[str]) -> None:
         if pid in self.patients:
@@ -301,75 +314,122 @@ class Grants:
             self.patients[pid] = excluded
 
 
-def _tok(types: list[str] | None, system: str, codes: Any) -> Any:
-    c = t.idx_token.c
-    q = select(c.rid).where(c.param == "_security", c.system == system)
-    if types is not None:
-        q = q.where(c.rtype.in_(types) if len(types) != 1 else c.rtype == types[0])
-    if isinstance(codes, (list, set, frozenset, tuple)):
-        codes = sorted(codes)
-        return q.where(c.code.in_(codes) if len(codes) != 1 else c.code == codes[0])
-    return q.where(c.code.in_(codes))
-
-
 def condition(grants: Grants, types: list[str] | None) -> ColumnElement[bool]:
     """The SQL condition on ``resource`` rows that a principal's grants allow (None types: any)."""
-    key = tuple(types) if types is not None else None
+    key = ("condition", tuple(types) if types is not None else None)
     cached = grants.sql.get(key)
     if cached is None:
-        cached = grants.sql[key] = _condition(grants, types)
+        cached = grants.sql[key] = label_filter(grants, types)(t.resource.c.rid)  # the prebuilt one
     return cached
 
 
-def _condition(grants: Grants, types: list[str] | None) -> ColumnElement[bool]:
-    R = t.resource.c
+def label_filter(grants: Grants, types: list[str] | None) -> Callable[[Any], ColumnElement[bool]]:
+    """:func:`build_label_filter`, built once per grants and types (grants are reused for a while)."""
+    key = ("filter", tuple(types) if types is not None else None)
+    cached = grants.sql.get(key)
+    if cached is None:
+        cached = grants.sql[key] = build_label_filter(grants, types)
+    return cached
+
+
+def build_label_filter(grants: Grants, types: list[str] | None) -> Callable[[Any], ColumnElement[bool]]:
+    """The grants as a condition on one record's rid: does it carry a label they allow?
+
+    One correlated ``EXISTS`` over the record's own ``_security`` index rows (the index on ``rid``), with
+    the facility, region, resident, treated and care conditions ORed inside it. A search's candidates are
+    probed one by one, so the cost follows the candidates, never the size of what a facility holds (the
+    OR of ``rid IN (all rows with label x)`` sets it replaces made every search enumerate, and materialise,
+    everything the reader may see). ``types`` limits the rows to records of those types.
+    """
     if grants.all:
-        cond: ColumnElement[bool] = true()
-    else:
+        return lambda rid: true()
+    s = t.idx_token.alias("sec_label")
+    terms: list[ColumnElement[bool]] = [and_(s.c.system == SYS_CLASS, s.c.code == "public")]
+    if grants.facilities:
+        terms.append(and_(s.c.system == SYS_FACILITY, _in(s.c.code, grants.facilities)))
+    if grants.regions:
+        terms.append(and_(s.c.system == SYS_REGION, _in(s.c.code, grants.regions)))
+        # or the resident lives there: their Patient carries the home codes
+        pp = t.idx_token.alias("sec_patient")
+        h = t.idx_token.alias("sec_home")
+        home = (
+            select(h.c.rid)
+            .select_from(pp.join(h, h.c.rid == pp.c.rid))
+            .where(
+                pp.c.rtype == "Patient",
+                pp.c.param == "_security",
+                pp.c.system == SYS_PATIENT,
+                pp.c.code == s.c.code,
+                h.c.rtype == "Patient",
+                h.c.param == "_security",
+                h.c.system == SYS_HOME,
+                _in(h.c.code, grants.regions),
+            )
+            .correlate(s)
+        )
+        terms.append(and_(s.c.system == SYS_PATIENT, exists(home)))
+    plain = {p for p, ex in grants.patients.items() if not ex} | grants.break_glass
+    if plain:
+        terms.append(and_(s.c.system == SYS_PATIENT, _in(s.c.code, plain)))
+    for pid, excluded in sorted(grants.patients.items()):
+        if excluded and pid not in grants.break_glass:
+            x = t.idx_token.alias("sec_excluded")
+            hidden = (
+                select(x.c.rid)
+                .where(x.c.rid == s.c.rid, x.c.param == "_security", x.c.system == SYS_ACTCODE, _in(x.c.code, excluded))
+                .correlate(s)
+            )
+            terms.append(and_(s.c.system == SYS_PATIENT, s.c.code == pid, ~exists(hidden)))
+    if grants.treated_by:
+        tr = st.treatment.c
+        treated = select(tr.patient).where(tr.organization == grants.treated_by, tr.patient == s.c.code).correlate(s)
+        terms.append(and_(s.c.system == SYS_PATIENT, exists(treated)))
+    if grants.care:
         c = t.idx_token.c
-        ors: list[ColumnElement[bool]] = [R.rid.in_(_tok(types, SYS_CLASS, ["public"]))]
-        if grants.facilities:
-            ors.append(R.rid.in_(_tok(types, SYS_FACILITY, grants.facilities)))
-        if grants.regions:
-            ors.append(R.rid.in_(_tok(types, SYS_REGION, grants.regions)))
-        plain = sorted(p for p, ex in grants.patients.items() if not ex) + sorted(grants.break_glass)
-        if plain:
-            ors.append(R.rid.in_(_tok(types, SYS_PATIENT, plain)))
-        for pid, excluded in sorted(grants.patients.items()):
-            if excluded and pid not in grants.break_glass:
-                ors.append(
-                    and_(
-                        R.rid.in_(_tok(types, SYS_PATIENT, [pid])),
-                        not_(R.rid.in_(_tok(types, SYS_ACTCODE, excluded))),
-                    )
-                )
-        if grants.treated_by:
-            tr = st.treatment.c
-            treated = select(tr.patient).where(tr.organization == grants.treated_by)
-            ors.append(R.rid.in_(_tok(types, SYS_PATIENT, treated)))
-        if grants.care:
-            cared = select(c.code).where(
+        cared = (
+            select(c.code)
+            .where(
                 c.rtype == "Patient",
                 c.param == "_security",
                 c.system == SYS_PATIENT,
-                c.rid.in_(_tok(["Patient"], SYS_CARE, grants.care)),
+                c.rid.in_(
+                    select(c.rid)
+                    .where(c.rtype == "Patient", c.param == "_security", c.system == SYS_CARE, _in(c.code, grants.care))
+                    .correlate(None)
+                ),
             )
-            ors.append(R.rid.in_(_tok(types, SYS_PATIENT, cared)))
-        cond = or_(*ors)
-    if grants.types is not None:
-        cond = and_(R.rtype.in_(sorted(grants.types)) if grants.types else false(), cond)
-    return cond
+            .correlate(None)
+        )
+        terms.append(and_(s.c.system == SYS_PATIENT, s.c.code.in_(cared)))
+    wanted = [s.c.param == "_security", or_(*terms)]
+    if types is not None:
+        wanted.append(_in(s.c.rtype, types) if types else false())
+
+    on_resource = exists(select(s.c.rid).where(s.c.rid == t.resource.c.rid, *wanted))
+
+    def build(rid: Any) -> ColumnElement[bool]:
+        if rid is t.resource.c.rid:
+            return on_resource  # built once: most searches apply it to ``resource`` rows
+        return exists(select(s.c.rid).where(s.c.rid == rid, *wanted))
+
+    return build
+
+
+def _in(column: Any, values: Any) -> ColumnElement[bool]:
+    values = sorted(values)
+    return column == values[0] if len(values) == 1 else column.in_(values)
 
 
 def quick_check(grants: Grants, labels: dict[str, set[str]]) -> bool | None:
-    """Decide from a record's labels alone; None when only the database can tell (treated, care)."""
+    """Decide from a record's labels alone; None when only the database can tell (treated, cared for,
+    or living in the area)."""
     if grants.all:
         return True
     if "public" in labels.get(SYS_CLASS, ()):
         return True
     if labels.get(SYS_FACILITY, set()) & grants.facilities:
         return True
-    if labels.get(SYS_REGION, set()) & grants.regions:
+    if (labels.get(SYS_REGION, set()) | labels.get(SYS_HOME, set())) & grants.regions:
         return True
     sensitive = labels.get(SYS_ACTCODE, set())
     for pid in labels.get(SYS_PATIENT, ()):
@@ -377,8 +437,8 @@ def quick_check(grants: Grants, labels: dict[str, set[str]]) -> bool | None:
             return True
         if pid in grants.patients and not (grants.patients[pid] & sensitive):
             return True
-    if (grants.treated_by or grants.care) and labels.get(SYS_PATIENT):
-        return None
+    if (grants.treated_by or grants.care or grants.regions) and labels.get(SYS_PATIENT):
+        return None  # treated, cared for or living in the area: the database knows
     return False
 
 

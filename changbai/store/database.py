@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -89,6 +89,30 @@ class Database:
         else:
             with self.engine.begin() as conn:
                 yield conn
+
+    @contextmanager
+    def write_cursor(self) -> Iterator[Any]:
+        """SQLite only: a write transaction as a bare driver cursor, behind the same process lock as
+        :meth:`write`, for a few small statements run on every request (the audit row of a read), where
+        SQLAlchemy's connection and transaction handling cost more than the statements. Committed on
+        success, rolled back on any exception."""
+        assert self._write_lock is not None, "write_cursor is for SQLite"
+        with self._write_lock:
+            pooled = self.engine.raw_connection()
+            try:
+                cursor = pooled.driver_connection.cursor()  # type: ignore[union-attr]
+                cursor.execute("BEGIN IMMEDIATE")
+                try:
+                    yield cursor
+                    cursor.execute("COMMIT")
+                except BaseException:
+                    with suppress(Exception):  # a failed COMMIT may have ended the transaction already
+                        cursor.execute("ROLLBACK")
+                    raise
+                finally:
+                    cursor.close()
+            finally:
+                pooled.close()
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -108,6 +108,9 @@ class SearchRequest:
     cursor: tuple[int, int] | None = None
     #: extra conditions on ``resource`` rows (security scopes, compartments), ANDed in.
     restrictions: list[ColumnElement[bool]] = field(default_factory=list)
+    #: extra conditions on a resource's rid alone (security's access labels), ANDed in; unlike
+    #: ``restrictions`` they also apply where a search is answered from the indexes alone (counts, candidates).
+    rid_filters: list[Callable[[Any], ColumnElement[bool]]] = field(default_factory=list)
     #: a hook to decide, per resource, whether the reader may see it (security).
     visible: Callable[[str, dict[str, Any]], bool] | None = None
     ignored: list[str] = field(default_factory=list)
@@ -741,6 +744,7 @@ def _where(request: SearchRequest) -> list[ColumnElement[bool]]:
     conds.append(R.rtype == request.rtype if request.rtype else R.rtype.in_(request.types))
     conds.extend(c.build() for c in request.clauses)
     conds.extend(request.restrictions)
+    conds.extend(f(R.rid) for f in request.rid_filters)
     return conds
 
 
@@ -808,7 +812,7 @@ def execute(unit: Unit, request: SearchRequest) -> SearchResult:
     if lookups is not None and request.total != "none":
         # Up to RID_SET_LIMIT matches, one query over the indexes gives the total and the page's candidates,
         # instead of a page query and a count that both intersect the same sets.
-        found = unit.conn.execute(_matching_rids(lookups).limit(RID_SET_LIMIT + 1)).scalars().all()
+        found = unit.conn.execute(_matching_rids(lookups, request).limit(RID_SET_LIMIT + 1)).scalars().all()
         if len(found) <= RID_SET_LIMIT:
             total = len(found)
             page_where = [*where[:2], R.rid.in_(found)]  # deleted and type, then the matches
@@ -846,7 +850,7 @@ def _count(unit: Unit, request: SearchRequest, where: list[ColumnElement[bool]])
     large set by rid rather than read it whole), instead of probing ``resource`` once per match."""
     lookups = _lookups(request)
     if lookups is not None:
-        matching = _matching_rids(lookups).subquery()
+        matching = _matching_rids(lookups, request).subquery()
         return int(unit.conn.execute(select(func.count()).select_from(matching)).scalar_one())
     return int(unit.conn.execute(select(func.count()).select_from(t.resource).where(*where)).scalar_one())
 
@@ -863,11 +867,13 @@ def _lookups(request: SearchRequest) -> list[InIndex] | None:
     return None
 
 
-def _matching_rids(lookups: list[InIndex]) -> Select[Any]:
-    """The rids that every lookup finds: the first set filtered by the others (semi-joins, so that the
-    planner can still probe a large set by rid rather than read it whole)."""
+def _matching_rids(lookups: list[InIndex], request: SearchRequest) -> Select[Any]:
+    """The rids that every lookup finds and the rid filters let through: the first set filtered by the
+    others (semi-joins, so that the planner can still probe a large set by rid rather than read it whole)."""
     first = lookups[0].rids().subquery()
-    return select(first.c[0]).where(*(first.c[0].in_(lookup.rids()) for lookup in lookups[1:])).distinct()
+    rid = first.c[0]
+    others = [rid.in_(lookup.rids()) for lookup in lookups[1:]]
+    return select(rid).where(*others, *(f(rid) for f in request.rid_filters)).distinct()
 
 
 def _load(unit: Unit, rids: list[int]) -> list[Match]:
