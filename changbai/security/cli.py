@@ -53,12 +53,34 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     tok.add_argument("--scope", help="scopes (default: everything the account's role allows)")
     tok.add_argument("--audience", help="the FHIR base URL the token is for (default: this node's)")
     tok.add_argument("--minutes", type=int, default=15)
+    tok.add_argument("--purpose", help="the v3 PurposeOfUse code the token acts with (one of the role's purposes)")
     tok.add_argument("--database")
     tok.set_defaults(handler=cmd_token)
 
     keys = sub.add_parser("keys", help="signing keys").add_subparsers(dest="keys_cmd", required=True)
     rot = keys.add_parser("rotate", help="make a new signing key current (old ones still verify)")
     rot.set_defaults(handler=cmd_keys_rotate)
+
+    btg = sub.add_parser("break-glass", help="review of break-the-glass accesses").add_subparsers(
+        dest="btg_cmd", required=True
+    )
+    bl = btg.add_parser("list", help="emergency accesses (open for review unless --status)")
+    bl.add_argument("--status", default="open", choices=["open", "reviewed", "all"])
+    bl.add_argument("--as", dest="reviewer", required=True, help="the reviewer's account (a role that reviews)")
+    bl.add_argument("--database")
+    bl.set_defaults(handler=cmd_break_glass_list)
+    br = btg.add_parser("review", help="record the outcome of one access's review")
+    br.add_argument("event", type=int, help="the number of the break-the-glass event")
+    br.add_argument("--outcome", required=True, choices=["justified", "not-justified"])
+    br.add_argument("--comment", required=True, help="why (4 to 2000 characters)")
+    br.add_argument("--as", dest="reviewer", required=True, help="the reviewer's account (a role that reviews)")
+    br.add_argument("--database")
+    br.set_defaults(handler=cmd_break_glass_review)
+
+    rel = sub.add_parser("relabel", help="recompute the access labels of stored records (through the write pipeline)")
+    rel.add_argument("--type", dest="rtype", help="only records of this resource type")
+    rel.add_argument("--database")
+    rel.set_defaults(handler=cmd_relabel)
 
     aud = sub.add_parser("audit", help="the audit trail").add_subparsers(dest="audit_cmd", required=True)
     ver = aud.add_parser("verify", help="check the hash chain: untouched, or the first broken row")
@@ -177,8 +199,68 @@ def cmd_token(args: argparse.Namespace) -> int:
     settings = sec.platform.settings
     audience = args.audience or settings.base_url or f"http://{settings.host}:{settings.port}/fhir"
     scope = args.scope or account.get("scopes") or " ".join(str(s) for s in sec.policy.role(account["role"]).scopes)
-    token, _ = sec.tokens.issue(account, scope, audience.rstrip("/"), seconds=max(1, min(args.minutes, 60)) * 60)
+    minutes = max(1, min(args.minutes, 60))
+    token, _ = sec.issue_token(account, scope, audience.rstrip("/"), seconds=minutes * 60, purpose=args.purpose)
     print(token)
+    return 0
+
+
+def _reviewer(sec: Any, username: str) -> Any:
+    """The reviewer's account as a principal: the CLI acts as that person, who is named in the trail."""
+    from changbai.errors import NotFound
+    from changbai.security.accounts import get_account
+
+    account = get_account(sec.db, username)
+    if account is None or not account["active"]:
+        raise NotFound(f"No active account '{username}'")
+    claims = {k: account.get(k) for k in ("organization", "practitioner", "patient", "region") if account.get(k)}
+    return sec.principal({"sub": username, "role": account["role"], "scope": "", **claims})
+
+
+def cmd_break_glass_list(args: argparse.Namespace) -> int:
+    from changbai.security import reviews
+
+    sec = _security(args)
+    events = reviews.list_events(sec, _reviewer(sec, args.reviewer), args.status, "cli")
+    print("| # | who | resident | reason | from | until | reads | review |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for e in events:
+        review = e["review"]
+        verdict = f"{review['outcome']} by {review['reviewer']}: {review['comment']}" if review else "open"
+        cells = [e["id"], e["username"], e["patient"], e["reason"], e["started"], e["expires"], e["reads"], verdict]
+        print("| " + " | ".join(str(c).replace("|", "/") for c in cells) + " |")
+    return 0
+
+
+def cmd_break_glass_review(args: argparse.Namespace) -> int:
+    from changbai.security import reviews
+
+    sec = _security(args)
+    event = reviews.review(sec, _reviewer(sec, args.reviewer), args.event, args.outcome, args.comment, "cli")
+    print(f"break-the-glass #{event['id']} ({event['username']}, {event['patient']}): {args.outcome}")
+    return 0
+
+
+def cmd_relabel(args: argparse.Namespace) -> int:
+    from changbai.api.app import create_platform
+    from changbai.errors import InvalidInput
+    from changbai.fhir.spec import spec
+    from changbai.security.relabel import relabel
+    from changbai.settings import override
+
+    if args.rtype is not None and args.rtype not in spec().resource_types:
+        raise InvalidInput(f"Unknown resource type '{args.rtype}'", expression="--type")
+    settings = override(database_url=args.database)
+    if not settings.security:
+        raise InvalidInput("Labels are computed by the security module: run with CHANGBAI_SECURITY=on")
+    platform = create_platform(settings)
+
+    def progress(seen: int, changed: int) -> None:
+        print(f"\r{seen} records, {changed} relabelled", end="", file=sys.stderr, flush=True)
+
+    changed = relabel(platform, args.rtype, progress)
+    print(file=sys.stderr)
+    print(f"relabelled {changed} records")
     return 0
 
 

@@ -51,6 +51,8 @@ def create_demo_accounts(platform: Platform) -> list[tuple[str, str, str]]:
         ("demo-insurer-city", "insurer", {"region": city}),
         ("demo-regulator", "regulator", {"region": province}),
         ("demo-operator", "operator", {}),
+        ("demo-researcher", "researcher", {}),
+        ("demo-auditor", "auditor", {}),
     ]
     out = []
     for username, role, attrs in people:

@@ -48,7 +48,6 @@ BREAK_GLASS_MINUTES = 60
 #: How long one principal's grants are reused within this process (a Consent or break-the-glass written
 #: here invalidates them at once; other processes see the change within this time).
 GRANTS_SECONDS = 5.0
-_PURPOSE = re.compile(r"^[A-Za-z0-9\-]{1,40}$")
 
 
 class Security:
@@ -86,7 +85,15 @@ class Security:
             region=claims.get("region"),
             client_id=str(claims.get("client_id", "")),
             jti=str(claims.get("jti", "")),
+            purpose=claims.get("purpose_of_use") or None,
         )
+
+    def issue_token(
+        self, account: dict[str, Any], scope: str, audience: str, *, purpose: str | None = None, **kw: Any
+    ) -> tuple[str, int]:
+        """An access token for ``account``, for a purpose of use its role may act with (or none)."""
+        pol.check_purpose(self.policy.role(account["role"]), purpose)
+        return self.tokens.issue(account, scope, audience, purpose=purpose, **kw)
 
     # ------------------------------------------------------------------------------------- denials
     def _deny(self, ctx: Context, exc: ChangbaiError, entity: str = "", patient: str = "") -> ChangbaiError:
@@ -250,29 +257,37 @@ class Security:
         return g
 
     def _consent_grants(self, conn: Connection, ctx: Context, p: Principal, g: Grants) -> None:
+        """The residents who authorised this reader by name (its practitioner or facility), or authorised
+        the purpose of use the reader acts with."""
         actors = []
         if p.practitioner:
             actors.append(("Practitioner", p.practitioner))
         if p.organization:
             actors.append(("Organization", p.organization))
-        if not actors:
+        c, k = t.idx_reference.c, t.idx_token.c
+        found = []
+        if actors:
+            found.append(
+                select(c.rid).where(
+                    c.rtype == "Consent", c.param == "actor", tuple_(c.target_type, c.target_id).in_(actors)
+                )
+            )
+        if ctx.purpose:
+            found.append(select(k.rid).where(k.rtype == "Consent", k.param == "purpose", k.code == ctx.purpose))
+        if not found:
             return
-        c = t.idx_reference.c
         v = t.resource_version.c
-        refs = select(c.rid).where(
-            c.rtype == "Consent", c.param == "actor", tuple_(c.target_type, c.target_id).in_(actors)
-        )
         rows = conn.execute(
             select(v.content)
             .join_from(t.resource, t.resource_version, and_(v.rid == R.rid, v.version == R.version))
-            .where(R.rtype == "Consent", R.deleted == false(), R.rid.in_(refs))
+            .where(R.rtype == "Consent", R.deleted == false(), or_(*(R.rid.in_(q) for q in found)))
         ).all()
         now = now_ms()
         for (content,) in rows:
             consent = orjson.loads(content)
-            found = consent_permits(consent, actors, now, ctx.purpose)
-            if found is not None:
-                g.add_patient(*found)
+            permitted = consent_permits(consent, actors, now, ctx.purpose)
+            if permitted is not None:
+                g.add_patient(*permitted)
 
     def _visible(self, conn: Connection, ctx: Context, p: Principal, rtype: str, resource: dict[str, Any]) -> bool:
         return self._decide(conn, ctx, p, rtype, resource)[0]
@@ -485,6 +500,13 @@ class Security:
             return FhirResponse(200, smart_configuration(ctx.base_url.rsplit("/fhir", 1)[0]))
         if p.role.name == "anonymous" and parts != ["metadata"]:
             raise self._deny(ctx, _unauthorized("Sign in first: this request needs a bearer token"))
+        if ctx.purpose is not None and p.role.name != "anonymous":
+            if p.purpose is not None and ctx.purpose != p.purpose:
+                raise self._deny(ctx, Forbidden(f"This access token was issued for the purpose {p.purpose}"))
+            try:
+                pol.check_purpose(p.role, ctx.purpose)
+            except ChangbaiError as exc:
+                raise self._deny(ctx, exc) from None
         if not parts:
             return None
         if parts[0] == "AuditEvent":
@@ -664,7 +686,8 @@ class Security:
 def consent_permits(
     consent: dict[str, Any], actors: list[tuple[str, str]], now: int, purpose: str | None
 ) -> tuple[str, frozenset[str]] | None:
-    """(patient, excluded sensitivity labels) when an active Consent authorises one of ``actors`` now."""
+    """(patient, excluded sensitivity labels) when an active Consent authorises, now, one of ``actors``
+    or, when it names no reader (a purpose-only authorisation), whoever acts with one of its purposes."""
     from changbai.fhir.values import date_range
 
     if consent.get("status") != "active":
@@ -687,11 +710,11 @@ def consent_permits(
             found = pol.ref_id((actor or {}).get("reference"), kind)
             if found:
                 named.add((kind, found))
-    if not named & set(actors):
-        return None
     purposes = {c.get("code") for c in provision.get("purpose") or [] if isinstance(c, dict)}
-    if purposes and purpose not in purposes:
-        return None
+    if named and not named & set(actors):
+        return None  # it names other readers
+    if (purposes or not named) and purpose not in purposes:
+        return None  # a purpose the reader does not act with (a purpose-only authorisation needs one)
     excluded: set[str] = set()
     for sub in provision.get("provision") or []:
         if isinstance(sub, dict) and sub.get("type") == "deny":
@@ -836,10 +859,12 @@ def smart_configuration(root: str) -> dict[str, Any]:
     }
 
 
-def purpose_of(header: str | None) -> str | None:
-    if header and _PURPOSE.match(header):
-        return header
-    return None
+def purpose_of(header: str | None, principal: Principal | None) -> str | None:
+    """The purpose of use a request acts with: the one it states (checked before the request runs), or
+    the one its token was issued for."""
+    if header is not None and header.strip():
+        return header.strip()[:100]
+    return principal.purpose if principal is not None else None
 
 
 __all__ = ["Security", "consent_permits", "nested_builder", "or_", "smart_configuration"]

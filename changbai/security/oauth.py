@@ -87,13 +87,14 @@ class AuthServer:
             Route("/auth/revoke", _safe(self.revoke), methods=["POST"]),
             Route("/auth/introspect", _safe(self.introspect), methods=["POST"]),
             Route("/auth/break-glass", _safe(self.break_glass), methods=["POST"]),
+            Route("/auth/break-glass", _safe(self.break_glass_events), methods=["GET"]),
+            Route("/auth/break-glass/{id}/review", _safe(self.break_glass_review), methods=["POST"]),
             Route("/auth/done", _safe(self.done), methods=["GET"]),
         ]
 
     # ----------------------------------------------------------------------------- context factory
     async def context_factory(self, request: Request, ctx: Context) -> Context:
         header = request.headers.get("authorization") or ""
-        ctx.purpose = purpose_of(request.headers.get("x-purpose-of-use"))
         if not header:
             if request.url.path.rstrip("/") in PUBLIC_FHIR_PATHS and request.method in ("GET", "HEAD"):
                 ctx.principal = Principal("(anonymous)", ANONYMOUS_ROLE, [])
@@ -112,6 +113,7 @@ class AuthServer:
             if isinstance(exc, Unauthorized):
                 raise
             raise Unauthorized(f"The access token is not usable: {exc.message}") from None
+        ctx.purpose = purpose_of(request.headers.get("x-purpose-of-use"), ctx.principal)
         return ctx
 
     def _audit_refusal(self, ctx: Context, reason: str, request: Request) -> None:
@@ -255,7 +257,12 @@ class AuthServer:
             token_url = root_url(self.sec, request) + "/auth/token"
             client = tokens.verify_assertion(form.get("client_assertion", ""), token_url)
             scope = self._grantable(client, form.get("scope", ""), system=True)
-            access, seconds = tokens.issue(client, scope, audience, client_id=client["username"])
+            try:
+                access, seconds = self.sec.issue_token(
+                    client, scope, audience, client_id=client["username"], purpose=form.get("purpose_of_use") or None
+                )
+            except ChangbaiError as exc:
+                raise OAuthError("invalid_request", exc.message) from None
             self.sec.trail.record(
                 [
                     au.event(
@@ -408,6 +415,34 @@ class AuthServer:
         except ChangbaiError as exc:
             return JSONResponse(exc.outcome(), status_code=exc.status, media_type="application/fhir+json")
         return JSONResponse({"patient": body["patient"], "expires": expires // 1000, "flagged": True, **_who(p)})
+
+    async def break_glass_events(self, request: Request) -> Response:
+        """GET /auth/break-glass?status=open|reviewed|all: emergency accesses for their reviewers."""
+        from changbai.security import reviews
+
+        p = await self._caller(request)
+        address = request.client.host if request.client else ""
+        status = request.query_params.get("status", "open")
+        events = reviews.list_events(self.sec, p, status, address)
+        return JSONResponse({"events": events}, headers={"cache-control": "no-store"})
+
+    async def break_glass_review(self, request: Request) -> Response:
+        """POST /auth/break-glass/{id}/review {outcome: justified | not-justified, comment}."""
+        from changbai.security import reviews
+
+        p = await self._caller(request)
+        address = request.client.host if request.client else ""
+        raw = request.path_params["id"]
+        if not raw.isdigit() or len(raw) > 18:
+            raise InvalidInput(f"'{raw[:40]}' is not the number of a break-the-glass event")
+        try:
+            body = orjson.loads(await request.body() or b"{}")
+        except orjson.JSONDecodeError:
+            raise InvalidInput("The body must be JSON {outcome, comment}") from None
+        if not isinstance(body, dict):
+            raise InvalidInput("The body must be a JSON object {outcome, comment}")
+        event = reviews.review(self.sec, p, int(raw), body.get("outcome"), body.get("comment"), address)
+        return JSONResponse(event)
 
 
 def _safe(endpoint: Any) -> Any:

@@ -32,7 +32,7 @@ from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, false, or_, select, true
 
-from changbai.errors import InvalidInput
+from changbai.errors import Forbidden, InvalidInput
 from changbai.security import scopes as sc
 from changbai.security import tables as st
 from changbai.store import schema as t
@@ -50,6 +50,7 @@ ACCESS_SYSTEMS = frozenset({SYS_CLASS, SYS_PATIENT, SYS_FACILITY, SYS_REGION, SY
 SENSITIVE_CODES = frozenset({"PSY", "HIV", "ETH", "SDV", "STD", "SEX", "GDIS"})
 REACHES = frozenset({"own", "facility", "treated", "care", "consent", "break_glass", "region", "all"})
 WRITES = frozenset({"none", "own-consent", "facility", "all"})
+PURPOSE = re.compile(r"^[A-Za-z0-9\-]{1,40}$")  # a v3 PurposeOfUse code (v3-ActReason)
 _REF = re.compile(r"(?:^|/)(Patient|Organization|Practitioner)/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
@@ -65,6 +66,7 @@ class Role:
     break_glass: bool
     see_audit: str  # none | own | region | all
     services: frozenset[str] = frozenset()  # platform services beyond FHIR (roles.json "services")
+    purposes: frozenset[str] = frozenset()  # v3 PurposeOfUse codes members may act with ("purposes")
 
 
 @dataclass(frozen=True)
@@ -91,6 +93,9 @@ def load_policy(path: Path | None = None) -> Policy:
             raise InvalidInput(f"Role {name}: write must be one of {sorted(WRITES)}")
         if r["identifiers"] not in ("full", "masked"):
             raise InvalidInput(f"Role {name}: identifiers must be full or masked")
+        purposes = frozenset(r.get("purposes", ()))
+        if any(not isinstance(p, str) or not PURPOSE.match(p) for p in purposes):
+            raise InvalidInput(f"Role {name}: purposes are v3 PurposeOfUse codes (letters, digits, '-')")
         parsed = tuple(s for s in (sc.parse_one(x) for x in r["scopes"]) if s is not None)
         roles[name] = Role(
             name,
@@ -102,6 +107,7 @@ def load_policy(path: Path | None = None) -> Policy:
             bool(r.get("break_glass")),
             r.get("see_audit", "none"),
             frozenset(r.get("services", ())),
+            purposes,
         )
     return Policy(str(raw.get("version", "")), roles)
 
@@ -133,6 +139,7 @@ class Principal:
     region: str | None = None
     client_id: str = ""
     jti: str = ""
+    purpose: str | None = None  # the purpose of use the token was issued for (its launch context)
     _allowed: dict[tuple[str, str], bool] = field(default_factory=dict, repr=False, compare=False)
 
     def may(self, rtype: str, letter: str) -> bool:
@@ -440,6 +447,20 @@ def quick_check(grants: Grants, labels: dict[str, set[str]]) -> bool | None:
     if (grants.treated_by or grants.care or grants.regions) and labels.get(SYS_PATIENT):
         return None  # treated, cared for or living in the area: the database knows
     return False
+
+
+def check_purpose(role: Role, purpose: str | None) -> None:
+    """Refuse a purpose of use that is not a code, or that the role may not act with (roles.json)."""
+    if purpose is None:
+        return
+    if not PURPOSE.match(purpose):
+        raise InvalidInput(
+            "The purpose of use must be a v3 PurposeOfUse code (e.g. TREAT, HRESCH, HPAYMT)",
+            expression="X-Purpose-Of-Use",
+        )
+    if purpose not in role.purposes:
+        allowed = ", ".join(sorted(role.purposes)) or "none"
+        raise Forbidden(f"The role {role.name} may not act with the purpose {purpose} (its purposes: {allowed})")
 
 
 def now_ms() -> int:

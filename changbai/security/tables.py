@@ -7,6 +7,8 @@
   refresh tokens rotate and a reused one revokes its whole family.
 - ``sec_jti``: client-assertion ids seen, until they expire (replay protection); revoked access tokens.
 - ``sec_break_glass``: emergency accesses (who, which resident, why, until when, reviewed or not).
+- ``sec_break_glass_review``: the outcome of each emergency access's review (justified or not, why, by
+  whom, when); an access without a row here is open for review.
 - ``sec_treatment``: which facility has treated which resident (written with the record), the basis of the
   default rule that the facilities treating a resident read the resident's whole record.
 - ``sec_audit``: the audit trail, append-only, each row chained to the previous by a keyed hash.
@@ -75,6 +77,16 @@ break_glass = Table(
     Column("expires", BigInteger, nullable=False),
     Column("reviewed", Boolean, nullable=False, default=False),
     Index("ix_sec_break_glass_user", "username", "expires"),
+)
+
+break_glass_review = Table(
+    "sec_break_glass_review",
+    metadata,
+    Column("id", BigInteger, primary_key=True, autoincrement=False),  # sec_break_glass.id
+    Column("outcome", String(16), nullable=False),  # justified | not-justified
+    Column("comment", Text, nullable=False),
+    Column("reviewer", String(100), nullable=False),
+    Column("reviewed_at", BigInteger, nullable=False),
 )
 
 treatment = Table(

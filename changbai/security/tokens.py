@@ -57,8 +57,17 @@ class Tokens:
 
     # --------------------------------------------------------------------------------- access tokens
     def issue(
-        self, account: dict[str, Any], scope: str, audience: str, *, client_id: str = "", seconds: int = ACCESS_SECONDS
+        self,
+        account: dict[str, Any],
+        scope: str,
+        audience: str,
+        *,
+        client_id: str = "",
+        seconds: int = ACCESS_SECONDS,
+        purpose: str | None = None,
     ) -> tuple[str, int]:
+        """A signed access token. ``purpose``: the v3 PurposeOfUse code the holder acts with (the launch
+        context; the caller has checked that the account's role may act with it)."""
         now = int(time.time())
         claims = {
             "iss": self.issuer,
@@ -75,6 +84,8 @@ class Tokens:
         for key in ("organization", "practitioner", "patient", "region"):
             if account.get(key):
                 claims[key] = account[key]
+        if purpose:
+            claims["purpose_of_use"] = purpose
         if account.get("practitioner"):
             claims["fhirUser"] = f"Practitioner/{account['practitioner']}"
         elif account.get("patient") and account["role"] == "resident":

@@ -104,6 +104,8 @@ ACCOUNTS: dict[str, dict[str, Any]] = {
     "insurer220100": {"role": "insurer", "region": "220100"},
     "regulatorProv": {"role": "regulator", "region": "220000"},
     "operator1": {"role": "operator"},
+    "researcher1": {"role": "researcher"},
+    "auditor1": {"role": "auditor"},
     "hisA": {"role": "integration", "organization": "hospA", "kind": "client"},
     "node220102": {"role": "node", "region": "220102", "kind": "client"},
 }
@@ -119,14 +121,22 @@ class World:
     def fhir(self) -> str:
         return self.server.fhir
 
-    def token(self, username: str, scope: str | None = None, *, audience: str | None = None, seconds: int = 600) -> str:
+    def token(
+        self,
+        username: str,
+        scope: str | None = None,
+        *,
+        audience: str | None = None,
+        seconds: int = 600,
+        purpose: str | None = None,
+    ) -> str:
         from changbai.security.accounts import get_account
 
         account = get_account(self.sec.db, username)
         assert account is not None
         role = self.sec.policy.role(account["role"])
         scope = scope or " ".join(str(s) for s in role.scopes)
-        return self.sec.tokens.issue(account, scope, audience or self.fhir, seconds=seconds)[0]
+        return self.sec.issue_token(account, scope, audience or self.fhir, seconds=seconds, purpose=purpose)[0]
 
     def client(self, username: str | None, **kw: Any) -> httpx.Client:
         headers = {"accept": "application/fhir+json"}

@@ -52,6 +52,11 @@ MATRIX = [
     ("hisA", "Observation/obs2", 404),
     # a child platform node sends its changes up but reads nothing through the API
     ("node220102", "Observation/obs1", 403),
+    # a researcher reads only what residents authorised for research (tests/security/test_purpose.py)
+    ("researcher1", "Observation/obs1", 404),
+    ("researcher1", "Organization/hospA", 200),
+    # the privacy auditor reads the audit trail and reviews break-the-glass, no records
+    ("auditor1", "Observation/obs1", 403),
     # directories are not personal data
     ("clinC", "Organization/hospA", 200),
     ("resident2", "Practitioner/drA", 200),
