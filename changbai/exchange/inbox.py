@@ -26,7 +26,8 @@ import psycopg
 from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 
-from changbai.errors import NotFound
+from changbai import logs
+from changbai.errors import Conflict, NotFound
 from changbai.exchange import er7
 from changbai.exchange.intake import Duplicate, InboxRecord, Submission
 from changbai.exchange.tables import clock, inbox
@@ -36,6 +37,26 @@ from changbai.store.repository import Repository, Unit
 
 #: a unique key refused the row (from SQLAlchemy, or from a driver the statement ran on directly)
 _UNIQUE = (IntegrityError, sqlite3.IntegrityError, psycopg.IntegrityError)
+#: what a concurrent writer (another listener process, the REST API) makes a transaction fail with on
+#: PostgreSQL; SQLite's writers take turns
+_COLLISIONS = (
+    psycopg.errors.UniqueViolation,
+    psycopg.errors.DeadlockDetected,
+    psycopg.errors.SerializationFailure,
+    psycopg.errors.LockNotAvailable,
+)
+#: times a message that collided with a concurrent writer is written (each in a new transaction)
+ATTEMPTS = 4
+
+
+def collided(exc: BaseException) -> bool:
+    """The write collided with a concurrent one and may succeed in a new transaction, which then sees
+    what the other wrote: the store found a resource changed since it was read, or the database refused
+    a key another transaction took meanwhile, or broke a deadlock."""
+    if isinstance(exc, Conflict):  # put_many: "changed concurrently; try again"
+        return True
+    return isinstance(getattr(exc, "orig", None) or exc, _COLLISIONS)
+
 
 #: the inbox row as the per-message path inserts it, in this column order
 _ROW = (
@@ -52,6 +73,9 @@ class _Driver:
     def __init__(self, conn: Any, sqlite: bool) -> None:
         self.cursor = conn.connection.driver_connection.cursor()
         self.mark = "?" if sqlite else "%s"
+        # A concurrent transaction writing the same targets waits here until it is done and then reads
+        # its time (SQLite's writers take turns anyway).
+        self.lock = "" if sqlite else " FOR UPDATE"
 
     def _marks(self, n: int) -> str:
         return ", ".join([self.mark] * n)
@@ -65,7 +89,7 @@ class _Driver:
         return ids
 
     def clocks(self, targets: list[str]) -> dict[str, int]:
-        sql = f"SELECT target, message_time FROM {clock.name} WHERE target IN ({self._marks(len(targets))})"
+        sql = f"SELECT target, message_time FROM {clock.name} WHERE target IN ({self._marks(len(targets))}){self.lock}"
         self.cursor.execute(sql, targets)
         return dict(self.cursor.fetchall())
 
@@ -85,12 +109,16 @@ class _Exists(Exception):
     """The inbox already holds a row with this key: process the message again on the careful path."""
 
 
+log = logs.get(__name__)
+
+
 @dataclass
 class _Job:
     item: Submission
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     committed: bool = False
+    collision: BaseException | None = None  # to be written again, alone
 
 
 @dataclass
@@ -202,26 +230,40 @@ class SqlInbox:
                 for job in replays:
                     self._in_savepoint(conn, job, fast=False)
             for job in jobs:
-                job.committed = job.error is None
+                job.committed = job.error is None and job.collision is None
         except Exception as exc:  # the common commit failed: nothing of the group is stored
             for job in jobs:
                 if job.error is None:
-                    job.error = exc
+                    job.collision, job.error = (exc, None) if collided(exc) else (None, exc)
         finally:
+            again = [job for job in jobs if job.collision is not None]
             for job in jobs:
-                job.done.set()
+                if job.collision is None:
+                    job.done.set()
+            for job in again:  # after the others' commit: alone, in new transactions
+                self._commit_alone(job, attempt=1)
 
-    def _commit_alone(self, job: _Job) -> None:
+    def _commit_alone(self, job: _Job, attempt: int = 0) -> None:
         """A message that arrived alone has the transaction to itself: no savepoint to set and release;
-        a row already holding its key (a resend, a replay) sends it round again on the careful path."""
+        a row already holding its key (a resend, a replay) sends it round again on the careful path. A
+        collision with a concurrent writer is written again in a new transaction (up to ATTEMPTS times)."""
         try:
-            try:
-                with self.repo.db.write() as conn:
-                    self._write(conn, [job], fast=not job.item.record.id)
-            except _Exists:
-                with self.repo.db.write() as conn:
-                    self._write(conn, [job], fast=False)
-            job.committed = True
+            while True:
+                try:
+                    try:
+                        with self.repo.db.write() as conn:
+                            self._write(conn, [job], fast=not job.item.record.id)
+                    except _Exists:
+                        with self.repo.db.write() as conn:
+                            self._write(conn, [job], fast=False)
+                    job.committed, job.collision = True, None
+                    return
+                except Exception as exc:
+                    attempt += 1
+                    if attempt >= ATTEMPTS or not collided(exc):
+                        raise
+                    record = job.item.record
+                    logs.event(log, "hl7v2 write collided; again", control_id=record.control_id, error=repr(exc))
         except Exception as exc:
             job.error = Duplicate() if isinstance(exc, _UNIQUE) else exc
         finally:
@@ -248,7 +290,10 @@ class SqlInbox:
             self._in_savepoint(conn, job, fast=False)
         except Exception as exc:
             savepoint.rollback()
-            job.error = Duplicate() if isinstance(exc, _UNIQUE) else exc
+            if collided(exc):
+                job.collision = exc
+            else:
+                job.error = Duplicate() if isinstance(exc, _UNIQUE) else exc
 
     def _write(self, conn: Any, jobs: list[_Job], fast: bool) -> None:
         """Messages in one unit: inbox rows, resources, clocks. ``fast``: new messages (the usual case)

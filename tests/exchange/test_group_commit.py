@@ -109,3 +109,70 @@ def test_a_message_is_committed_even_when_messages_announced_to_share_its_commit
     ack = intake.handle(adt(control_id="W1").encode())
     assert "MSA|AA|W1" in ack.decode()
     assert len(search(core_platform, "Patient", f"identifier={JLH}|MRN001")) == 1
+
+
+def test_two_listeners_on_one_database_write_each_message_once_and_keep_the_newest(core_platform: Any) -> None:
+    # two intakes on one database, as two listener processes behind one address: on PostgreSQL their
+    # transactions collide (one patient updated by both at once, one new patient created by both at once);
+    # a message that collides is written again once the other's transaction is done
+    import random
+    from concurrent.futures import ThreadPoolExecutor
+
+    intakes = [build_intake(core_platform), build_intake(core_platform)]
+    updates = [
+        (
+            f"MRN{p}",
+            k,
+            adt(
+                "A08",
+                control_id=f"U{p}-{k}",
+                mrn=f"MRN{p}",
+                family=f"F{k}",
+                when=f"2026010{k + 1}0800+0800",
+                visit=f"V{p}",
+            ),
+        )
+        for p in range(4)
+        for k in range(5)
+    ]
+    results = [
+        (f"MRN{p}", 9, oru(control_id=f"R{p}", mrn=f"MRN{p}").replace("|P100|F200", f"|P{p}|F{p}")) for p in range(4)
+    ]
+    work = updates + results
+    random.Random(8).shuffle(work)
+    with ThreadPoolExecutor(8) as pool:
+        acks = list(pool.map(lambda iw: intakes[iw[0] % 2].handle(iw[1][2].encode()).decode(), enumerate(work)))
+    assert all("|AA|" in a for a in acks), [a.split("\r")[1] for a in acks if "|AA|" not in a]
+    for p in range(4):
+        [(_, _, patient)] = search(core_platform, "Patient", f"identifier={JLH}|MRN{p}")
+        assert patient["name"][0]["family"] == "F4"  # the newest update, whatever the order of arrival
+        assert len(search(core_platform, "Observation", f"subject:Patient.identifier={JLH}|MRN{p}")) == 4
+    assert intakes[0].store.list("error") == [] and len(intakes[0].store.list("accepted", limit=100)) == 24
+
+
+def test_a_message_that_collides_with_a_concurrent_writer_is_written_again(core_platform: Any) -> None:
+    # two listeners register the same new patient at the same moment (results from two laboratories):
+    # a step in the write pipeline holds the first transaction until the second has reached the same
+    # point, so on PostgreSQL both try to create the patient and one of them collides; it is written
+    # again in a new transaction, where it finds the patient. (SQLite's writers take turns: the first
+    # waits for nothing and the second follows it.)
+    import contextlib
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    both = threading.Barrier(2, timeout=0 if core_platform.db.is_sqlite else 10)
+
+    def meet(conn: Any, ctx: Any, op: Any) -> None:
+        if op.rtype == "Patient" and op.previous is None:
+            with contextlib.suppress(threading.BrokenBarrierError):
+                both.wait()
+
+    core_platform.repo.pipeline.add("prepare", "test-meet", meet)
+    first, second = build_intake(core_platform), build_intake(core_platform)
+    labs = [oru(control_id=f"L{n}", mrn="NEW5").replace("|P100|F200", f"|P{n}|F{n}") for n in (1, 2)]
+    with ThreadPoolExecutor(2) as pool:
+        acks = list(pool.map(lambda i: (first, second)[i].handle(labs[i].encode()).decode(), range(2)))
+    assert all("|AA|" in a for a in acks), acks
+    [(pid, _, _)] = search(core_platform, "Patient", f"identifier={JLH}|NEW5")
+    results = search(core_platform, "Observation", f"subject:Patient.identifier={JLH}|NEW5")
+    assert len(results) == 8 and {r["subject"]["reference"] for _, _, r in results} == {f"Patient/{pid}"}
