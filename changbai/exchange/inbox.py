@@ -314,7 +314,7 @@ class SqlInbox:
                 if kept:
                     writes.add(plan(kept, writes.find)[0])
             writes.write()
-        unit.flush()
+        unit.flush(final=True)  # the outbox rows last: see Unit.flush
         if not fast:
             self._put(conn, records[0], existing)
         self._advance(conn, records, clocks)

@@ -200,7 +200,6 @@ def _work_ahead(lines: list[bytes]) -> list[Worked | None]:
     """Validation issues, content index rows and the steps' ahead work per line; None where this process
     should do it itself (unparsable or odd input), so that every refusal is reported by the one path."""
     out: list[Worked | None] = []
-    shared: dict[str, str] = {}
     for line in lines:
         try:
             resource = orjson.loads(line)
@@ -210,13 +209,7 @@ def _work_ahead(lines: list[bytes]) -> list[Worked | None]:
                 continue
             rows = index_rows(resource, part="content")
             steps = {name: fn(resource) for name, fn in _steps.items()}
-            out.append((issues, {kind: [_shared(row, shared) for row in found] for kind, found in rows.items()}, steps))
+            out.append((issues, rows, steps))
         except Exception:  # whatever it is, the main process meets it again and says so
             out.append(None)
     return out
-
-
-def _shared(row: tuple[Any, ...], strings: dict[str, str]) -> tuple[Any, ...]:
-    """The row with each string replaced by the chunk's first equal one: pickle then sends a repeated
-    code system or display once, and the main process, the one that writes, unpickles much less."""
-    return tuple(strings.setdefault(v, v) if type(v) is str else v for v in row)

@@ -108,6 +108,8 @@ _CURRENT_MANY = select(_R.rid, _R.id, _R.version, _R.deleted, _R.last_updated).w
 )
 _INSERT_RESOURCE = insert(t.resource)
 _MAX_RID = select(func.coalesce(func.max(_R.rid), 0))
+#: the transaction-scoped lock that keeps outbox rows committing in seq order on PostgreSQL
+_OUTBOX_ORDER = text("SELECT pg_advisory_xact_lock(7405420513874620)")
 _NEXT_RIDS = text("SELECT nextval(pg_get_serial_sequence('resource', 'rid')) FROM generate_series(1, :n)")
 _UPDATE_RESOURCE = (
     update(t.resource)
@@ -131,7 +133,7 @@ class Repository:
         with self.db.write() if write else self.db.read() as conn:
             unit = Unit(self, conn, ctx)
             yield unit
-            unit.flush()
+            unit.flush(final=True)
 
     # Convenience one-shot calls (each its own transaction).
     def read(self, rtype: str, id: str, ctx: Context | None = None) -> Stored:
@@ -162,21 +164,49 @@ class Unit:
         self._dirty = False
 
     # ------------------------------------------------------------------------------------------ reads
-    def flush(self) -> None:
-        """Write buffered version, index and outbox rows (one executemany per table)."""
-        if not self._dirty:
-            return
-        if self._versions:
-            self._insert_many(t.resource_version, self._versions)
-            self._versions = []
-        for kind, rows in self._index.items():
-            if rows:
-                self._insert_many(t.INDEX_TABLES[kind], rows)
-                self._index[kind] = []
-        if self._outbox:
+    def flush(self, *, final: bool = False) -> None:
+        """Write buffered version and index rows (one executemany per table); ``final``: the outbox rows
+        too, as the last writes of the transaction (see below). Whoever makes a Unit on a connection of
+        its own (not through Repository.unit) flushes it with ``final`` before committing."""
+        if self._dirty:
+            if self._versions:
+                self._insert_many(t.resource_version, self._versions)
+                self._versions = []
+            for kind, rows in self._index.items():
+                if rows:
+                    self._insert_many(t.INDEX_TABLES[kind], rows)
+                    self._index[kind] = []
+            self._dirty = False
+        if final and self._outbox:
+            if not self.repo.db.is_sqlite:
+                # Outbox readers (federation, subscriptions) move a cursor along seq, so rows must become
+                # visible in seq order: a transaction takes its seq numbers under this lock, which it holds
+                # until it ends, so the next one takes higher numbers only after it has committed. Taken
+                # last, it is never held while waiting for another lock. (SQLite has one writer anyway.)
+                self.conn.execute(_OUTBOX_ORDER)
             self._insert_many(t.outbox, self._outbox)
             self._outbox = []
-        self._dirty = False
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """A nested transaction over this unit: on an exception everything written in it, buffered rows
+        included, is undone and the exception goes on."""
+        self.flush()
+        outbox = len(self._outbox)
+        nested = self.conn.begin_nested()
+        try:
+            yield
+            self.flush()
+        except BaseException:
+            nested.rollback()
+            # rows buffered inside it belong to writes that are undone
+            self._versions.clear()
+            for rows in self._index.values():
+                rows.clear()
+            del self._outbox[outbox:]
+            self._dirty = False
+            raise
+        nested.commit()
 
     def _insert_many(self, table: Any, rows: list[tuple[Any, ...]], *, with_key: bool = False) -> None:
         """Bulk insert straight on the driver: the hot path of ingest, where SQLAlchemy's per-row parameter

@@ -236,15 +236,12 @@ def _apply_run(unit: Unit, run: list[_Incoming], mapped_origins: set[str], count
     received: list[dict[str, Any]] = []
     done = False
     if len(puts) > 1:
-        unit.flush()  # rows buffered so far must not be inside the savepoint we may roll back
-        savepoint = unit.conn.begin_nested()
         try:
-            outcomes = unit.put_many([dict(c.resource or {}) for c in puts])
-            unit.flush()
+            with unit.savepoint():
+                outcomes = unit.put_many([dict(c.resource or {}) for c in puts])
         except ChangbaiError:
-            savepoint.rollback()
+            pass
         else:
-            savepoint.commit()
             done = True
             for c, outcome in zip(puts, outcomes, strict=True):
                 counts["applied"] += 1
@@ -252,22 +249,18 @@ def _apply_run(unit: Unit, run: list[_Incoming], mapped_origins: set[str], count
     for c in run:
         if done and c.resource is not None:
             continue
-        unit.flush()
-        savepoint = unit.conn.begin_nested()
         try:
-            if c.resource is None:
-                outcome = unit.delete(c.rtype, c.local_id)
-            else:
-                outcome = unit.update(c.rtype, c.local_id, dict(c.resource))
-            unit.flush()
+            with unit.savepoint():
+                if c.resource is None:
+                    outcome = unit.delete(c.rtype, c.local_id)
+                else:
+                    outcome = unit.update(c.rtype, c.local_id, dict(c.resource))
         except ChangbaiError as exc:
-            savepoint.rollback()
             counts["rejected"] += 1
             logs.event(
                 log, "replicated change rejected", origin=c.origin, resource=f"{c.rtype}/{c.id}", error=exc.message
             )
             continue
-        savepoint.commit()
         counts["applied"] += 1
         _note_received(received, c, outcome)
     if received:
