@@ -117,12 +117,15 @@ class SqlInbox:
         self.gather = gather
         # Group commit without a writer thread: the first thread to find nobody writing commits every
         # message waiting (up to ``batch``); the others wait for that commit or for their turn. Before it
-        # starts, it waits up to ``gather`` seconds for messages already being parsed (``expect``), so
-        # that they share its transaction rather than each needing one after it.
+        # starts, it waits up to ``gather`` seconds for messages already being parsed (``expect``) and,
+        # while fewer are waiting than senders (connections) were heard from in the last half second,
+        # for their next message: a sender whose message the last commit acknowledged sends the next
+        # within a round trip, and then shares this transaction rather than needing one after it.
         self._turn = threading.Condition()
         self._pending: list[_Job] = []
         self._writing = False
         self._expected = 0
+        self._heard: dict[str, float] = {}  # sender (peer) -> when its last message came (monotonic)
 
     # ------------------------------------------------------------------------------------ reads
     def _key(self, sender: str, control_id: str, digest: str) -> Any:
@@ -166,6 +169,9 @@ class SqlInbox:
         with self._turn:
             self._pending.extend(jobs)
             self._expected = max(0, self._expected - len(jobs))
+            now = time.monotonic()
+            for job in jobs:
+                self._heard[job.item.record.peer] = now
             self._turn.notify_all()
             while True:
                 while self._writing and not all(job.done.is_set() for job in jobs):
@@ -175,9 +181,7 @@ class SqlInbox:
                 # Nobody is writing: this thread commits what is waiting (its own messages or others that
                 # came earlier, and those about to come), then hands over to the next waiting thread.
                 self._writing = True
-                deadline = time.monotonic() + self.gather
-                while self._expected and len(self._pending) < self.batch and (left := deadline - time.monotonic()) > 0:
-                    self._turn.wait(left)
+                self._gather()
                 group, self._pending = self._pending[: self.batch], self._pending[self.batch :]
                 self._turn.release()
                 try:
@@ -192,6 +196,17 @@ class SqlInbox:
                 job.error = RuntimeError("the message was not committed")
             out.append(job.error)
         return out
+
+    def _gather(self) -> None:
+        """Wait (holding the turn, at most ``gather`` seconds) for the messages about to come."""
+        now = time.monotonic()
+        self._heard = {peer: t for peer, t in self._heard.items() if now - t < 0.5}
+        deadline = now + self.gather
+        while len(self._pending) < self.batch and (self._expected or len(self._pending) < len(self._heard)):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._turn.wait(left)
 
     def _commit_group(self, jobs: list[_Job]) -> None:
         if len(jobs) == 1:
