@@ -208,6 +208,11 @@ class SqlInbox:
                 return
             self._turn.wait(left)
 
+    def _unit(self, conn: Any, jobs: list[_Job]) -> Unit:
+        """The store's unit of work on our transaction; whoever makes it flushes it with ``final`` last."""
+        messages = [(job.item.record.sender, job.item.record.control_id) for job in jobs]
+        return Unit(self.repo, conn, Context(source="hl7v2", extras={"messages": messages}))
+
     def _commit_group(self, jobs: list[_Job]) -> None:
         if len(jobs) == 1:
             self._commit_alone(jobs[0])
@@ -216,11 +221,13 @@ class SqlInbox:
         replays = [job for job in jobs if job.item.record.id]
         try:
             with self.repo.db.write() as conn:
-                if len(new) == 1 or not self._together(conn, new):
+                unit = self._unit(conn, jobs)
+                if len(new) == 1 or not self._together(unit, new):
                     for job in new:
-                        self._in_savepoint(conn, job, fast=True)
+                        self._in_savepoint(unit, job, fast=True)
                 for job in replays:
-                    self._in_savepoint(conn, job, fast=False)
+                    self._in_savepoint(unit, job, fast=False)
+                unit.flush(final=True)  # the outbox rows last: see Unit.flush
             for job in jobs:
                 job.committed = job.error is None and job.collision is None
         except Exception as exc:  # the common commit failed: nothing of the group is stored
@@ -243,11 +250,9 @@ class SqlInbox:
             while True:
                 try:
                     try:
-                        with self.repo.db.write() as conn:
-                            self._write(conn, [job], fast=not job.item.record.id)
+                        self._transaction(job, fast=not job.item.record.id)
                     except _Exists:
-                        with self.repo.db.write() as conn:
-                            self._write(conn, [job], fast=False)
+                        self._transaction(job, fast=False)
                     job.committed, job.collision = True, None
                     return
                 except Exception as exc:
@@ -261,33 +266,34 @@ class SqlInbox:
         finally:
             job.done.set()
 
-    def _together(self, conn: Any, jobs: list[_Job]) -> bool:
+    def _transaction(self, job: _Job, fast: bool) -> None:
+        with self.repo.db.write() as conn:
+            unit = self._unit(conn, [job])
+            self._write(unit, [job], fast)
+            unit.flush(final=True)  # the outbox rows last: see Unit.flush
+
+    def _together(self, unit: Unit, jobs: list[_Job]) -> bool:
         """All of ``jobs`` in one go, in a savepoint; False (and nothing of them kept) if any fails."""
-        savepoint = conn.begin_nested()
         try:
-            self._write(conn, jobs, fast=True)
+            with unit.savepoint():
+                self._write(unit, jobs, fast=True)
         except Exception:
-            savepoint.rollback()
             return False
-        savepoint.commit()
         return True
 
-    def _in_savepoint(self, conn: Any, job: _Job, fast: bool) -> None:
-        savepoint = conn.begin_nested()
+    def _in_savepoint(self, unit: Unit, job: _Job, fast: bool) -> None:
         try:
-            self._write(conn, [job], fast)
-            savepoint.commit()
+            with unit.savepoint():
+                self._write(unit, [job], fast)
         except _Exists:
-            savepoint.rollback()
-            self._in_savepoint(conn, job, fast=False)
+            self._in_savepoint(unit, job, fast=False)
         except Exception as exc:
-            savepoint.rollback()
             if collided(exc):
                 job.collision = exc
             else:
                 job.error = Duplicate() if isinstance(exc, _UNIQUE) else exc
 
-    def _write(self, conn: Any, jobs: list[_Job], fast: bool) -> None:
+    def _write(self, unit: Unit, jobs: list[_Job], fast: bool) -> None:
         """Messages in one unit: inbox rows, resources, clocks. ``fast``: new messages (the usual case)
         insert their rows first and let the unique key find the rare resend or retry, instead of looking
         first; otherwise (one message: a resend, a replay) the row is looked up and updated. On failure the
@@ -295,15 +301,14 @@ class SqlInbox:
         records = [job.item.record for job in jobs]
         ids = [record.id for record in records]
         try:
-            self._write_rows(conn, jobs, records, fast)
+            self._write_rows(unit, jobs, records, fast)
         except BaseException:
             for record, id in zip(records, ids, strict=True):
                 record.id = id
             raise
 
-    def _write_rows(self, conn: Any, jobs: list[_Job], records: list[InboxRecord], fast: bool) -> None:
-        messages = [(r.sender, r.control_id) for r in records]
-        unit = Unit(self.repo, conn, Context(source="hl7v2", extras={"messages": messages}))
+    def _write_rows(self, unit: Unit, jobs: list[_Job], records: list[InboxRecord], fast: bool) -> None:
+        conn = unit.conn
         clocks = self._clocks(conn, jobs)
         entries = [self._in_order(i, job.item, clocks) for i, job in enumerate(jobs)]
         existing = None
@@ -329,7 +334,6 @@ class SqlInbox:
                 if kept:
                     writes.add(plan(kept, writes.find)[0])
             writes.write()
-        unit.flush(final=True)  # the outbox rows last: see Unit.flush
         if not fast:
             self._put(conn, records[0], existing)
         self._advance(conn, records, clocks)

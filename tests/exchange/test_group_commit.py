@@ -82,6 +82,20 @@ def test_a_message_the_store_refuses_takes_no_other_message_of_its_group_down(co
     assert len(search(core_platform, "Observation")) == 4  # K1's four results
     assert [r.control_id for r in intake.store.list("error")] == ["K2"]
     assert sorted(r.control_id for r in intake.store.list("accepted")) == ["K1", "K3"]
+    # subscribers and federation read the changes from the outbox: each stored resource once, in one
+    # transaction's seq order, and nothing of the refused message's undone writes
+    from sqlalchemy import select
+
+    from changbai.store import schema
+
+    with core_platform.repo.db.read() as conn:
+        changes = [(r.rtype, r.id) for r in conn.execute(select(schema.outbox).order_by(schema.outbox.c.seq))]
+    stored = {
+        (rtype, i)
+        for rtype in ("Patient", "Encounter", "Observation", "DiagnosticReport")
+        for i, _, _ in search(core_platform, rtype)
+    }
+    assert sorted(changes) == sorted(stored) and len(changes) == 8
 
 
 def test_a_resend_and_a_late_update_inside_a_group_are_recognised(core_platform: Any) -> None:
