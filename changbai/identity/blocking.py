@@ -24,6 +24,26 @@ def rules() -> dict[str, list[str]]:
 
 
 @lru_cache(maxsize=1)
+def protected_columns() -> dict[str, str]:
+    """Row column -> the protected-field kind (id | phone) its values come from."""
+    text = resources.files("changbai.identity").joinpath("data/blocking.json").read_text(encoding="utf-8")
+    columns: dict[str, str] = json.loads(text).get("protected", {}).get("columns", {})
+    return columns
+
+
+@lru_cache(maxsize=1)
+def protected_rules() -> dict[str, str]:
+    """Rule name -> the protected-field kind of its first protected column, for rules that have one."""
+    protected = protected_columns()
+    out = {}
+    for name, columns in rules().items():
+        kinds = [protected[c] for c in columns if c in protected]
+        if kinds:
+            out[name] = kinds[0]
+    return out
+
+
+@lru_cache(maxsize=1)
 def training_rules() -> dict[str, list[str]]:
     """The rules EM trains on, one session each (those not marked ``"train": false``)."""
     text = resources.files("changbai.identity").joinpath("data/blocking.json").read_text(encoding="utf-8")

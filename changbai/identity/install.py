@@ -8,14 +8,15 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from changbai.identity.operations import operations
-from changbai.identity.registry import identify_ahead, identify_step, resolve_person
+from changbai.identity.registry import IdentifyStep, identify_ahead, resolve_person
 
 if TYPE_CHECKING:
     from changbai.api.app import Platform
 
 
 def install(platform: Platform) -> None:
-    platform.repo.pipeline.add("prepare", "identify", identify_step, ahead=identify_ahead)
+    pipeline = platform.repo.pipeline
+    pipeline.add("prepare", "identify", IdentifyStep(pipeline), ahead=identify_ahead)
     platform.router.hooks.persons.append(resolve_person)  # Patient/[golden id]/$everything: the whole person
     for op in operations():
         platform.router.register(op)

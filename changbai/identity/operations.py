@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 from changbai.errors import InvalidInput, NotFound
 from changbai.fhir import validation
 from changbai.identity.normalise import normalise_patient
-from changbai.identity.registry import Registry
+from changbai.identity.registry import Registry, registry_of
 
 if TYPE_CHECKING:
     from changbai.api.router import FhirRequest, FhirResponse, Operation, Router
@@ -54,7 +54,7 @@ def match_op(
     count = _one(params, "count")
     only_certain = _flag(_one(params, "onlyCertainMatches"))
     patient = normalise_patient(resource, key=str(resource.get("id") or ""))
-    results = Registry(unit.conn).matcher.match(patient, minimum="review")
+    results = registry_of(unit).matcher.match(patient, minimum="review")
     if only_certain:
         results = [r for r in results if r.grade == "certain"]
     if count is not None:
@@ -100,7 +100,7 @@ def pix_op(
     found = _by_identifier(unit, source)
     if not found:
         raise NotFound(f"No Patient has the identifier {source}")
-    registry = Registry(unit.conn)
+    registry = registry_of(unit)
     records: list[str] = []
     for pid in found:
         person = registry.person_of(pid)
@@ -176,7 +176,7 @@ def link_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, id:
     """Patient/$empi-link: patient=<id>, other=<id>: the same person (a reviewer's decision)."""
     from changbai.api.router import FhirResponse
 
-    registry = Registry(unit.conn)
+    registry = registry_of(unit)
     patient = _patient_param(params, "patient")
     other = _patient_param(params, "other")
     registry.link(patient, other, _actor(unit))
@@ -188,7 +188,7 @@ def unlink_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, i
     """Patient/$empi-unlink: patient=<id>: give the record a person of its own again."""
     from changbai.api.router import FhirResponse
 
-    registry = Registry(unit.conn)
+    registry = registry_of(unit)
     patient = _patient_param(params, "patient")
     registry.unlink(patient, _actor(unit))
     _provenance(unit, "unlink", [patient])
@@ -199,7 +199,7 @@ def distinct_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None,
     """Patient/$empi-not-duplicate: patient=<id>, other=<id>: different people, for good."""
     from changbai.api.router import FhirResponse
 
-    registry = Registry(unit.conn)
+    registry = registry_of(unit)
     patient = _patient_param(params, "patient")
     other = _patient_param(params, "other")
     registry.not_duplicate(patient, other, _actor(unit))
@@ -212,7 +212,7 @@ def merge_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, id
     returned ``merge`` id undoes it with $empi-unmerge."""
     from changbai.api.router import FhirResponse
 
-    registry = Registry(unit.conn)
+    registry = registry_of(unit)
     source, target = _patient_param(params, "source"), _patient_param(params, "target")
     merge_id = registry.merge(source, target, _actor(unit))
     _provenance(unit, "merge", [target, *registry.records_of(registry.person_of(target) or target)], merge_id)
@@ -228,7 +228,7 @@ def unmerge_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, 
     merge_id = _one(params, "merge")
     if not isinstance(merge_id, str) or not merge_id:
         raise InvalidInput("missing parameter 'merge' (the id $empi-merge returned)", expression="merge")
-    registry = Registry(unit.conn)
+    registry = registry_of(unit)
     moved = registry.unmerge(merge_id, _actor(unit))
     _provenance(unit, "unmerge", moved, merge_id)
     return FhirResponse(200, _link_result(registry, moved[0]))
@@ -239,7 +239,7 @@ def review_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, i
     from changbai.api.router import FhirResponse
 
     status = _one(params, "status") or "open"
-    items = Registry(unit.conn).review_queue(str(status))
+    items = registry_of(unit).review_queue(str(status))
     parts = [
         {
             "name": "item",
@@ -261,7 +261,7 @@ def history_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, 
     from changbai.api.router import FhirResponse
 
     assert id is not None
-    events = Registry(unit.conn).history(id)
+    events = registry_of(unit).history(id)
     parts = [
         {
             "name": "event",
@@ -310,7 +310,7 @@ def golden_op(router: Router, unit: Unit, req: FhirRequest, rtype: str | None, i
     from changbai.identity.golden import person_view
 
     assert id is not None
-    registry = Registry(unit.conn)
+    registry = registry_of(unit)
     if unit.exists("Patient", id) or not registry.records_of(id):
         unit.read("Patient", id)  # 404 / 410 (or refused) as a read would
         person = registry.person_of(id) or id

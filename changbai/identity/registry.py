@@ -1,6 +1,6 @@
 """The master index inside the store's transaction: index every Patient write, link it to a person.
 
-The write pipeline's ``identify`` step (:func:`identify_step`) runs for every Patient create, update and
+The write pipeline's ``identify`` step (:class:`IdentifyStep`) runs for every Patient create, update and
 delete, whatever door it came through, on the same connection as the write, so the index and the links
 commit or roll back with the resource. On PostgreSQL the step takes a transaction-scoped advisory lock on
 each of the record's blocking keys first, so two facilities registering the same new person at the same
@@ -9,6 +9,7 @@ moment are serialised and produce one person (SQLite serialises all writers anyw
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -16,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 import orjson
-from sqlalchemy import Connection, and_, bindparam, delete, insert, or_, select, text, union_all, update
+from sqlalchemy import Connection, and_, bindparam, delete, func, insert, or_, select, union_all, update
 
 from changbai.errors import Conflict, Issue, NotFound
 from changbai.identity import blocking
@@ -24,6 +25,7 @@ from changbai.identity import tables as t
 from changbai.identity.matcher import Matcher, MatchResult
 from changbai.identity.model import MatchModel, load
 from changbai.identity.normalise import NormalisedPatient, normalise_patient
+from changbai.store.pipeline import FieldProtection
 from changbai.store.prepared import Prepared
 
 
@@ -57,6 +59,7 @@ _DISTINCT_AMONG = Prepared(
     )
 )
 _EVENT_COLUMNS = ("at", "patient", "person", "previous_person", "action", "other", "probability", "actor", "detail")
+_LOCK = Prepared(select(func.pg_advisory_xact_lock(bindparam("k"))))
 _INSERT_EVENT = Prepared(insert(t.event).values({c: bindparam(c) for c in _EVENT_COLUMNS}))
 
 
@@ -72,11 +75,39 @@ def _block_members(keys: int, limit: int) -> Prepared:
 
 
 class SqlIndex:
-    """The candidate index on a store connection (same protocol as MemoryIndex / SqliteIndex)."""
+    """The candidate index on a store connection (same protocol as MemoryIndex / SqliteIndex).
 
-    def __init__(self, conn: Connection, max_block: int = 2000) -> None:
+    With ``fields`` (the platform protects ID and phone numbers), what it keeps of them is kept the same
+    way: blocking keys built from them become blind-index tokens and the row holds them encrypted, so the
+    master index's tables reveal no more than the FHIR store's. Callers give and get clear values."""
+
+    def __init__(self, conn: Connection, max_block: int = 2000, fields: FieldProtection | None = None) -> None:
         self.conn = conn
         self.max_block = max_block
+        self.fields = fields
+
+    def _key(self, key: str) -> str:
+        kind = blocking.protected_rules().get(key.partition(":")[0]) if self.fields is not None else None
+        if kind is None:
+            return key
+        name, _, value = key.partition(":")
+        return f"{name}:{self.fields.token(kind, value)}"  # type: ignore[union-attr]
+
+    def _sealed(self, row: dict[str, Any]) -> dict[str, Any]:
+        if self.fields is None:
+            return row
+        sealed = dict(row)
+        for column, kind in blocking.protected_columns().items():
+            if isinstance(sealed.get(column), str):
+                sealed[column] = self.fields.encrypt(kind, sealed[column])
+        return sealed
+
+    def _opened(self, row: dict[str, Any]) -> dict[str, Any]:
+        if self.fields is not None:
+            for column, kind in blocking.protected_columns().items():
+                if isinstance(row.get(column), str):
+                    row[column] = self.fields.decrypt(kind, row[column])
+        return row
 
     def add(
         self, row: dict[str, Any], keys: list[str], person: str | None = None, *, known: bool | None = None
@@ -86,20 +117,20 @@ class SqlIndex:
         pid = row["unique_id"]
         if known is None:
             known = _PERSON_OF.first(self.conn, {"patient": pid}) is not None
-        values = {"row": orjson.dumps(row).decode(), "updated": _now(), "person": person or pid}
+        values = {"row": orjson.dumps(self._sealed(row)).decode(), "updated": _now(), "person": person or pid}
         if known:
             _DELETE_BLOCKS.run(self.conn, {"patient": pid})
             _UPDATE_RECORD.run(self.conn, {"b_patient": pid, **values})
         else:
             _INSERT_RECORD.run(self.conn, {"patient": pid, **values})
-        _INSERT_BLOCK.many(self.conn, [{"block": k, "patient": pid} for k in sorted(set(keys))])
+        _INSERT_BLOCK.many(self.conn, [{"block": k, "patient": pid} for k in sorted({self._key(k) for k in keys})])
 
     def remove(self, key: str) -> None:
         _DELETE_BLOCKS.run(self.conn, {"patient": key})
         _DELETE_RECORD.run(self.conn, {"patient": key})
 
     def lookup(self, keys: list[str], exclude: str | None = None) -> list[dict[str, Any]]:
-        unique = sorted(set(keys))
+        unique = sorted({self._key(k) for k in keys})
         if not unique:
             return []
         statement = _block_members(len(unique), self.max_block + 1)
@@ -111,15 +142,17 @@ class SqlIndex:
         if not found:
             return []
         rows = _ROWS_OF.all(self.conn, {"patients": sorted(found)})
-        return sorted((orjson.loads(r[0]) for r in rows), key=lambda r: r["unique_id"])
+        return sorted((self._opened(orjson.loads(r[0])) for r in rows), key=lambda r: r["unique_id"])
 
 
 class Registry:
     """Persons and links over one connection: what the pipeline step and the operations use."""
 
-    def __init__(self, conn: Connection, model: MatchModel | None = None) -> None:
+    def __init__(
+        self, conn: Connection, model: MatchModel | None = None, fields: FieldProtection | None = None
+    ) -> None:
         self.conn = conn
-        self.index = SqlIndex(conn)
+        self.index = SqlIndex(conn, fields=fields)
         self.matcher = Matcher(model or current_model(), self.index)
 
     # ------------------------------------------------------------------------------------- queries
@@ -277,9 +310,9 @@ class Registry:
     def _lock(self, keys: list[str]) -> None:
         if self.conn.dialect.name != "postgresql":
             return  # SQLite writers are serialised already
-        for k in sorted(set(keys)):
+        for k in sorted({self.index._key(k) for k in keys}):  # as stored: no clear ID leaves in a lock key
             n = int.from_bytes(hashlib.sha256(f"empi:{k}".encode()).digest()[:8], "big", signed=True)
-            self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": n})
+            _LOCK.run(self.conn, {"k": n})
 
     def _event(
         self,
@@ -345,7 +378,7 @@ def current_model() -> MatchModel:
 
 
 def identify_ahead(resource: dict[str, Any]) -> Any:
-    """The pure part of :func:`identify_step` (normalisation, blocking row and keys), which bulk load's
+    """The pure part of :class:`IdentifyStep` (normalisation, blocking row and keys), which bulk load's
     worker processes do beforehand; None for anything but a Patient."""
     if resource.get("resourceType") != "Patient" or not isinstance(resource.get("id"), str):
         return None
@@ -354,23 +387,52 @@ def identify_ahead(resource: dict[str, Any]) -> Any:
     return patient, row, blocking.keys(row, patient.other_phones)
 
 
-def identify_step(conn: Connection, ctx: Any, op: Any) -> None:
-    """Pipeline step (prepare phase): index and link every Patient write; flag unusable resident IDs."""
-    if op.rtype != "Patient":
-        return
-    registry = Registry(conn)
-    actor = getattr(ctx, "source", None)
-    if op.resource is None:
-        registry.unregister(op.id, actor)
-        return
-    done = op.ahead_of("identify")
-    patient, row, keys = done if done is not None and done[0].key == op.id else identify_ahead(op.resource)
-    for warning in patient.warnings:
-        op.warnings.append(Issue(warning, "business-rule", "warning", ["Patient.identifier"]))
-    unchanged = op.previous is not None and normalise_patient(op.previous, key=op.id) == patient
-    if unchanged and registry.person_of(op.id) is not None:
-        return  # nothing the matcher compares has changed (a resent ADT message): the links stand
-    registry.register(patient, actor, row=row, keys=keys)
+def registry_of(unit: Any, model: MatchModel | None = None) -> Registry:
+    """The registry over a unit's connection, keeping protected fields as the unit's store does."""
+    return Registry(unit.conn, model, unit.pipeline.fields)
+
+
+class IdentifyStep:
+    """Pipeline step (prepare phase): index and link every Patient write; flag unusable resident IDs.
+
+    It runs after the security module has protected the resource's ID and phone numbers, so it reads
+    them back in clear (the pipeline's ``fields``) for matching; what it keeps of them is protected again
+    (:class:`SqlIndex`)."""
+
+    def __init__(self, pipeline: Any) -> None:
+        self.pipeline = pipeline
+
+    def __call__(self, conn: Connection, ctx: Any, op: Any) -> None:
+        if op.rtype != "Patient":
+            return
+        fields = self.pipeline.fields
+        registry = Registry(conn, fields=fields)
+        actor = getattr(ctx, "source", None)
+        if op.resource is None:
+            registry.unregister(op.id, actor)
+            return
+        done = op.ahead_of("identify")
+        if done is None or done[0].key != op.id:
+            done = identify_ahead(_in_clear(op.resource, fields))
+        patient, row, keys = done
+        for warning in patient.warnings:
+            op.warnings.append(Issue(warning, "business-rule", "warning", ["Patient.identifier"]))
+        unchanged = op.previous is not None and normalise_patient(_in_clear(op.previous, fields), key=op.id) == patient
+        if unchanged and registry.person_of(op.id) is not None:
+            return  # nothing the matcher compares has changed (a resent ADT message): the links stand
+        registry.register(patient, actor, row=row, keys=keys)
+
+
+def _in_clear(resource: dict[str, Any], fields: FieldProtection | None) -> dict[str, Any]:
+    """The resource with its protected values in clear text (a copy where there were any)."""
+    if fields is None:
+        return resource
+    clear = {**resource}
+    for key in ("identifier", "telecom"):
+        if isinstance(clear.get(key), list):
+            clear[key] = [copy.deepcopy(e) for e in clear[key]]
+    fields.reveal(clear, True)
+    return clear
 
 
 def resolve_person(unit: Any, id: str) -> tuple[dict[str, Any], list[str]] | None:
@@ -378,7 +440,7 @@ def resolve_person(unit: Any, id: str) -> tuple[dict[str, Any], list[str]] | Non
     records the reader may read, for ``Patient/[id]/$everything``; None for an id that is no person."""
     from changbai.identity.golden import person_view
 
-    records = Registry(unit.conn).records_of(id)
+    records = registry_of(unit).records_of(id)
     return person_view(unit, id, records) if records else None
 
 
@@ -398,7 +460,7 @@ def rematch(repo: Any, model: MatchModel | None = None, page: int = 500) -> dict
         conn.execute(delete(t.block))
         conn.execute(delete(t.record))
         conn.execute(delete(t.review).where(t.review.c.status == "open"))
-        registry = Registry(conn, model)
+        registry = registry_of(unit, model)
         offset = 0
         while True:
             result = unit.search("Patient", [("_count", str(page)), ("_offset", str(offset))])

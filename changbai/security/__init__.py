@@ -25,6 +25,7 @@ def install(platform: Platform) -> None:
     sec = Security(platform)
     platform.security = sec
     pipeline = platform.repo.pipeline
+    pipeline.fields = sec.protector  # other modules keep protected values the same way (the master index)
     pipeline.add("prepare", "authorise", sec.prepare)
     pipeline.add("commit", "audit", sec.commit)
     pipeline.add("read", "authorise", sec.read)

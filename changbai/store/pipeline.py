@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from changbai.fhir import validation
 
@@ -81,6 +81,23 @@ class WriteOp:
         return ahead.steps[step]
 
 
+class FieldProtection(Protocol):
+    """Protected fields (resident ID numbers, phone numbers) as the security module keeps them: modules
+    that keep such values in tables of their own (the master index) keep them the same way."""
+
+    def token(self, kind: str, value: str) -> str:
+        """The keyed blind index of a value: equal values, equal tokens; nothing else to learn."""
+        ...
+
+    def encrypt(self, kind: str, value: str) -> str: ...
+
+    def decrypt(self, kind: str, blob: str) -> str | None: ...
+
+    def reveal(self, resource: dict[str, Any], full: bool) -> None:
+        """The protected values of a stored resource back in clear text (``full``), in place."""
+        ...
+
+
 WriteStep = Callable[["Connection", Context, WriteOp], None]
 ReadStep = Callable[["Connection", Context, str, dict[str, Any]], None]
 SearchStep = Callable[["Connection", Context, "SearchRequest"], None]
@@ -97,6 +114,8 @@ class Pipeline:
     #: makes an equivalent checker for another process from a database URL (a picklable module-level
     #: function, set with ``binding_checker``), so that work done ahead validates the same way
     binding_checker_factory: Callable[[str], validation.BindingChecker] | None = None
+    #: how protected fields are kept (set by the security module; None: kept as written)
+    fields: FieldProtection | None = None
     #: step name -> a pure, picklable module-level function of a resource whose result the step can use
     #: instead of computing it (``WriteOp.ahead_of``); bulk load runs them in its worker processes
     ahead: dict[str, Callable[[dict[str, Any]], Any]] = field(default_factory=dict)
