@@ -9,7 +9,6 @@ moment are serialised and produce one person (SQLite serialises all writers anyw
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -425,14 +424,7 @@ class IdentifyStep:
 
 def _in_clear(resource: dict[str, Any], fields: FieldProtection | None) -> dict[str, Any]:
     """The resource with its protected values in clear text (a copy where there were any)."""
-    if fields is None:
-        return resource
-    clear = {**resource}
-    for key in ("identifier", "telecom"):
-        if isinstance(clear.get(key), list):
-            clear[key] = [copy.deepcopy(e) for e in clear[key]]
-    fields.reveal(clear, True)
-    return clear
+    return resource if fields is None else fields.revealed(resource)
 
 
 def resolve_person(unit: Any, id: str) -> tuple[dict[str, Any], list[str]] | None:

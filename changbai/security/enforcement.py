@@ -14,13 +14,12 @@ always carry a principal (see :mod:`changbai.security.oauth`).
 
 from __future__ import annotations
 
-import copy
 import re
 import time
 from typing import TYPE_CHECKING, Any
 
 import orjson
-from sqlalchemy import Connection, and_, false, insert, or_, select, tuple_
+from sqlalchemy import Connection, and_, bindparam, false, insert, or_, select, tuple_
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 
 from changbai import logs
@@ -34,6 +33,7 @@ from changbai.security.policy import Grants, Principal, now_ms
 from changbai.security.tokens import Tokens
 from changbai.store import schema as t
 from changbai.store.pipeline import Context, WriteOp
+from changbai.store.prepared import Prepared
 
 if TYPE_CHECKING:
     from changbai.api.app import Platform
@@ -48,6 +48,12 @@ BREAK_GLASS_MINUTES = 60
 #: How long one principal's grants are reused within this process (a Consent or break-the-glass written
 #: here invalidates them at once; other processes see the change within this time).
 GRANTS_SECONDS = 5.0
+
+
+_TREATED_VALUES = {c: bindparam(c) for c in ("organization", "patient", "since")}
+# a write names the facility that treats the resident: kept once (every write of a bulk load runs it)
+_TREATED_SQLITE = Prepared(insert(st.treatment).prefix_with("OR IGNORE").values(_TREATED_VALUES))
+_TREATED_PG = Prepared(pg_insert(st.treatment).values(_TREATED_VALUES).on_conflict_do_nothing())
 
 
 class Security:
@@ -202,16 +208,11 @@ class Security:
         )
         self.trail.append(conn, [row], ctx.extras.setdefault("sec_chain", {}))
         if op.resource is not None:
-            shown = copy.deepcopy(op.resource)
-            self.protector.reveal(shown, True)
-            op.resource = shown
+            op.resource = self.protector.revealed(op.resource)
 
     def _insert_treatment(self, conn: Connection, org: str, pid: str) -> None:
-        values = {"organization": org, "patient": pid, "since": now_ms()}
-        if self.db.is_sqlite:
-            conn.execute(insert(st.treatment).prefix_with("OR IGNORE").values(**values))
-        else:
-            conn.execute(pg_insert(st.treatment).values(**values).on_conflict_do_nothing())
+        statement = _TREATED_SQLITE if self.db.is_sqlite else _TREATED_PG
+        statement.run(conn, {"organization": org, "patient": pid, "since": now_ms()})
 
     # ---------------------------------------------------------------------------------------- grants
     def grants(self, conn: Connection, ctx: Context, p: Principal) -> Grants:

@@ -114,6 +114,18 @@ class FieldProtector:
             else:
                 element["value"] = clear if full else mask(kind, clear)
 
+    def revealed(self, resource: dict[str, Any], full: bool = True) -> dict[str, Any]:
+        """:meth:`reveal` on a copy, made only when there is something to reveal (most resources hold no
+        protected value, and a deep copy costs more than the rest of the audit step)."""
+        if not any(_is_cipher(e) for _, element in self._fields(resource) for e in element.get("extension") or []):
+            return resource
+        shown = {**resource}
+        for key in ("identifier", "telecom"):
+            if isinstance(shown.get(key), list):
+                shown[key] = [dict(e) if isinstance(e, dict) else e for e in shown[key]]
+        self.reveal(shown, full)
+        return shown
+
     def search_value(self, kind: str, value: str) -> str:
         """A search value for a protected parameter (``system|value`` or ``value``) as its token form."""
         if kind == "id":

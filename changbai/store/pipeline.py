@@ -93,8 +93,9 @@ class FieldProtection(Protocol):
 
     def decrypt(self, kind: str, blob: str) -> str | None: ...
 
-    def reveal(self, resource: dict[str, Any], full: bool) -> None:
-        """The protected values of a stored resource back in clear text (``full``), in place."""
+    def revealed(self, resource: dict[str, Any]) -> dict[str, Any]:
+        """The stored resource with its protected values in clear text: the resource itself when it
+        holds none, else a copy (only the changed elements are new objects)."""
         ...
 
 
