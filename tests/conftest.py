@@ -1,17 +1,18 @@
 """Shared fixtures: real databases (an SQLite file; PostgreSQL when reachable) and real HTTP servers.
 
 PostgreSQL: CHANGBAI_TEST_POSTGRES_URL names a server (CI sets it to the machine's 127.0.0.1:5432); each
-test session creates its own database there and drops it at the end. Without one, the PostgreSQL
-variants are skipped with a message saying so.
+test session creates its own databases there, and a process of its own drops them when the session ends.
+Without one, the PostgreSQL variants are skipped with a message saying so.
 """
 
 from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,7 @@ import httpx
 import pytest
 
 from changbai.settings import Settings
+from tests.pg_sweep import database_name
 
 #: Tests of the core exercise FHIR without sign-in; tests/security, tests/web and the federation tests turn
 #: security on explicitly (Settings(security=True)), as every real node has it.
@@ -77,7 +79,7 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(f"PostgreSQL tests skipped: no server reachable (set {PG_ENV} to run them)")
     import psycopg
 
-    name = f"changbai_test_{uuid.uuid4().hex[:10]}"
+    name = database_name()
     try:
         with psycopg.connect(admin, autocommit=True, connect_timeout=3) as conn:
             conn.execute(f'CREATE DATABASE "{name}"')
@@ -85,13 +87,18 @@ def postgres_url() -> Iterator[str]:
         pytest.skip(f"PostgreSQL tests skipped: {admin} not usable ({exc})")
     base = admin.rsplit("/", 1)[0]
     yield f"{base}/{name}"
-    with psycopg.connect(admin, autocommit=True) as conn:
-        for made in [name, *_made_databases]:
-            conn.execute(f'DROP DATABASE IF EXISTS "{made}" WITH (FORCE)')
+    # dropped by a process of its own, which the session does not wait for (tests/pg_sweep.py says why)
+    subprocess.Popen(
+        [sys.executable, "-m", "tests.pg_sweep", admin, name, *_made_databases],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     _made_databases.clear()
 
 
-#: Databases made by _fresh_pg in this test session, dropped when the session ends (CI reuses the server)
+#: Databases made by _fresh_pg in this test session, dropped after the session ends (CI reuses the server)
 _made_databases: list[str] = []
 
 
@@ -100,7 +107,7 @@ def _fresh_pg(postgres_url: str) -> str:
     import psycopg
 
     admin = postgres_url.rsplit("/", 1)[0] + "/postgres"
-    name = f"changbai_t_{uuid.uuid4().hex[:10]}"
+    name = database_name()
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}"')
     _made_databases.append(name)
