@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 from contextlib import suppress
@@ -20,8 +21,13 @@ from changbai.store.database import Database
 MAX_FAILURES = 5
 LOCK_MS = 15 * 60 * 1000
 _hasher = PasswordHasher()
-#: A hash to verify against when the user does not exist, so timing does not tell who exists.
-_DUMMY = _hasher.hash("not a password")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """A hash to verify against when the user does not exist, so timing does not tell who exists; made on
+    first use (hashing takes a quarter of a second, which every command and server start paid)."""
+    return _hasher.hash("not a password")
 
 
 def new_password() -> str:
@@ -117,7 +123,7 @@ def authenticate(db: Database, username: str, password: str) -> dict[str, Any]:
         row = conn.execute(select(st.account).where(st.account.c.username == username)).first()
         if row is None or row.kind != "user" or not row.password_hash or not row.active:
             with suppress(VerificationError):
-                _hasher.verify(_DUMMY, password or "x")
+                _hasher.verify(_dummy_hash(), password or "x")
             failure = SignInFailed("wrong username or password")
         elif row.locked_until > now:
             failure = SignInFailed("account locked after repeated failures; try again later", locked=True)
