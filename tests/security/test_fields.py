@@ -79,3 +79,29 @@ def test_protection_does_not_alter_the_callers_resource(world):
         unit.update("Patient", "p9", resource)
     assert resource["identifier"][0]["value"] == "220102200001011238"
     assert resource["telecom"][0] == {"system": "phone", "value": "13700000000"}
+
+
+def test_conditional_lookup_by_id_number(world):
+    """Conditional writes (HL7 v2, If-None-Exist) find a resident by number through the search step's
+    blind-index rewrite, on the store's compiled lookup as on the general search compiler; a reader whose
+    grants narrow the search is answered by the general one, with the resident still hidden."""
+    from changbai.store.pipeline import Context
+    from changbai.store.search import _token_only
+    from changbai.store.urls import parse_query
+    from tests.store.test_find import general
+
+    query = f"identifier={SYSTEM}|{ID_NUMBER}"
+    with world.platform.repo.unit(Context(source="hl7v2")) as unit:
+        request = unit._parse("Patient", parse_query(query))
+        unit.pipeline.run_search(unit.conn, unit.ctx, request)
+        lookup = _token_only(request)
+        assert lookup is not None and lookup.value.startswith("bidx:")
+        found = unit.find("Patient", query)
+        assert [id for id, _ in found] == ["p1"] and found == general(unit, "Patient", query, 2)
+        assert unit.find("Patient", f"identifier={SYSTEM}|220102199001011235") == []
+    hidden = world.sec.principal({"sub": "t", "role": "clinician", "scope": "user/*.rs", "organization": "hospC"})
+    with world.platform.repo.unit(Context(principal=hidden), write=False) as unit:
+        request = unit._parse("Patient", parse_query(query))
+        unit.pipeline.run_search(unit.conn, unit.ctx, request)
+        assert _token_only(request) is None
+        assert unit.find("Patient", query) == []
