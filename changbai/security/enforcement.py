@@ -728,9 +728,8 @@ def nested_builder(types: list[str], name: str, value: str, grants: Grants) -> A
     to what the grants allow, so that neither can test hidden records."""
     from changbai.fhir.searchparams import registry
     from changbai.fhir.spec import spec
-    from changbai.store.search import _param_builder
+    from changbai.store.search import _param_builder, referenced, referring
 
-    c = t.idx_reference.c
     if name.startswith("_has:"):
         parts = name.split(":", 3)
         if len(parts) < 4 or not all(parts[1:]):
@@ -753,8 +752,7 @@ def nested_builder(types: list[str], name: str, value: str, grants: Grants) -> A
                 .where(R.rtype == other, R.deleted == false(), inner(), pol.condition(grants, [other]))
                 .correlate(None)
             )
-            refs = select(c.target_type, c.target_id).where(c.rtype == other, c.param == ref_code, c.rid.in_(others))
-            return tuple_(R.rtype, R.id).in_(refs)
+            return R.rid.in_(referenced(types, other, ref_code, others))
 
         return build_has
     head, chain = name.split(".", 1)
@@ -772,15 +770,12 @@ def nested_builder(types: list[str], name: str, value: str, grants: Grants) -> A
     inner = nested_builder(targets, chain, value, grants) if "." in chain else _param_builder(targets, chain, value)
 
     def build_chain() -> Any:
-        target_rows = (
-            select(R.rtype, R.id)
+        found = (
+            select(R.rid)
             .where(R.rtype.in_(targets), R.deleted == false(), inner(), pol.condition(grants, targets))
             .correlate(None)
         )
-        sub = select(c.rid).where(
-            c.rtype.in_(type_names), c.param == param.code, tuple_(c.target_type, c.target_id).in_(target_rows)
-        )
-        return R.rid.in_(sub)
+        return R.rid.in_(referring(type_names, param.code, found))
 
     return build_chain
 

@@ -4,7 +4,7 @@ One strategy per parameter type (string, token, reference, date, number, quantit
 typed items the FHIRPath expression produced and returning the values of rows for its ``idx_*`` table. No
 strategy knows any particular parameter; composite parameters are searched through their components' rows.
 
-Rows are tuples in the order of their table's columns (``schema.INDEX_COLUMNS``) without the leading
+Rows are tuples in the order of their table's columns (``schema.insert_columns``) without the leading
 ``rid``, which the store adds: the hot path of ingest moves millions of them (to the database, and from
 bulk load's worker processes), and tuples cost a fraction of dicts there.
 """
@@ -137,7 +137,7 @@ def reference_rows(items: list[Item]) -> Iterable[Values]:
     for item in items:
         v = item.value
         if isinstance(v, str):  # canonical / uri used as a reference
-            yield (None, None, None, _clip(v))
+            yield (None, None, None, _clip(v), None)
             continue
         if not isinstance(v, dict):
             continue
@@ -153,6 +153,7 @@ def reference_rows(items: list[Item]) -> Iterable[Values]:
                 _clip(target_id) if target_id else None,
                 version or None,
                 _clip(ref) if is_absolute else None,
+                None,  # target_rid: the store's to resolve (Unit.flush), as only it knows the rids
             )
         ident = v.get("identifier")
         if isinstance(ident, dict) and isinstance(ident.get("value"), str):

@@ -31,6 +31,7 @@ from changbai.errors import (
 from changbai.fhir.spec import is_resource_type
 from changbai.fhir.values import ms_to_instant, now_instant
 from changbai.store import schema as t
+from changbai.store import targets
 from changbai.store.database import Database
 from changbai.store.indexer import index_rows
 from changbai.store.pipeline import Ahead, Context, Pipeline, WriteOp, without_meta
@@ -161,6 +162,9 @@ class Unit:
         self._versions: list[tuple[Any, ...]] = []
         self._index: dict[str, list[tuple[Any, ...]]] = {k: [] for k in t.INDEX_TABLES}
         self._outbox: list[tuple[Any, ...]] = []
+        #: (type, id, rid) of resource rows created since the last flush: references to them stored
+        #: earlier without a target rid get it then (targets.fill)
+        self._created: list[tuple[str, str, int]] = []
         self._dirty = False
 
     # ------------------------------------------------------------------------------------------ reads
@@ -172,6 +176,7 @@ class Unit:
             if self._versions:
                 self._insert_many(t.resource_version, self._versions)
                 self._versions = []
+            self._resolve_targets()
             for kind, rows in self._index.items():
                 if rows:
                     self._insert_many(t.INDEX_TABLES[kind], rows)
@@ -204,6 +209,7 @@ class Unit:
             for rows in self._index.values():
                 rows.clear()
             del self._outbox[outbox:]
+            self._created.clear()
             self._dirty = False
             raise
         nested.commit()
@@ -224,6 +230,23 @@ class Unit:
                 with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
+        finally:
+            cursor.close()
+
+    def _resolve_targets(self) -> None:
+        """The target rids of buffered references, and those of stored references to the resources
+        created since the last flush (see :mod:`changbai.store.targets`)."""
+        refs = self._index["reference"]
+        if not refs and not self._created:
+            return
+        sqlite = self.repo.db.is_sqlite
+        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        try:
+            if self._created:
+                targets.fill(cursor, sqlite, self._created)
+                self._created = []
+            if refs:
+                self._index["reference"] = targets.resolve(cursor, sqlite, refs)
         finally:
             cursor.close()
 
@@ -515,6 +538,7 @@ class Unit:
             key = self.conn.execute(_INSERT_RESOURCE, row).inserted_primary_key
             assert key is not None
             rid_of = {id(op): key[0]}
+            self._created.append((op.rtype, op.id, key[0]))
         elif new:
             # Many new resources: their keys reserved in one statement and the rows written in bulk
             # (an INSERT ... RETURNING that must keep the rows' order runs row by row on SQLite).
@@ -525,6 +549,7 @@ class Unit:
             ]
             self._insert_many(t.resource, rows, with_key=True)
             rid_of = {id(p[1]): rid for p, rid in zip(new, rids, strict=True)}
+            self._created.extend((op.rtype, op.id, rid) for (_, op, _, _, _), rid in zip(new, rids, strict=True))
         else:
             rid_of = {}
         existing = [p for p in pending if p[2] is not None]

@@ -104,7 +104,15 @@ idx_reference = _index_table(
     Column("target_id", String(64), nullable=True),
     Column("target_version", String(64), nullable=True),
     Column("url", String(512), nullable=True),  # absolute / canonical references
-    indexes=(("rtype", "param", "target_id", "target_type", "rid"), ("target_type", "target_id")),
+    # The rid of the resource (target_type, target_id), set by the store when that resource row exists
+    # (resource rows are never removed, so the pair names that rid for good), else NULL: searches that
+    # follow references (chains, _has) join on it and probe ``resource`` only for the NULL rows.
+    Column("target_rid", BigInteger, nullable=True),
+    indexes=(
+        ("rtype", "param", "target_id", "target_type", "rid"),
+        ("target_type", "target_id"),
+        ("rtype", "param", "target_rid", "rid"),
+    ),
 )
 
 idx_date = _index_table(

@@ -77,10 +77,13 @@ R = t.resource.c
 
 class InIndex:
     """``rid IN (rids)`` where ``rids`` selects index rows of the searched types: the resources they name
-    are live and of those types, so the rid set can be used without ``resource``."""
+    are live and of those types, so the rid set can be used without ``resource``. ``live`` False: the
+    rids are of the searched types but may name deleted resources (``_has``, which selects the targets of
+    references): a set of them alone is checked against ``resource`` (see :func:`_matching_rids`)."""
 
-    def __init__(self, rids: Callable[[], Select[Any] | CompoundSelect]) -> None:
+    def __init__(self, rids: Callable[[], Select[Any] | CompoundSelect], *, live: bool = True) -> None:
         self.rids = rids
+        self.live = live
 
     def __call__(self) -> ColumnElement[bool]:
         return R.rid.in_(self.rids())
@@ -705,15 +708,50 @@ def _chain_builder(
             f"No target of '{param.code}' has a search parameter '{next_code}'", expression=f"{param.code}.{chain}"
         )
     inner = _param_builder(targets, next_name, value)
-    c = t.idx_reference.c
 
-    def rids() -> Select[Any]:
-        target_rows = select(R.rtype, R.id).where(R.rtype.in_(targets), R.deleted == false(), inner()).correlate(None)
-        return select(c.rid).where(
-            c.rtype.in_(types), c.param == param.code, tuple_(c.target_type, c.target_id).in_(target_rows)
-        )
+    def rids() -> CompoundSelect:
+        if isinstance(inner, InIndex):  # its rids are live resources of the target types already
+            found: Select[Any] | CompoundSelect = inner.rids()
+        else:
+            found = select(R.rid).where(R.rtype.in_(targets), R.deleted == false(), inner()).correlate(None)
+        return referring(types, param.code, found)
 
     return InIndex(rids)
+
+
+def referring(types: list[str], code: str, targets: Select[Any] | CompoundSelect) -> CompoundSelect:
+    """The rids of resources of ``types`` whose reference parameter ``code`` points at one of the live
+    resources ``targets`` selects (by rid): through the references' target rids, and for references
+    stored without one (see :mod:`changbai.store.targets`) through the targets' type and id."""
+    c = t.idx_reference.c
+    target = t.resource.alias("ref_target")
+    named = select(target.c.rtype, target.c.id).where(target.c.rid.in_(targets)).correlate(None)
+    return union(
+        select(c.rid).where(c.rtype.in_(types), c.param == code, c.target_rid.in_(targets)),
+        select(c.rid).where(
+            c.rtype.in_(types),
+            c.param == code,
+            c.target_rid.is_(None),
+            tuple_(c.target_type, c.target_id).in_(named),
+        ),
+    )
+
+
+def referenced(types: list[str], rtype: str, code: str, referrers: Select[Any] | CompoundSelect) -> Select[Any]:
+    """The rids of the resources of ``types`` that the reference parameter ``code`` of the resources
+    ``referrers`` selects (of type ``rtype``) points at: each reference's target rid, or for one stored
+    without it, the rid of its target found by type and id. They may be deleted (``InIndex.live``)."""
+    c = t.idx_reference.c
+    target = t.resource.alias("ref_target")
+    by_name = (
+        select(target.c.rid)
+        .where(target.c.rtype == c.target_type, target.c.id == c.target_id)
+        .correlate(t.idx_reference)
+        .scalar_subquery()
+    )
+    # coalesce evaluates the probe only for the rows without a target rid, on both backends
+    rid = func.coalesce(c.target_rid, by_name)
+    return select(rid).where(c.rtype == rtype, c.param == code, c.target_type.in_(types), c.rid.in_(referrers))
 
 
 def _has_builder(types: list[str], name: str, value: str) -> InIndex:
@@ -729,21 +767,16 @@ def _has_builder(types: list[str], name: str, value: str) -> InIndex:
         raise InvalidInput(f"'{ref_code}' is not a reference parameter of {other}", expression=name)
     nested = rest.startswith("_has:")
     inner = _has_builder([other], rest, value) if nested else _param_builder([other], rest, value)
-    c = t.idx_reference.c
 
     def rids() -> Select[Any]:
         if isinstance(inner, InIndex):  # the index rows of the other type are the live resources themselves
             others: Select[Any] | CompoundSelect = inner.rids()
         else:
             others = select(R.rid).where(R.rtype == other, R.deleted == false(), inner()).correlate(None)
-        refs = select(c.target_type, c.target_id).where(c.rtype == other, c.param == ref_code, c.rid.in_(others))
-        # resolved to rids of the searched types, so that counts can intersect it with the other conditions
-        target = t.resource.alias("has_target")
-        return select(target.c.rid).where(
-            target.c.rtype.in_(types), target.c.deleted == false(), tuple_(target.c.rtype, target.c.id).in_(refs)
-        )
+        # rids of the searched types, so that counts can intersect it with the other conditions
+        return referenced(types, other, ref_code, others)
 
-    return InIndex(rids)
+    return InIndex(rids, live=False)
 
 
 def _list_builder(value: str) -> Callable[[], ColumnElement[bool]]:
@@ -950,7 +983,10 @@ def _matching_rids(lookups: list[InIndex], request: SearchRequest) -> Select[Any
     first = lookups[0].rids().subquery()
     rid = first.c[0]
     others = [rid.in_(lookup.rids()) for lookup in lookups[1:]]
-    return select(rid).where(*others, *(f(rid) for f in request.rid_filters)).distinct()
+    if not any(lookup.live for lookup in lookups):  # every set may name deleted resources: drop them
+        others.append(rid.in_(select(R.rid).where(R.deleted == false()).correlate(None)))
+    # (a reference whose target has no resource row gives a NULL rid in a _has set)
+    return select(rid).where(rid.is_not(None), *others, *(f(rid) for f in request.rid_filters)).distinct()
 
 
 def _load(unit: Unit, rids: list[int]) -> list[Match]:

@@ -35,9 +35,12 @@ def _store_content(platform) -> dict[str, set[tuple]]:
     out: dict[str, set[tuple]] = {}
     with platform.db.read() as conn:
         for kind, table in t.INDEX_TABLES.items():
-            cols = [c for c in table.c if c.name not in ("rid", "grp")]
-            rows = conn.execute(select(r.c.rtype, r.c.id, *cols).join(r, r.c.rid == table.c.rid))
-            out[kind] = {tuple(row) for row in rows}
+            cols = [c for c in table.c if c.name not in ("rid", "grp", "target_rid")]
+            q = select(r.c.rtype, r.c.id, *cols).join(r, r.c.rid == table.c.rid)
+            if kind == "reference":  # the target's rid, as the type and id of the resource it is the rid of
+                target = t.resource.alias("target")
+                q = q.add_columns(target.c.rtype, target.c.id).outerjoin(target, target.c.rid == table.c.target_rid)
+            out[kind] = {tuple(row) for row in conn.execute(q)}
         versions = conn.execute(
             select(t.resource_version.c.rtype, t.resource_version.c.id, t.resource_version.c.content)
         )
@@ -67,6 +70,13 @@ def test_work_done_ahead_gives_the_same_store(tmp_path: Path, province: Path, se
         if kind != "content" or not security:  # encryption at rest draws a fresh nonce each time
             assert got[kind] == expected[kind], kind
     assert len(expected["token"]) > len(expected["content"])  # the comparison covered real index rows
+    # every reference to a stored resource has that resource's rid (the province refers forward too:
+    # Condition.encounter is loaded before Encounter), and only those have one
+    stored = {(rtype, id) for rtype, id, _ in expected["content"]}
+    for row in got["reference"]:
+        target_type, target_id, rid_type, rid_id = row[4], row[5], row[-2], row[-1]
+        assert (rid_type, rid_id) == ((target_type, target_id) if (target_type, target_id) in stored else (None, None))
+    assert sum(row[-1] is not None for row in got["reference"]) > len(stored)
     again = load_directory(ahead.repo, province, workers=1, chunk=200)
     assert (again.created, again.updated, again.unchanged) == (0, 0, again.read)
     inline.db.dispose()
