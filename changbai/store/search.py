@@ -38,6 +38,7 @@ from sqlalchemy import (
     true,
     tuple_,
     union,
+    union_all,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.visitors import InternalTraversal
@@ -78,8 +79,9 @@ R = t.resource.c
 class InIndex:
     """``rid IN (rids)`` where ``rids`` selects index rows of the searched types: the resources they name
     are live and of those types, so the rid set can be used without ``resource``. ``live`` False: the
-    rids are of the searched types but may name deleted resources (``_has``, which selects the targets of
-    references): a set of them alone is checked against ``resource`` (see :func:`_matching_rids`)."""
+    rids may name deleted resources or resources of other types (``_has``, which selects the targets of
+    references straight from the index): a set of them alone is checked against ``resource`` (see
+    :func:`_matching_rids`); with any other lookup, or as ``rid IN`` on ``resource``, that one decides."""
 
     def __init__(self, rids: Callable[[], Select[Any] | CompoundSelect], *, live: bool = True) -> None:
         self.rids = rids
@@ -313,9 +315,11 @@ def _prefix_range(element: PrefixRange, compiler: Any, **kw: Any) -> str:
 
 @compiles(PrefixRange, "postgresql")
 def _prefix_range_pg(element: PrefixRange, compiler: Any, **kw: Any) -> str:
-    col = element.column
-    both = and_(col.op("~>=~", is_comparison=True)(element.low), col.op("~<~", is_comparison=True)(element.high))
-    return f"({compiler.process(both, **kw)})"
+    # PostgreSQL derives this very range (byte-wise, ``~>=~`` and ``~<~``, which the ``varchar_pattern_ops``
+    # index of any collation serves) from the LIKE itself; said again, it was counted twice in the row
+    # estimate (the square of the prefix's share: 2 rows for a family name that 1,166 residents have at
+    # 1M resources), and the planner then joined such a lookup by nested loop.
+    return "true"
 
 
 # --------------------------------------------------------------------------------- parameter builders
@@ -737,21 +741,21 @@ def referring(types: list[str], code: str, targets: Select[Any] | CompoundSelect
     )
 
 
-def referenced(types: list[str], rtype: str, code: str, referrers: Select[Any] | CompoundSelect) -> Select[Any]:
-    """The rids of the resources of ``types`` that the reference parameter ``code`` of the resources
-    ``referrers`` selects (of type ``rtype``) points at: each reference's target rid, or for one stored
-    without it, the rid of its target found by type and id. They may be deleted (``InIndex.live``)."""
+def referenced(types: list[str], rtype: str, code: str, referrers: Select[Any] | CompoundSelect) -> CompoundSelect:
+    """The rids of the resources that the reference parameter ``code`` of the resources ``referrers``
+    selects (of type ``rtype``) points at: each reference's target rid, or for one stored without it, the
+    rid of its target of ``types`` found by type and id. They may be deleted, or of other types than
+    ``types`` (``InIndex.live``)."""
     c = t.idx_reference.c
     target = t.resource.alias("ref_target")
-    by_name = (
+    refs = (c.rtype == rtype, c.param == code, c.rid.in_(referrers))
+    return union_all(
+        # from the index alone, (rtype, param, target_rid, rid): no target type here (see InIndex.live)
+        select(c.target_rid).where(*refs, c.target_rid.is_not(None)),
         select(target.c.rid)
-        .where(target.c.rtype == c.target_type, target.c.id == c.target_id)
-        .correlate(t.idx_reference)
-        .scalar_subquery()
+        .join_from(t.idx_reference, target, and_(target.c.rtype == c.target_type, target.c.id == c.target_id))
+        .where(*refs, c.target_rid.is_(None), target.c.rtype.in_(types)),
     )
-    # coalesce evaluates the probe only for the rows without a target rid, on both backends
-    rid = func.coalesce(c.target_rid, by_name)
-    return select(rid).where(c.rtype == rtype, c.param == code, c.target_type.in_(types), c.rid.in_(referrers))
 
 
 def _has_builder(types: list[str], name: str, value: str) -> InIndex:
@@ -768,12 +772,14 @@ def _has_builder(types: list[str], name: str, value: str) -> InIndex:
     nested = rest.startswith("_has:")
     inner = _has_builder([other], rest, value) if nested else _param_builder([other], rest, value)
 
-    def rids() -> Select[Any]:
-        if isinstance(inner, InIndex):  # the index rows of the other type are the live resources themselves
+    def rids() -> CompoundSelect:
+        # an index lookup's rids as they are: only live resources of the other type have reference rows,
+        # so a nested _has set's deleted or other resources find none
+        if isinstance(inner, InIndex):
             others: Select[Any] | CompoundSelect = inner.rids()
         else:
             others = select(R.rid).where(R.rtype == other, R.deleted == false(), inner()).correlate(None)
-        # rids of the searched types, so that counts can intersect it with the other conditions
+        # rids (not type and id pairs), so that counts can intersect it with the other conditions
         return referenced(types, other, ref_code, others)
 
     return InIndex(rids, live=False)
@@ -983,8 +989,9 @@ def _matching_rids(lookups: list[InIndex], request: SearchRequest) -> Select[Any
     first = lookups[0].rids().subquery()
     rid = first.c[0]
     others = [rid.in_(lookup.rids()) for lookup in lookups[1:]]
-    if not any(lookup.live for lookup in lookups):  # every set may name deleted resources: drop them
-        others.append(rid.in_(select(R.rid).where(R.deleted == false()).correlate(None)))
+    if not any(lookup.live for lookup in lookups):  # every set may name deleted or other resources
+        live = select(R.rid).where(R.rtype.in_(request.types), R.deleted == false()).correlate(None)
+        others.append(rid.in_(live))
     # (a reference whose target has no resource row gives a NULL rid in a _has set)
     return select(rid).where(rid.is_not(None), *others, *(f(rid) for f in request.rid_filters)).distinct()
 

@@ -67,6 +67,9 @@ def test_target_rids_are_set_whenever_the_target_is_stored(repo):
     assert ids(repo, "Observation", ("subject.family", "wang,li")) == ["after", "before", "same-batch"]
     assert ids(repo, "Patient", ("_has:Observation:subject:code", "2339-0")) == ["early", "late"]
     assert count(repo, "Patient", ("_has:Observation:subject:code", "2339-0")) == 2
+    # subject may name a Group too: the targets found are of the searched type only
+    assert ids(repo, "Group", ("_has:Observation:subject:code", "2339-0")) == []
+    assert count(repo, "Group", ("_has:Observation:subject:code", "2339-0")) == 0
 
 
 def test_deleted_targets_drop_out_and_come_back(repo):
