@@ -8,6 +8,7 @@ Without one, the PostgreSQL variants are skipped with a message saying so.
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -86,6 +87,7 @@ def postgres_url() -> Iterator[str]:
     except psycopg.OperationalError as exc:
         pytest.skip(f"PostgreSQL tests skipped: {admin} not usable ({exc})")
     base = admin.rsplit("/", 1)[0]
+    _migrated(f"{base}/{name}")  # the template of every test's database (_fresh_pg)
     yield f"{base}/{name}"
     # dropped by a process of its own, which the session does not wait for (tests/pg_sweep.py says why)
     subprocess.Popen(
@@ -102,23 +104,43 @@ def postgres_url() -> Iterator[str]:
 _made_databases: list[str] = []
 
 
+def _migrated(url: str) -> None:
+    """Bring an empty database to the current schema. Each session does this once per backend, and each
+    test's database is a copy of that one: migrating from empty took most of a test's setup (0.5 s on
+    SQLite, 0.7 s on PostgreSQL, some four minutes of the suite), and copying gives the same schema."""
+    from changbai.store.database import Database
+
+    Database(url).dispose()
+
+
 def _fresh_pg(postgres_url: str) -> str:
-    """A new empty database per use (same server), so tests never see each other's data."""
+    """A new database per use (same server), with the current schema and no data, so tests never see
+    each other's data: a copy of the session's database, which only its migration ever connects to."""
     import psycopg
 
     admin = postgres_url.rsplit("/", 1)[0] + "/postgres"
+    template = postgres_url.rsplit("/", 1)[1]
     name = database_name()
     with psycopg.connect(admin, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
     _made_databases.append(name)
     return postgres_url.rsplit("/", 1)[0] + f"/{name}"
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "changbai.db"
+    _migrated(f"sqlite:///{path}")  # the last connection's close folds the WAL into the file
+    return path
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database on each backend."""
+    """A database with the current schema and no data, on each backend."""
     if request.param == "sqlite":
-        return f"sqlite:///{tmp_path / 'changbai.db'}"
+        path = tmp_path / "changbai.db"
+        shutil.copyfile(request.getfixturevalue("sqlite_template"), path)
+        return f"sqlite:///{path}"
     pg = request.getfixturevalue("postgres_url")
     return _fresh_pg(pg)
 
