@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import Connection, and_, bindparam, delete, func, insert, select, text, update
@@ -35,6 +35,7 @@ from changbai.store import targets
 from changbai.store.database import Database
 from changbai.store.indexer import index_rows
 from changbai.store.pipeline import Ahead, Context, Pipeline, WriteOp, without_meta
+from changbai.store.prepared import Prepared
 
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
@@ -97,26 +98,54 @@ def content_without_meta_versioning(resource: dict[str, Any]) -> bytes:
 
 
 _R = t.resource.c
-_CURRENT = select(_R.rid, _R.version, _R.deleted, _R.last_updated).where(
+_CURRENT_ROW = select(_R.rid, _R.version, _R.deleted, _R.last_updated).where(
     _R.rtype == bindparam("rtype"), _R.id == bindparam("id")
 )
-_CURRENT_FOR_UPDATE = _CURRENT.with_for_update()
-_CONTENT = select(t.resource_version.c.content).where(
-    t.resource_version.c.rid == bindparam("rid"), t.resource_version.c.version == bindparam("version")
+# The statements of every write (current rows, previous contents, keys, index rows replaced) run a few
+# times a message on HL7 v2 intake: compiled once (store.prepared) rather than through Core each time.
+_CURRENT = Prepared(_CURRENT_ROW)
+_CURRENT_FOR_UPDATE = Prepared(_CURRENT_ROW.with_for_update())
+_CONTENT = Prepared(
+    select(t.resource_version.c.content).where(
+        t.resource_version.c.rid == bindparam("rid"), t.resource_version.c.version == bindparam("version")
+    )
 )
-_CURRENT_MANY = select(_R.rid, _R.id, _R.version, _R.deleted, _R.last_updated).where(
-    _R.rtype == bindparam("rtype"), _R.id.in_(bindparam("ids", expanding=True))
+_CURRENT_MANY = Prepared(
+    select(_R.id, _R.rid, _R.version, _R.deleted, _R.last_updated).where(
+        _R.rtype == bindparam("rtype"), _R.id.in_(bindparam("ids", expanding=True))
+    )
 )
 _INSERT_RESOURCE = insert(t.resource)
-_MAX_RID = select(func.coalesce(func.max(_R.rid), 0))
+_MAX_RID = Prepared(select(func.coalesce(func.max(_R.rid), 0)))
 #: the transaction-scoped lock that keeps outbox rows committing in seq order on PostgreSQL
 _OUTBOX_ORDER = text("SELECT pg_advisory_xact_lock(7405420513874620)")
 _NEXT_RIDS = text("SELECT nextval(pg_get_serial_sequence('resource', 'rid')) FROM generate_series(1, :n)")
-_UPDATE_RESOURCE = (
+_UPDATE_RESOURCE = Prepared(
     update(t.resource)
     .where(and_(_R.rid == bindparam("b_rid"), _R.version == bindparam("b_version")))
     .values(version=bindparam("version"), last_updated=bindparam("last_updated"), deleted=bindparam("deleted"))
 )
+#: IN lists of these statements are cut to at most this many values: each length is compiled once
+_IN_LIST = 100
+_DELETE_INDEX = [
+    Prepared(delete(table).where(table.c.rid.in_(bindparam("rids", expanding=True))))
+    for table in t.INDEX_TABLES.values()
+]
+
+
+class Current(NamedTuple):
+    """A ``resource`` row: where a resource is (rid) and its current version; resource rows are never
+    buffered, so this is always the database's answer."""
+
+    rid: int
+    version: int
+    deleted: bool
+    last_updated: int
+
+
+def _current_row(row: tuple[Any, ...] | None) -> Current | None:
+    # the driver's own values: SQLite gives the boolean as 0 or 1
+    return None if row is None else Current(row[0], row[1], bool(row[2]), row[3])
 
 
 class Repository:
@@ -254,18 +283,19 @@ class Unit:
         """``n`` new resource keys, increasing. SQLite: after the largest, which is safe because a write
         unit holds the database's only write lock; PostgreSQL: from the key's sequence."""
         if self.repo.db.is_sqlite:
-            top = self.conn.execute(_MAX_RID).scalar_one()
+            top = _MAX_RID.all(self.conn)[0][0]
             return list(range(top + 1, top + n + 1))
         return list(self.conn.execute(_NEXT_RIDS, {"n": n}).scalars())
 
-    def _current(self, rtype: str, id: str, *, lock: bool = False) -> Any:
-        """The resource row (rid, version, deleted, last_updated); resource rows are never buffered."""
+    def _current(self, rtype: str, id: str, *, lock: bool = False) -> Current | None:
+        """The resource row; ``lock``: held until the end of the transaction (PostgreSQL; SQLite's
+        writers are serialised anyway)."""
         q = _CURRENT_FOR_UPDATE if lock and not self.repo.db.is_sqlite else _CURRENT
-        return self.conn.execute(q, {"rtype": rtype, "id": id}).first()
+        return _current_row(q.first(self.conn, {"rtype": rtype, "id": id}))
 
     def _content(self, rid: int, version: int) -> dict[str, Any] | None:
         self.flush()
-        row = self.conn.execute(_CONTENT, {"rid": rid, "version": version}).first()
+        row = _CONTENT.first(self.conn, {"rid": rid, "version": version})
         return orjson.loads(row[0]) if row and row[0] else None
 
     def read(self, rtype: str, id: str) -> Stored:
@@ -477,12 +507,12 @@ class Unit:
         """Update-or-create many resources with their own ids in one batch (bulk load, federation):
         the same pipeline per resource as :meth:`update`, with the SQL done in a few statements.
         ``ahead`` (one per resource, when given) is validation and indexing done ahead in other processes."""
-        by_key: dict[tuple[str, str], Any] = {}
+        by_key: dict[tuple[str, str], Current | None] = {}
         for rtype in {self._resource_type(r) for r in resources}:
             ids = [check_id(r.get("id"), f"{rtype}.id") for r in resources if r["resourceType"] == rtype]
-            for i in range(0, len(ids), 500):
-                rows = self.conn.execute(_CURRENT_MANY, {"rtype": rtype, "ids": ids[i : i + 500]})
-                by_key.update({(rtype, row.id): row for row in rows})
+            for i in range(0, len(ids), _IN_LIST):
+                rows = _CURRENT_MANY.all(self.conn, {"rtype": rtype, "ids": ids[i : i + _IN_LIST]})
+                by_key.update({(rtype, row[0]): _current_row(row[1:]) for row in rows})
         items: list[tuple[WriteOp, Any]] = []
         seen: set[tuple[str, str]] = set()
         for n, r in enumerate(resources):
@@ -556,8 +586,8 @@ class Unit:
         if existing:
             self.flush()  # buffered index rows of these resources must land before they are replaced
             for _, op, cur, v, _ in existing:
-                result = self.conn.execute(
-                    _UPDATE_RESOURCE,
+                changed = _UPDATE_RESOURCE.run(
+                    self.conn,
                     {
                         "b_rid": cur.rid,
                         "b_version": cur.version,
@@ -566,12 +596,13 @@ class Unit:
                         "deleted": op.action == "delete",
                     },
                 )
-                if result.rowcount != 1:
+                if changed != 1:
                     raise Conflict(f"{op.rtype}/{op.id} was changed concurrently; try again")
                 rid_of[id(op)] = cur.rid
             old = [cur.rid for _, _, cur, _, _ in existing]
-            for table in t.INDEX_TABLES.values():
-                self.conn.execute(delete(table).where(table.c.rid.in_(old)))
+            for i in range(0, len(old), _IN_LIST):
+                for statement in _DELETE_INDEX:
+                    statement.run(self.conn, {"rids": old[i : i + _IN_LIST]})
         for i, op, cur, version, content in pending:
             rid = rid_of[id(op)]
             deleted = op.action == "delete"
