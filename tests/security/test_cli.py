@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import httpx
+import pytest
 
 from tests.conftest import LiveServer, free_port
 
@@ -23,6 +24,7 @@ def changbai(tmp_path, database_url, *args):
     )
 
 
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)  # accounts on PostgreSQL: test_oauth.py
 def test_setup_users_and_token(tmp_path, database_url):
     first = changbai(tmp_path, database_url, "setup")
     assert first.returncode == 0 and "admin" in first.stdout and "Password" in first.stdout
