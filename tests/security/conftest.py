@@ -149,6 +149,38 @@ class World:
             return c.get(path, params=params)
 
 
+def consent(
+    pid: str,
+    actor: str | None = None,
+    exclude: list[str] | None = None,
+    end: str = "2099-01-01",
+    purposes: list[str] | None = None,
+) -> dict[str, Any]:
+    """A resident's authorisation: for a named reader (``actor``) or for purposes of use (``purposes``),
+    for a period, optionally without some sensitive categories (``exclude``)."""
+    provision: dict[str, Any] = {"type": "permit", "period": {"start": "2020-01-01", "end": end}}
+    if actor:
+        participation = {"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}
+        provision["actor"] = [{"role": {"coding": [participation]}, "reference": {"reference": actor}}]
+    if purposes:
+        provision["purpose"] = [
+            {"system": "http://terminology.hl7.org/CodeSystem/v3-ActReason", "code": p} for p in purposes
+        ]
+    if exclude:
+        labels = [{"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": c} for c in exclude]
+        provision["provision"] = [{"type": "deny", "securityLabel": labels}]
+    return {
+        "resourceType": "Consent",
+        "status": "active",
+        "scope": {
+            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
+        },
+        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
+        "patient": {"reference": f"Patient/{pid}"},
+        "provision": provision,
+    }
+
+
 def secure_settings(tmp_path: Path, database_url: str, **kw: Any) -> Settings:
     kw.setdefault("mllp_port", 0)  # no HL7 v2 listener: tests run side by side
     return Settings(data_dir=tmp_path / "var", database_url=database_url, security=True, **kw)

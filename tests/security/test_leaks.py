@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.security.test_matrix import consent
+from tests.security.conftest import consent
 
 
 def ids(bundle: dict) -> set[str]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from tests.security.conftest import consent
+
 #: (account, request path, expected status). Records: obs1/psy1/enc1 are p1's at hospA (county 220102,
 #: Changchun 220100); obs2 is p2's at hospC (county 220202, Jilin city 220200). drF is p1's family doctor.
 MATRIX = [
@@ -82,40 +84,6 @@ def _accounts(world):
     from changbai.security.accounts import list_accounts
 
     return [a for a in list_accounts(world.sec.db) if a["username"] not in ("admin", "changbai-web")]
-
-
-def consent(pid: str, actor: str, exclude: list[str] | None = None, end: str = "2099-01-01") -> dict:
-    provision: dict = {
-        "type": "permit",
-        "period": {"start": "2020-01-01", "end": end},
-        "actor": [
-            {
-                "role": {
-                    "coding": [{"system": "http://terminology.hl7.org/CodeSystem/v3-ParticipationType", "code": "IRCP"}]
-                },
-                "reference": {"reference": actor},
-            }
-        ],
-    }
-    if exclude:
-        provision["provision"] = [
-            {
-                "type": "deny",
-                "securityLabel": [
-                    {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": c} for c in exclude
-                ],
-            }
-        ]
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
-        },
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{pid}"},
-        "provision": provision,
-    }
 
 
 def test_resident_authorises_another_facility_and_revokes(world):

@@ -7,35 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
-
-
-def purpose_consent(pid: str, purposes: list[str], exclude: list[str] | None = None, end: str = "2099-01-01") -> dict:
-    provision: dict = {
-        "type": "permit",
-        "period": {"start": "2020-01-01", "end": end},
-        "purpose": [{"system": ACT_REASON, "code": p} for p in purposes],
-    }
-    if exclude:
-        provision["provision"] = [
-            {
-                "type": "deny",
-                "securityLabel": [
-                    {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": c} for c in exclude
-                ],
-            }
-        ]
-    return {
-        "resourceType": "Consent",
-        "status": "active",
-        "scope": {
-            "coding": [{"system": "http://terminology.hl7.org/CodeSystem/consentscope", "code": "patient-privacy"}]
-        },
-        "category": [{"coding": [{"system": "http://loinc.org", "code": "59284-0"}]}],
-        "patient": {"reference": f"Patient/{pid}"},
-        "provision": provision,
-    }
-
+from tests.security.conftest import consent
 
 #: (reader, stated purpose, path, expected). p1 authorised research without mental health, and treatment;
 #: p2 authorised payment. Nobody named a reader.
@@ -64,7 +36,7 @@ def authorised(world):
         ("resident2", "p2", ["HPAYMT"], None),
     ):
         with world.client(user) as c:
-            r = c.post("Consent", json=purpose_consent(pid, purposes, exclude))
+            r = c.post("Consent", json=consent(pid, exclude=exclude, purposes=purposes))
             assert r.status_code == 201, r.text
     return world
 
@@ -113,10 +85,10 @@ def test_purpose_from_the_access_token(authorised):
 
 def test_expired_or_revoked_purpose_authorisation_grants_nothing(world):
     with world.client("resident1") as c:
-        assert c.post("Consent", json=purpose_consent("p1", ["HRESCH"], end="2021-01-01")).status_code == 201
+        assert c.post("Consent", json=consent("p1", end="2021-01-01", purposes=["HRESCH"])).status_code == 201
     assert get(world, "researcher1", "Observation/obs1", "HRESCH").status_code == 404
     with world.client("resident1") as c:
-        r = c.post("Consent", json=purpose_consent("p1", ["HRESCH"]))
+        r = c.post("Consent", json=consent("p1", purposes=["HRESCH"]))
         cid = r.json()["id"]
     assert get(world, "researcher1", "Observation/obs1", "HRESCH").status_code == 200
     with world.client("resident1") as c:
