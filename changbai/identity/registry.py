@@ -410,9 +410,10 @@ class IdentifyStep:
         if op.resource is None:
             registry.unregister(op.id, actor)
             return
-        done = op.ahead_of("identify")
+        clear = _in_clear(op.resource, fields)
+        done = op.ahead_of("identify", clear)
         if done is None or done[0].key != op.id:
-            done = identify_ahead(_in_clear(op.resource, fields))
+            done = identify_ahead(clear)
         patient, row, keys = done
         for warning in patient.warnings:
             op.warnings.append(Issue(warning, "business-rule", "warning", ["Patient.identifier"]))

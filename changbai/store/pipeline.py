@@ -70,13 +70,16 @@ class WriteOp:
     warnings: list[Any] = field(default_factory=list)
     ahead: Ahead | None = None
 
-    def ahead_of(self, step: str) -> Any:
+    def ahead_of(self, step: str, seen: dict[str, Any] | None = None) -> Any:
         """What ``step``'s ahead function computed for this resource, while its content (meta aside) is
-        still the one it was computed from; None otherwise."""
+        still the one it was computed from; None otherwise. ``seen``: the resource as the step reads it,
+        where that differs from ``resource`` (the master index reads protected values in clear, so the
+        work done ahead on the clear values still holds after the security step protected them)."""
         ahead = self.ahead
-        if ahead is None or step not in ahead.steps or self.resource is None:
+        resource = self.resource if seen is None else seen
+        if ahead is None or step not in ahead.steps or resource is None:
             return None
-        if self.resource is not ahead.source and without_meta(self.resource) != without_meta(ahead.source):
+        if resource is not ahead.source and without_meta(resource) != without_meta(ahead.source):
             return None
         return ahead.steps[step]
 

@@ -11,6 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from changbai.api.app import create_platform
+from changbai.identity import tables as empi
 from changbai.settings import Settings
 from changbai.store import schema as t
 from changbai.store.bulk import load_directory
@@ -52,6 +53,12 @@ def _store_content(platform) -> dict[str, set[tuple]]:
             )
             for rtype, id, c in versions
         }
+        # the master index: who was linked with whom (person ids are new in each store) and its blocks
+        persons: dict[str, set[str]] = {}
+        for patient, person in conn.execute(select(empi.record.c.patient, empi.record.c.person)):
+            persons.setdefault(person, set()).add(patient)
+        out["persons"] = {frozenset(group) for group in persons.values()}
+        out["blocks"] = {tuple(row) for row in conn.execute(select(empi.block.c.block, empi.block.c.patient))}
     return out
 
 
