@@ -54,3 +54,25 @@ def _normalised(unit, id: str):
     from changbai.identity.normalise import normalise_patient
 
     return normalise_patient(unit.read("Patient", id).resource, key=id)
+
+
+def test_rematch_reads_the_numbers_in_clear_and_keeps_them_protected(settings):
+    from changbai.identity.registry import rematch
+
+    platform = _secured(settings)
+    try:
+        _write(platform, {**registration("h1", "1"), "id": "a"})
+        _write(platform, {**registration("h2", "2", name=[{"family": "李", "given": ["娜"]}]), "id": "b"})
+        with platform.repo.unit(write=False) as unit:
+            before = [tuple(r) for r in unit.conn.execute(select(t.record.c.patient, t.record.c.row))]
+            blocks = {tuple(r) for r in unit.conn.execute(select(t.block.c.block, t.block.c.patient))}
+        assert rematch(platform.repo)["patients"] == 2
+        with platform.repo.unit(write=False) as unit:
+            registry = registry_of(unit)
+            assert registry.person_of("a") == registry.person_of("b")  # same resident ID, despite the name
+            rows = dict(unit.conn.execute(select(t.record.c.patient, t.record.c.row)).all())
+            again = {tuple(r) for r in unit.conn.execute(select(t.block.c.block, t.block.c.patient))}
+        assert again == blocks  # the same keys as the writes made: tokens from the numbers in clear
+        assert rows == dict(before)  # the same rows (ciphertext of a value is the same each time)
+    finally:
+        platform.db.dispose()
