@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from changbai.errors import InvalidInput
+from changbai.store import search
 
 LOINC = "http://loinc.org"
 UCUM = "http://unitsofmeasure.org"
@@ -162,6 +163,11 @@ def ids(data, rtype, *params, **kw):
     return sorted(m.id for m in result.matches)
 
 
+def total(data, rtype, *params):
+    with data.unit(write=False) as u:
+        return u.search(rtype, [*params, ("_summary", "count")]).total
+
+
 def test_string_default_exact_contains(data):
     assert ids(data, "Patient", ("family", "zhang")) == ["p1", "p2"]  # case and accents folded, starts-with
     assert ids(data, "Patient", ("family:exact", "Zhang")) == ["p1"]
@@ -217,6 +223,23 @@ def test_chains_and_reverse_chains(data):
         "jl-hosp"
     ]
     assert ids(data, "Patient", ("_has:Condition:subject:code", "I10"), ("gender", "male")) == ["p1"]
+
+
+def test_has_joined_to_another_condition_or_tested_as_a_set_finds_the_same(data, monkeypatch):
+    # up to HAS_JOIN_LIMIT referrers a _has set is joined to the first set's references; beyond, tested by rid
+    has_obs, has_cond = ("_has:Observation:patient:code", "2339-0"), ("_has:Condition:subject:code", "I10")
+    queries = [
+        [has_cond, ("gender", "male")],
+        [has_obs, ("family", "zhang")],
+        [has_obs, has_cond, ("family", "zhang")],
+        [("_has:Observation:subject:_has:Provenance:target:agent", "Organization/cc-hosp"), ("family", "zhang")],
+    ]
+    expected = [["p1"], ["p2"], [], []]
+    assert [ids(data, "Patient", *q) for q in queries] == expected
+    assert [total(data, "Patient", *q) for q in queries] == [len(e) for e in expected]
+    monkeypatch.setattr(search, "HAS_JOIN_LIMIT", 0)
+    assert [ids(data, "Patient", *q) for q in queries] == expected
+    assert [total(data, "Patient", *q) for q in queries] == [len(e) for e in expected]
 
 
 def test_dates_with_precision_and_prefixes(data):
