@@ -289,6 +289,18 @@ def _plan(rtype: str) -> list[_Planned]:
     return plan
 
 
+_PART_PLANS: dict[tuple[str, bool], list[_Planned]] = {}
+
+
+def _plan_part(rtype: str, on_meta: bool) -> list[_Planned]:
+    """The plan's parameters on ``Resource.meta`` (or all the others): a writer completing work done
+    ahead evaluates only the meta ones, on every resource of a load."""
+    plan = _PART_PLANS.get((rtype, on_meta))
+    if plan is None:
+        plan = _PART_PLANS[(rtype, on_meta)] = [p for p in _plan(rtype) if p.on_meta == on_meta]
+    return plan
+
+
 def _composite_needs(param: SearchParam) -> tuple[tuple[frozenset[str], ...], ...] | None:
     """A composite over the resource itself needs every component's starting keys; one over a child
     element (``Observation.component``) needs that element."""
@@ -329,9 +341,7 @@ def index_rows(resource: dict[str, Any], part: str = "all") -> dict[str, list[Ro
     keys = resource.keys()
     group = 0
     memo: dict[tuple[int, str], list[Values]] = {}
-    for planned in _plan(rtype):
-        if part != "all" and planned.on_meta != (part == "meta"):
-            continue
+    for planned in _plan(rtype) if part == "all" else _plan_part(rtype, part == "meta"):
         param = planned.param
         if planned.strategy is None:
             if planned.needs is None or _possible(keys, planned.needs):
