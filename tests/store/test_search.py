@@ -242,6 +242,23 @@ def test_has_joined_to_another_condition_or_tested_as_a_set_finds_the_same(data,
     assert [total(data, "Patient", *q) for q in queries] == [len(e) for e in expected]
 
 
+def test_total_beyond_the_rid_set_limit_comes_with_the_first_rids(data, monkeypatch):
+    # beyond RID_SET_LIMIT matches the page is read by its own query and the total is counted with the first rids
+    cases = [
+        ("Observation", [("subject", "Patient/p1")], ["o1", "o2"]),
+        ("Patient", [("family", "zhang")], ["p1", "p2"]),
+        ("Patient", [("_has:Condition:subject:code", "I10")], ["p1"]),
+    ]
+    for rtype, q, matches in cases:
+        assert (ids(data, rtype, *q), total(data, rtype, *q)) == (matches, len(matches))
+    monkeypatch.setattr(search, "RID_SET_LIMIT", 0)
+    for rtype, q, matches in cases:
+        with data.unit(write=False) as u:
+            first = u.search(rtype, [*q, ("_count", "1")])
+        assert first.total == len(matches) and len(first.matches) == 1 and first.matches[0].id in matches
+        assert ids(data, rtype, *q) == matches
+
+
 def test_dates_with_precision_and_prefixes(data):
     assert ids(data, "Patient", ("birthdate", "1980")) == ["p1", "p2"]
     assert ids(data, "Patient", ("birthdate", "1980-05-17")) == ["p1"]  # p2 (1980-05) is not inside that day
