@@ -226,7 +226,8 @@ def test_chains_and_reverse_chains(data):
 
 
 def test_has_joined_to_another_condition_or_tested_as_a_set_finds_the_same(data, monkeypatch):
-    # up to HAS_JOIN_LIMIT referrers a _has set is joined to the first set's references; beyond, tested by rid
+    # on PostgreSQL, up to HAS_JOIN_LIMIT referrers a _has set is joined to the first set's references;
+    # beyond (and on SQLite), tested by rid
     has_obs, has_cond = ("_has:Observation:patient:code", "2339-0"), ("_has:Condition:subject:code", "I10")
     queries = [
         [has_cond, ("gender", "male")],
