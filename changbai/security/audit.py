@@ -25,6 +25,7 @@ from changbai.fhir.values import ms_to_instant
 from changbai.security import tables as st
 from changbai.security.policy import now_ms
 from changbai.store.database import Database
+from changbai.store.prepared import driver_cursor
 
 FIELDS = (
     "recorded",
@@ -120,11 +121,8 @@ class AuditTrail:
         key = id(conn)
         known = state["head"] if state is not None and state.get("conn") == key else None
         if self.db.is_sqlite:
-            cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-            try:
+            with driver_cursor(conn) as cursor:
                 head = self._insert(cursor, known or _head(cursor), rows)
-            finally:
-                cursor.close()
         else:
             if known is None:
                 self._lock(conn)

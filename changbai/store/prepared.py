@@ -10,7 +10,8 @@ bool, None) are bound and returned: no type processing happens on this path.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Connection
@@ -54,21 +55,15 @@ class Prepared:
     def run(self, conn: Connection, params: Mapping[str, Any] | None = None) -> int:
         """Execute; the number of rows it changed."""
         sql, bound = self._compile(conn, params or {})
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with driver_cursor(conn) as cursor:
             cursor.execute(sql, bound)
             return int(cursor.rowcount)
-        finally:
-            cursor.close()
 
     def all(self, conn: Connection, params: Mapping[str, Any] | None = None) -> list[tuple[Any, ...]]:
         sql, bound = self._compile(conn, params or {})
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with driver_cursor(conn) as cursor:
             cursor.execute(sql, bound)
             return list(cursor.fetchall())
-        finally:
-            cursor.close()
 
     def first(self, conn: Connection, params: Mapping[str, Any] | None = None) -> tuple[Any, ...] | None:
         rows = self.all(conn, params)
@@ -80,11 +75,19 @@ class Prepared:
             return
         sql, _ = self._compile(conn, rows[0])
         bound = [self._compile(conn, r)[1] for r in rows]
-        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with driver_cursor(conn) as cursor:
             cursor.executemany(sql, bound)
-        finally:
-            cursor.close()
+
+
+@contextmanager
+def driver_cursor(conn: Connection) -> Iterator[Any]:
+    """A cursor of the database driver on ``conn``, in its transaction, closed afterwards (SQLite's
+    cursors are no context managers): for the store's few statements that bypass SQLAlchemy."""
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        yield cursor
+    finally:
+        cursor.close()
 
 
 def _bind_params(statement: ClauseElement) -> list[Any]:

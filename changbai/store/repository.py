@@ -34,8 +34,8 @@ from changbai.store import schema as t
 from changbai.store import targets
 from changbai.store.database import Database
 from changbai.store.indexer import index_rows
-from changbai.store.pipeline import Ahead, Context, Pipeline, WriteOp, without_meta
-from changbai.store.prepared import Prepared
+from changbai.store.pipeline import Ahead, Context, Pipeline, WriteOp
+from changbai.store.prepared import Prepared, driver_cursor
 
 ID_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-.")
 
@@ -250,8 +250,7 @@ class Unit:
         (``t.insert_columns``). Column names are ours; values always travel as parameters."""
         names = t.insert_columns(table, with_key)
         columns = ", ".join(names)
-        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with driver_cursor(self.conn) as cursor:
             if self.repo.db.is_sqlite:
                 marks = ", ".join("?" for _ in names)
                 cursor.executemany(f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", rows)
@@ -259,8 +258,6 @@ class Unit:
                 with cursor.copy(f"COPY {table.name} ({columns}) FROM STDIN") as copy:
                     for row in rows:
                         copy.write_row(row)
-        finally:
-            cursor.close()
 
     def _resolve_targets(self) -> None:
         """The target rids of buffered references, and those of stored references to the resources
@@ -269,15 +266,12 @@ class Unit:
         if not refs and not self._created:
             return
         sqlite = self.repo.db.is_sqlite
-        cursor = self.conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
+        with driver_cursor(self.conn) as cursor:
             if self._created:
                 targets.fill(cursor, sqlite, self._created)
                 self._created = []
             if refs:
                 self._index["reference"] = targets.resolve(cursor, sqlite, refs)
-        finally:
-            cursor.close()
 
     def _reserve_rids(self, n: int) -> list[int]:
         """``n`` new resource keys, increasing. SQLite: after the largest, which is safe because a write
@@ -628,7 +622,7 @@ def _index_rows(op: WriteOp) -> dict[str, list[tuple[Any, ...]]]:
     content as it was (meta aside, whose rows are always computed here), else computed afresh."""
     ahead = op.ahead
     assert op.resource is not None
-    if ahead is None or without_meta(op.resource) != without_meta(ahead.source):
+    if ahead is None or not ahead.holds_for(op.resource):
         return index_rows(op.resource)
     rows = index_rows(op.resource, part="meta")
     for kind, found in ahead.rows.items():
