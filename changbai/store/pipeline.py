@@ -50,6 +50,10 @@ class Ahead:
     rows: dict[str, list[tuple[Any, ...]]]  # indexer.index_rows(source, part="content")
     steps: dict[str, Any] = field(default_factory=dict)  # step name -> its ahead function's result
 
+    def holds_for(self, resource: dict[str, Any]) -> bool:
+        """Whether the work still describes ``resource``: the content it was done for, meta aside."""
+        return resource is self.source or without_meta(resource) == without_meta(self.source)
+
 
 def without_meta(resource: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in resource.items() if k != "meta"}
@@ -77,9 +81,7 @@ class WriteOp:
         work done ahead on the clear values still holds after the security step protected them)."""
         ahead = self.ahead
         resource = self.resource if seen is None else seen
-        if ahead is None or step not in ahead.steps or resource is None:
-            return None
-        if resource is not ahead.source and without_meta(resource) != without_meta(ahead.source):
+        if ahead is None or step not in ahead.steps or resource is None or not ahead.holds_for(resource):
             return None
         return ahead.steps[step]
 
