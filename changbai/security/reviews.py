@@ -17,7 +17,7 @@ from changbai.errors import Conflict, Forbidden, InvalidInput, NotFound
 from changbai.fhir.values import ms_to_instant
 from changbai.security import audit as au
 from changbai.security import tables as st
-from changbai.security.enforcement import _who
+from changbai.security.enforcement import _names, _who
 from changbai.security.policy import Principal, now_ms
 
 if TYPE_CHECKING:
@@ -118,7 +118,7 @@ def _event(conn: Connection, row: Any) -> dict[str, Any]:
                 a.category != "break-glass",
                 a.recorded >= row["started"],
                 a.recorded <= row["expires"],
-                (" " + a.patients + " ").like(f"% {row['patient']} %"),
+                _names(row["patient"]),
             )
         )
     ).scalar_one()
