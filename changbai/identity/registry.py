@@ -84,13 +84,17 @@ class SqlIndex:
         self.conn = conn
         self.max_block = max_block
         self.fields = fields
+        self._stored: dict[str, str] = {}  # clear key -> as stored (a registration locks, looks up and adds)
 
     def _key(self, key: str) -> str:
         kind = blocking.protected_rules().get(key.partition(":")[0]) if self.fields is not None else None
         if kind is None:
             return key
-        name, _, value = key.partition(":")
-        return f"{name}:{self.fields.token(kind, value)}"  # type: ignore[union-attr]
+        stored = self._stored.get(key)
+        if stored is None:
+            name, _, value = key.partition(":")
+            stored = self._stored[key] = f"{name}:{self.fields.token(kind, value)}"  # type: ignore[union-attr]
+        return stored
 
     def _sealed(self, row: dict[str, Any]) -> dict[str, Any]:
         if self.fields is None:
