@@ -10,6 +10,7 @@ import orjson
 from joserfc.jwk import ECKey
 from sqlalchemy import and_, select
 
+from changbai.errors import ChangbaiError
 from changbai.security import policy as pol
 from changbai.security.accounts import add_account, get_account, new_password, set_password
 from changbai.store import schema as t
@@ -31,13 +32,32 @@ def _first(platform: Platform, rtype: str) -> dict[str, Any] | None:
     return orjson.loads(row[0]) if row and row[0] else None
 
 
+def _referenced(platform: Platform, reference: Any, rtype: str) -> dict[str, Any] | None:
+    """The stored resource a ``Reference`` of type ``rtype`` names; None for anything else."""
+    ref = (reference or {}).get("reference") if isinstance(reference, dict) else None
+    kind, _, id = (ref or "").partition("/")
+    if kind != rtype or not id:
+        return None
+    try:
+        return platform.repo.read(rtype, id).resource
+    except ChangbaiError:  # not stored, deleted, or not a valid id
+        return None
+
+
 def create_demo_accounts(platform: Platform) -> list[tuple[str, str, str]]:
     from changbai.security.enforcement import Security
 
     sec = platform.security or Security(platform)
-    org = _first(platform, "Organization") or {"id": "demo-org"}
-    practitioner = _first(platform, "Practitioner") or {"id": "demo-practitioner"}
-    patient = _first(platform, "Patient") or {"id": "demo-patient"}
+    # the facility, doctor and resident of a real encounter, so the clinician's facility has treated
+    # someone (the first Organization of the demo province is an insurer, which treats nobody)
+    encounter = _first(platform, "Encounter") or {}
+    org = _referenced(platform, encounter.get("serviceProvider"), "Organization") or {"id": "demo-org"}
+    doctors = [p.get("individual") for p in encounter.get("participant") or []]
+    practitioner = next(
+        (found for ref in doctors if (found := _referenced(platform, ref, "Practitioner")) is not None),
+        _first(platform, "Practitioner") or {"id": "demo-practitioner"},
+    )
+    patient = _referenced(platform, encounter.get("subject"), "Patient") or {"id": "demo-patient"}
     county = pol.division_of(org) or "220102"
     city, province = county[:4] + "00", county[:2] + "0000"
     people = [

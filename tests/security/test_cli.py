@@ -69,3 +69,35 @@ def test_demo_accounts_cover_every_role(world):
     from changbai.security.accounts import authenticate
 
     assert authenticate(world.sec.db, username, password)["role"] == "clinician"
+
+
+def test_the_demo_clinician_sees_the_demo_resident_of_the_synthetic_province(tmp_path):
+    """The demo accounts are bound to a real encounter's facility, doctor and resident, so a newcomer
+    signing in as the clinician sees a record (the province's first Organization is an insurer)."""
+    from changbai.api.app import create_platform
+    from changbai.security import create_demo_accounts
+    from changbai.security.accounts import get_account
+    from changbai.store.bulk import load_directory
+    from changbai.synth import generate
+    from tests.security.conftest import secure_settings
+
+    generate(tmp_path / "province", 15, 5)
+    platform = create_platform(secure_settings(tmp_path, f"sqlite:///{tmp_path / 'demo.db'}"))
+    live = LiveServer(platform.build_app(), free_port()).start()
+    try:
+        assert load_directory(platform.repo, tmp_path / "province", workers=0).errors == []
+        create_demo_accounts(platform)
+        sec = platform.security
+        clinician = get_account(sec.db, "demo-clinician")
+        resident = get_account(sec.db, "demo-resident")["patient"]
+        scope = " ".join(str(s) for s in sec.policy.role("clinician").scopes)
+        token = sec.issue_token(clinician, scope, live.fhir)[0]
+        r = httpx.get(f"{live.fhir}/Patient/{resident}", headers={"authorization": f"Bearer {token}"})
+        assert r.status_code == 200, r.text
+        found = httpx.get(
+            f"{live.fhir}/Encounter", params={"_summary": "count"}, headers={"authorization": f"Bearer {token}"}
+        )
+        assert found.json()["total"] > 0  # the facility's own encounters
+    finally:
+        live.stop()
+        platform.db.dispose()
